@@ -1,0 +1,73 @@
+# ComputeDomain operator. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export CD_TOOLS_DIR ?= $(CURDIR)/.tools
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,lint]'
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create the virtualenv with runtime, test and lint dependencies
+
+.PHONY: tools
+tools: ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok and helm from Go modules
+	tools/build.sh
+
+.PHONY: lint
+lint: venv ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/mypy
+
+.PHONY: fmt
+fmt: venv ## Format and auto-fix with ruff
+	$(VENV)/bin/ruff format operator tests bench
+	$(VENV)/bin/ruff check --fix operator tests bench
+
+.PHONY: crds
+crds: venv ## Regenerate crds/ from the pydantic models
+	$(PY) -m computedomain.api.crd write crds
+
+.PHONY: test
+test: venv tools ## Run the whole test suite (unit, control plane, end to end)
+	@$(VENV)/bin/pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
+
+.PHONY: test-unit
+test-unit: venv ## Run only the fast unit tests (no control plane)
+	$(VENV)/bin/pytest tests/unit
+
+.PHONY: cluster-up
+cluster-up: venv tools ## Start the local control plane with one fake NVL72 rack (.work/cluster)
+	$(PY) -m computedomain.testbed up
+
+.PHONY: cluster-down
+cluster-down: venv ## Stop the local control plane
+	$(PY) -m computedomain.testbed down
+
+.PHONY: demo
+demo: venv tools ## Run the demo on the local control plane
+	$(PY) -m computedomain.testbed demo
+
+.PHONY: bench
+bench: venv tools ## Run the benchmarks (they print their figures)
+	$(PY) bench/run.py
+
+.PHONY: gpu-check
+gpu-check: ## Read the real NVML once and print GPUs, fabric state and clique (needs a GPU)
+	scripts/gpu-check.sh
+
+.PHONY: clean
+clean: ## Remove test and cluster state (keeps the tool cache)
+	rm -rf .work .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,111 @@
+"""The agent's check cycle: read NVML, derive the clique, keep the Node label true, wait, repeat."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from computedomain.agent.clique import CliqueResult, Reason, derive_clique
+from computedomain.agent.gpus import NodeGpus
+from computedomain.agent.nvml import GpuSource
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_NVML_REQUIRED = 2
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How often to check, and whether a node without usable NVML is an error."""
+
+    node_name: str
+    interval: float = 60.0
+    retry_interval: float = 5.0
+    require_nvml: bool = True
+
+
+class CliqueSink(Protocol):
+    """Where a derived clique goes (the Node label, in production)."""
+
+    async def sync(self, result: CliqueResult) -> bool:
+        """Make the outside world reflect `result`; False when that failed and is worth retrying soon."""
+        ...
+
+
+Reporter = Callable[[NodeGpus, CliqueResult], None]
+
+
+class NvmlRequiredError(Exception):
+    """NVML is required on this node but could not be loaded or initialised."""
+
+
+def next_delay(result: CliqueResult, synced: bool, settings: AgentSettings) -> float:
+    """Seconds until the next check: sooner while the answer may change by itself or a write failed."""
+    if result.is_transient or not synced:
+        return min(settings.retry_interval, settings.interval)
+    return settings.interval
+
+
+def nvml_required_message(result: CliqueResult) -> str:
+    """The one line printed before exiting when NVML is required but not usable."""
+    why = "; ".join(result.problems) or result.message
+    return (
+        f"computedomain-agent: NVML is required but not usable: {why}; "
+        "set REQUIRE_NVML=false (or --no-require-nvml) on nodes without NVIDIA GPUs"
+    )
+
+
+def must_exit(result: CliqueResult, settings: AgentSettings) -> bool:
+    """True when NVML is required and could not be used."""
+    return settings.require_nvml and result.reason is Reason.NVML_UNAVAILABLE
+
+
+async def observe(source: GpuSource, settings: AgentSettings) -> tuple[NodeGpus, CliqueResult]:
+    """Read NVML (in a worker thread: it blocks) and derive the clique.
+
+    Raises NvmlRequiredError when NVML is required and not usable.
+    """
+    gpus = await asyncio.to_thread(source.read)
+    result = derive_clique(gpus)
+    if must_exit(result, settings):
+        raise NvmlRequiredError(nvml_required_message(result))
+    return gpus, result
+
+
+def _log_result(result: CliqueResult) -> None:
+    if result.reason is Reason.NVML_UNAVAILABLE:
+        log.info("no usable NVML, running without GPUs: %s", result.message)
+    elif result.is_problem:
+        log.warning("no NVLink clique: %s: %s", result.reason, "; ".join(result.problems) or result.message)
+    else:
+        log.info("NVLink clique %s: %s: %s", result.clique_id or "(none)", result.reason, result.message)
+
+
+async def run_loop(
+    settings: AgentSettings,
+    source: GpuSource,
+    sink: CliqueSink | None,
+    stop: asyncio.Event,
+    reporter: Reporter | None = None,
+) -> None:
+    """Check until `stop` is set. Logs a result only when it differs from the last one.
+
+    Raises NvmlRequiredError when NVML is required and not usable.
+    """
+    last: tuple[str | None, Reason] | None = None
+    while not stop.is_set():
+        gpus, result = await observe(source, settings)
+        if (result.clique_id, result.reason) != last:
+            _log_result(result)
+            last = (result.clique_id, result.reason)
+        if reporter is not None:
+            reporter(gpus, result)
+        synced = True if sink is None else await sink.sync(result)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), next_delay(result, synced, settings))

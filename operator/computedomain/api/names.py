@@ -1,0 +1,65 @@
+"""Every name the operator shares with the outside world: API group, label keys, finalizer, child names.
+
+These strings are a contract with NVIDIA's ComputeDomain kubelet plugin, daemon and with users'
+tooling; changing one breaks compatibility. No other module spells them out.
+"""
+
+from __future__ import annotations
+
+GROUP = "resource.nvidia.com"
+VERSION = "v1beta1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DOMAIN_KIND = "ComputeDomain"
+DOMAIN_PLURAL = "computedomains"
+CLIQUE_KIND = "ComputeDomainClique"
+CLIQUE_PLURAL = "computedomaincliques"
+CHANNEL_CONFIG_KIND = "ComputeDomainChannelConfig"
+DAEMON_CONFIG_KIND = "ComputeDomainDaemonConfig"
+
+# Labels. The domain label's value is always the ComputeDomain's metadata.uid.
+DOMAIN_LABEL = "resource.nvidia.com/computeDomain"
+CLIQUE_LABEL = "resource.nvidia.com/computeDomain.cliqueID"
+TARGET_LABEL = "resource.nvidia.com/computeDomainTarget"
+TARGET_DAEMON = "Daemon"
+TARGET_WORKLOAD = "Workload"
+GPU_CLIQUE_LABEL = "nvidia.com/gpu.clique"
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"
+
+FINALIZER = "resource.nvidia.com/computeDomain"
+
+# Dynamic Resource Allocation.
+DRIVER = "compute-domain.nvidia.com"
+DAEMON_DEVICE_CLASS = "compute-domain-daemon.nvidia.com"
+CHANNEL_DEVICE_CLASS = "compute-domain-default-channel.nvidia.com"
+DAEMON_REQUEST = "daemon"
+CHANNEL_REQUEST = "channel"
+DAEMON_CLAIM = "compute-domain-daemon"
+
+DAEMON_SERVICE_ACCOUNT = "compute-domain-daemon-service-account"
+DAEMON_CONTAINER = "compute-domain-daemon"
+
+# Server-side apply field manager for everything the controller writes.
+FIELD_MANAGER = "computedomain-operator"
+# The node agent's own field manager, so its label never mixes with the controller's.
+AGENT_FIELD_MANAGER = "computedomain-node-agent"
+
+DEFAULT_MAX_NODES_PER_CLIQUE = 18
+IMEX_HOST_PREFIX = "compute-domain-daemon-"
+
+
+def daemon_name(domain_uid: str) -> str:
+    """Name of the per-domain DaemonSet and of its daemon ResourceClaimTemplate."""
+    return f"computedomain-daemon-{domain_uid}"
+
+
+def clique_name(domain_uid: str, clique_id: str) -> str:
+    """Name of the ComputeDomainClique of one domain in one NVLink clique."""
+    return f"{domain_uid}.{clique_id}"
+
+
+def imex_host(index: int) -> str:
+    """The stable IMEX peer name of the daemon holding `index` in its clique."""
+    return f"{IMEX_HOST_PREFIX}{index:04d}"

@@ -1,0 +1,51 @@
+"""`computedomain-controller`: reconcile ComputeDomains (one active replica, chosen by a Lease).
+
+Configured through environment variables (see `computedomain.controller.settings`); in a pod it uses
+its service account, elsewhere the KUBECONFIG file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from computedomain.controller.app import Controller
+from computedomain.controller.settings import Settings, SettingsError
+from computedomain.kubeclient import load_api_client
+from computedomain.logs import configure_logging
+
+logger = logging.getLogger("computedomain.controller")
+
+
+async def _main(settings: Settings) -> int:
+    async with await load_api_client() as api:
+        return await Controller(settings, api).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the controller process."""
+    parser = argparse.ArgumentParser(prog="computedomain-controller", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as error:
+        print(f"computedomain-controller: invalid configuration:\n{error}", file=sys.stderr)
+        return 2
+    configure_logging("json" if settings.json_logs else "plain", args.log_level)
+    # Kopf reports every watch event at DEBUG/INFO; the controller's own log says what matters.
+    logging.getLogger("kopf").setLevel(logging.WARNING)
+    logger.info(
+        "starting: namespace=%s leader-election=%s max-nodes-per-clique=%d",
+        settings.namespace,
+        settings.leader_election,
+        settings.max_nodes_per_clique,
+    )
+    return asyncio.run(_main(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""A thin, typed layer over the Kubernetes REST API for the objects the controller touches.
+
+Objects travel as plain dicts: the controller renders complete manifests and compares them with what
+the API server returns, so a typed client model would only add conversion cost. Every write counts
+towards the `computedomain_api_writes_total` metric.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from computedomain.api import names
+from computedomain.controller import metrics
+
+Object = dict[str, Any]
+
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where a kind lives in the REST API."""
+
+    group: str
+    version: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        """`group/version`, or `version` for the core group."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        """The REST path of the collection, or of one object (and one of its subresources)."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+            if subresource:
+                base += f"/{subresource}"
+        return base
+
+
+DOMAINS = Kind(names.GROUP, names.VERSION, names.DOMAIN_PLURAL, True)
+CLIQUES = Kind(names.GROUP, names.VERSION, names.CLIQUE_PLURAL, True)
+DAEMONSETS = Kind("apps", "v1", "daemonsets", True)
+PODS = Kind("", "v1", "pods", True)
+NODES = Kind("", "v1", "nodes", False)
+EVENTS = Kind("", "v1", "events", True)
+LEASES = Kind("coordination.k8s.io", "v1", "leases", True)
+
+
+def claim_templates(version: str) -> Kind:
+    """ResourceClaimTemplates in the served `resource.k8s.io` version."""
+    return Kind("resource.k8s.io", version, "resourceclaimtemplates", True)
+
+
+def claims(version: str) -> Kind:
+    """ResourceClaims in the served `resource.k8s.io` version."""
+    return Kind("resource.k8s.io", version, "resourceclaims", True)
+
+
+class KubeError(Exception):
+    """An API request failed; `status` is the HTTP status and the message is the server's."""
+
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+    @classmethod
+    def from_api(cls, error: ApiException) -> KubeError:
+        """Turn the client's exception into one that carries the API server's own message."""
+        message, reason = str(error.reason or ""), ""
+        raw = error.body
+        body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        if isinstance(body, str) and body:
+            try:
+                status = json.loads(body)
+                message = status.get("message", message)
+                reason = status.get("reason", "")
+            except ValueError:
+                message = body
+        return cls(int(error.status or 0), message, reason)
+
+
+class Kube:
+    """Reads and writes through one `ApiClient`, with one server-side-apply field manager."""
+
+    def __init__(self, api: ApiClient, field_manager: str = names.FIELD_MANAGER) -> None:
+        self.api = api
+        self.field_manager = field_manager
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float | aiohttp.ClientTimeout | None = 30.0,
+    ) -> aiohttp.ClientResponse:
+        """Send one request and return the open response (raises `KubeError` on non-2xx)."""
+        if method != "GET":
+            metrics.API_WRITES.labels(verb=method.lower()).inc()
+        try:
+            response: aiohttp.ClientResponse = await self.api.call_api(
+                path,
+                method,
+                query_params=list((query or {}).items()),
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except ApiException as error:
+            raise KubeError.from_api(error) from None
+        if response.status >= 400:
+            # Without preloading, the client hands back error responses instead of raising.
+            async with response:
+                body = await response.read()
+            failure = ApiException(status=response.status, reason=response.reason)
+            failure.body = body
+            raise KubeError.from_api(failure)
+        return response
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> Object:
+        """Send one request and return the decoded JSON body."""
+        response = await self.request(method, path, **kwargs)
+        async with response:
+            data: Object = json.loads(await response.read())
+        return data
+
+    async def get(self, kind: Kind, name: str, namespace: str | None = None) -> Object | None:
+        """One object, or None when it does not exist."""
+        try:
+            return await self.call("GET", kind.path(namespace, name))
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def list(
+        self, kind: Kind, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[list[Object], str]:
+        """All objects of a kind (optionally label-selected) and the list's resourceVersion."""
+        query: dict[str, str] = {"limit": "500"}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        items: list[Object] = []
+        while True:
+            page = await self.call("GET", kind.path(namespace), query=query)
+            # Items of a list carry no apiVersion/kind; add them so cached objects look like watched ones.
+            item_kind = str(page.get("kind", "")).removesuffix("List")
+            for item in page.get("items", []):
+                item.setdefault("apiVersion", page.get("apiVersion", kind.api_version))
+                item.setdefault("kind", item_kind)
+                items.append(item)
+            token = page.get("metadata", {}).get("continue")
+            if not token:
+                return items, str(page.get("metadata", {}).get("resourceVersion", ""))
+            query["continue"] = token
+
+    async def apply(
+        self, kind: Kind, obj: Object, *, subresource: str | None = None, force: bool = True
+    ) -> Object:
+        """Server-side apply `obj` (a complete apply configuration) under our field manager.
+
+        With `force`, fields other managers set are taken over (our children are ours alone);
+        without it, such a conflict raises `KubeError` 409 instead.
+        """
+        meta = obj["metadata"]
+        return await self.call(
+            "PATCH",
+            kind.path(meta.get("namespace"), meta["name"], subresource),
+            query={"fieldManager": self.field_manager, "force": "true" if force else "false"},
+            body=obj,
+            content_type=APPLY,
+        )
+
+    async def create(self, kind: Kind, obj: Object) -> Object:
+        """Create `obj`; raises `KubeError` with status 409 when the name is taken."""
+        return await self.call(
+            "POST",
+            kind.path(obj["metadata"].get("namespace")),
+            query={"fieldManager": self.field_manager},
+            body=obj,
+        )
+
+    async def patch(
+        self,
+        kind: Kind,
+        name: str,
+        namespace: str | None,
+        patch: Any,
+        *,
+        content_type: str = MERGE,
+        subresource: str | None = None,
+    ) -> Object:
+        """Merge-patch (default) or JSON-patch one object."""
+        return await self.call(
+            "PATCH",
+            kind.path(namespace, name, subresource),
+            query={"fieldManager": self.field_manager},
+            body=patch,
+            content_type=content_type,
+        )
+
+    async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> bool:
+        """Delete one object (dependents in the background); False when it was already gone."""
+        try:
+            await self.call("DELETE", kind.path(namespace, name), body={"propagationPolicy": "Background"})
+        except KubeError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    async def watch(
+        self,
+        kind: Kind,
+        resource_version: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[Object]:
+        """Stream watch events ({type, object}) from `resource_version`, bookmarks included."""
+        query = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if label_selector:
+            query["labelSelector"] = label_selector
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30)
+        response = await self.request("GET", kind.path(namespace), query=query, timeout=timeout)
+        async with response:
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)

@@ -1,0 +1,86 @@
+"""Which nodes belong to a domain, decided from the scheduler's allocations and the daemon pods.
+
+A node joins a domain as soon as a workload channel claim of that domain is allocated to it (the
+scheduler's decision), so the IMEX daemon starts beside the workload instead of after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from computedomain.api import names
+from computedomain.controller.kube import Object
+from computedomain.controller.render.cliques import Member
+
+
+def claim_node(claim: Object) -> str | None:
+    """The node a ResourceClaim is allocated to, or None while it is unallocated."""
+    allocation = (claim.get("status") or {}).get("allocation")
+    if not allocation:
+        return None
+    for term in (allocation.get("nodeSelector") or {}).get("nodeSelectorTerms") or []:
+        for match in term.get("matchFields") or []:
+            if match.get("key") == "metadata.name" and match.get("values"):
+                return str(match["values"][0])
+    # Our driver's devices are node-local and each node is its own pool.
+    for result in (allocation.get("devices") or {}).get("results") or []:
+        if result.get("driver") == names.DRIVER and result.get("pool"):
+            return str(result["pool"])
+    return None
+
+
+def wanted_nodes(claims: Iterable[Object]) -> set[str]:
+    """Nodes holding at least one allocated workload claim of the domain."""
+    return {node for claim in claims if (node := claim_node(claim))}
+
+
+@dataclass
+class LabelPlan:
+    """Node label changes for one domain."""
+
+    add: list[str] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+    # node -> UID of the other domain whose label the node already carries
+    conflicts: dict[str, str] = field(default_factory=dict)
+
+
+def label_plan(uid: str, wanted: Iterable[str], labelled: Mapping[str, str]) -> LabelPlan:
+    """Compare wanted member nodes with `labelled` (node -> domain UID of every labelled node)."""
+    plan = LabelPlan()
+    wanted_set = set(wanted)
+    for node in sorted(wanted_set):
+        owner = labelled.get(node)
+        if owner is None:
+            plan.add.append(node)
+        elif owner != uid:
+            plan.conflicts[node] = owner
+    plan.remove = sorted(node for node, owner in labelled.items() if owner == uid and node not in wanted_set)
+    return plan
+
+
+def _pod_ready(pod: Object) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def members(pods: Iterable[Object], node_cliques: Mapping[str, str]) -> tuple[list[Member], list[str]]:
+    """Daemon pods that have a node and an IP, as members; and nodes whose clique is not known yet.
+
+    The clique comes from the label the daemon puts on its own pod; before the daemon has run, the
+    node's `nvidia.com/gpu.clique` label (from the node agent or GPU Feature Discovery) stands in.
+    """
+    found: list[Member] = []
+    unknown: list[str] = []
+    for pod in pods:
+        meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+        node, ip = spec.get("nodeName"), status.get("podIP")
+        if not node or not ip or meta.get("deletionTimestamp"):
+            continue
+        labels = meta.get("labels") or {}
+        clique = labels.get(names.CLIQUE_LABEL, node_cliques.get(node))
+        if clique is None:
+            unknown.append(node)
+            continue
+        found.append(Member(node=node, ip=ip, clique_id=clique, ready=_pod_ready(pod)))
+    return sorted(found, key=lambda m: m.node), sorted(unknown)

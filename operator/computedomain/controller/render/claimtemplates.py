@@ -1,0 +1,67 @@
+"""The two ResourceClaimTemplates of a domain: the workload's channel and the IMEX daemon's device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from computedomain.api import names
+from computedomain.api.models import ComputeDomain, ComputeDomainChannelConfig, ComputeDomainDaemonConfig
+from computedomain.controller.render.dra import device_request, opaque_config, resource_api_version
+from computedomain.controller.render.meta import domain_labels, owner_reference
+from computedomain.controller.settings import Settings
+
+KIND = "ResourceClaimTemplate"
+
+
+def workload_claim_template(domain: ComputeDomain, api_version: str) -> dict[str, Any]:
+    """The channel template named in the domain's spec, in the domain's namespace.
+
+    Owned by the domain, so the garbage collector removes it with the domain. Every claim generated from
+    it carries the domain label, which is what the controller watches claims by.
+    """
+    channel = domain.spec.channel
+    config = ComputeDomainChannelConfig(domain_id=domain.uid, allocation_mode=channel.allocation_mode)
+    return {
+        "apiVersion": resource_api_version(api_version),
+        "kind": KIND,
+        "metadata": {
+            "name": channel.resource_claim_template.name,
+            "namespace": domain.namespace,
+            "labels": {**domain_labels(domain), names.TARGET_LABEL: names.TARGET_WORKLOAD},
+            "ownerReferences": [owner_reference(domain)],
+        },
+        "spec": {
+            "metadata": {"labels": domain_labels(domain)},
+            "spec": _devices(
+                names.CHANNEL_REQUEST, names.CHANNEL_DEVICE_CLASS, config.to_parameters(), api_version
+            ),
+        },
+    }
+
+
+def daemon_claim_template(domain: ComputeDomain, settings: Settings, api_version: str) -> dict[str, Any]:
+    """The template of the IMEX daemon pods' claim, in the controller's namespace (next to the DaemonSet)."""
+    config = ComputeDomainDaemonConfig(domain_id=domain.uid)
+    return {
+        "apiVersion": resource_api_version(api_version),
+        "kind": KIND,
+        "metadata": {
+            "name": names.daemon_name(domain.uid),
+            "namespace": settings.namespace,
+            "labels": {**domain_labels(domain), names.TARGET_LABEL: names.TARGET_DAEMON},
+        },
+        "spec": {
+            "spec": _devices(
+                names.DAEMON_REQUEST, names.DAEMON_DEVICE_CLASS, config.to_parameters(), api_version
+            ),
+        },
+    }
+
+
+def _devices(request: str, device_class: str, parameters: dict[str, Any], api_version: str) -> dict[str, Any]:
+    return {
+        "devices": {
+            "requests": [device_request(request, device_class, api_version)],
+            "config": [opaque_config(request, names.DRIVER, parameters)],
+        },
+    }

@@ -1,0 +1,111 @@
+"""The per-domain DaemonSet that runs one IMEX daemon on every node of the domain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from computedomain.api import names
+from computedomain.api.models import ComputeDomain
+from computedomain.controller.render.meta import domain_labels
+from computedomain.controller.settings import Settings
+
+DAEMON_BINARY = "compute-domain-daemon"
+# The daemon tolerates every taint: it must run wherever the workload it serves was scheduled.
+_TOLERATED_EFFECTS = ("NoSchedule", "NoExecute", "PreferNoSchedule")
+
+
+def daemonset(domain: ComputeDomain, settings: Settings) -> dict[str, Any]:
+    """The DaemonSet of the domain's IMEX daemons, in the controller's namespace.
+
+    Pods land only on nodes labelled with the domain, which the controller labels as workload claims
+    are allocated there. Any change of the rendered template rolls the daemons out by itself.
+    """
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {
+            "name": names.daemon_name(domain.uid),
+            "namespace": settings.namespace,
+            "labels": domain_labels(domain),
+        },
+        "spec": {
+            "selector": {"matchLabels": domain_labels(domain)},
+            "template": {
+                "metadata": {"labels": domain_labels(domain)},
+                "spec": _pod_spec(domain, settings),
+            },
+        },
+    }
+
+
+def _pod_spec(domain: ComputeDomain, settings: Settings) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "serviceAccountName": names.DAEMON_SERVICE_ACCOUNT,
+        "nodeSelector": domain_labels(domain),
+        "tolerations": [{"operator": "Exists", "effect": effect} for effect in _TOLERATED_EFFECTS],
+        "resourceClaims": [
+            {"name": names.DAEMON_CLAIM, "resourceClaimTemplateName": names.daemon_name(domain.uid)},
+        ],
+        "containers": [_container(domain, settings)],
+    }
+    # Empty lists and strings are left out: the API server drops them, and the live object must match.
+    if settings.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": secret} for secret in settings.image_pull_secrets]
+    if settings.daemon_priority_class:
+        spec["priorityClassName"] = settings.daemon_priority_class
+    return spec
+
+
+def _container(domain: ComputeDomain, settings: Settings) -> dict[str, Any]:
+    return {
+        "name": names.DAEMON_CONTAINER,
+        "image": settings.image,
+        "command": _daemon_command("run"),
+        "env": _env(domain, settings),
+        "resources": {
+            "requests": {"cpu": settings.daemon_cpu_request, "memory": settings.daemon_memory_request},
+            "limits": {"memory": settings.daemon_memory_limit},
+            "claims": [{"name": names.DAEMON_CLAIM}],
+        },
+        # Zero-valued probe fields (initialDelaySeconds) are omitted: the server does not echo them.
+        "startupProbe": _probe(period=1, failures=1200),
+        "livenessProbe": _probe(period=60, failures=20),
+        "readinessProbe": _probe(period=10, failures=1),
+    }
+
+
+def _daemon_command(subcommand: str) -> list[str]:
+    return [DAEMON_BINARY, "-v", "$(LOG_VERBOSITY)", subcommand]
+
+
+def _probe(period: int, failures: int) -> dict[str, Any]:
+    return {
+        "exec": {"command": _daemon_command("check")},
+        "periodSeconds": period,
+        "timeoutSeconds": 10,
+        "failureThreshold": failures,
+    }
+
+
+def _env(domain: ComputeDomain, settings: Settings) -> list[dict[str, Any]]:
+    return [
+        {"name": "LOG_VERBOSITY", "value": str(settings.daemon_log_verbosity)},
+        {"name": "MAX_NODES_PER_IMEX_DOMAIN", "value": str(settings.max_nodes_per_clique)},
+        _field_env("NODE_NAME", "spec.nodeName"),
+        _field_env("POD_IP", "status.podIP"),
+        _field_env("POD_UID", "metadata.uid"),
+        _field_env("POD_NAME", "metadata.name"),
+        _field_env("POD_NAMESPACE", "metadata.namespace"),
+        # Keeps the NVIDIA container runtime from injecting the node's GPUs; the claim brings the devices.
+        {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"},
+        {"name": "FEATURE_GATES", "value": settings.feature_gates},
+        # Also delivered through CDI by NVIDIA's kubelet plugin; set here so the daemon works without it.
+        {"name": "COMPUTE_DOMAIN_UUID", "value": domain.uid},
+        {"name": "COMPUTE_DOMAIN_NAME", "value": domain.name},
+        {"name": "COMPUTE_DOMAIN_NAMESPACE", "value": domain.namespace},
+    ]
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    # apiVersion spelled out because the server fills it in, and the live object must match.
+    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}

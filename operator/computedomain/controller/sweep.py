@@ -1,0 +1,43 @@
+"""The periodic sweep: remove children, clique objects and node labels whose domain no longer exists
+(e.g. a domain whose finalizer was removed by hand, or objects left by an older installation)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from computedomain.controller import kube as k
+from computedomain.controller import teardown
+from computedomain.controller.kube import Kube, KubeError
+from computedomain.controller.world import World
+
+logger = logging.getLogger(__name__)
+
+
+async def sweep_once(kube: Kube, world: World) -> set[str]:
+    """Remove what belongs to vanished domains; returns the UIDs cleaned up.
+
+    Candidates are taken from the caches *before* listing the domains: a child we have seen was
+    created after its domain, so a live domain is always in the list that follows.
+    """
+    await world.wait_synced()
+    candidates = teardown.orphaned_uids(world)
+    if not candidates:
+        return set()
+    domains, _ = await kube.list(k.DOMAINS)
+    live = {str(d["metadata"]["uid"]) for d in domains}
+    orphans = candidates - live
+    for uid in sorted(orphans):
+        logger.info("sweeping objects of vanished ComputeDomain UID %s", uid)
+        await teardown.remove_everything(kube, world, uid)
+    return orphans
+
+
+async def sweep_forever(kube: Kube, world: World, interval: float) -> None:
+    """Sweep once the caches are loaded, then every `interval` seconds."""
+    while True:
+        try:
+            await sweep_once(kube, world)
+        except (KubeError, OSError, TimeoutError) as error:
+            logger.warning("sweep failed: %s", error)
+        await asyncio.sleep(interval)

@@ -1,0 +1,125 @@
+"""What the controller knows of the cluster: the ComputeDomains and, per domain, its children,
+daemon pods, allocated claims, clique objects and member nodes, all indexed by the domain's UID."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+from computedomain.api import names
+from computedomain.controller import kube as k
+from computedomain.controller.informer import Informer, object_key
+from computedomain.controller.kube import Kube, Object
+
+DAEMONSETS = "daemonsets"
+TEMPLATES = "templates"
+PODS = "pods"
+CLAIMS = "claims"
+CLIQUES = "cliques"
+NODES = "nodes"
+
+
+def domain_uid_of(obj: Object | None) -> str | None:
+    """The UID in an object's domain label, if it has one."""
+    if obj is None:
+        return None
+    labels = obj.get("metadata", {}).get("labels") or {}
+    value = labels.get(names.DOMAIN_LABEL)
+    return str(value) if value else None
+
+
+class World:
+    """Informers for every related kind plus the domains themselves, with a per-domain index.
+
+    Every change calls `notify(uid)` for the domain(s) it concerns (old and new label value).
+    """
+
+    def __init__(
+        self, kube: Kube, namespace: str, resource_version: str | None, notify: Callable[[str], None]
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.resource_version = resource_version
+        self.notify = notify
+        self.domains: dict[str, Object] = {}
+        self._index: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        selector = names.DOMAIN_LABEL
+        self.informers: dict[str, Informer] = {
+            DAEMONSETS: self._informer(DAEMONSETS, k.DAEMONSETS, namespace, selector),
+            PODS: self._informer(PODS, k.PODS, namespace, selector),
+            CLIQUES: self._informer(CLIQUES, k.CLIQUES, namespace, selector),
+            NODES: self._informer(NODES, k.NODES, None, selector),
+        }
+        # Without a served resource.k8s.io version there are no templates or claims to watch; the
+        # reconcile reports that on each domain instead.
+        if resource_version is not None:
+            self.informers[TEMPLATES] = self._informer(
+                TEMPLATES, k.claim_templates(resource_version), None, selector
+            )
+            self.informers[CLAIMS] = self._informer(CLAIMS, k.claims(resource_version), None, selector)
+
+    def _informer(self, name: str, kind: k.Kind, namespace: str | None, selector: str) -> Informer:
+        def handle(event: str, obj: Object, old: Object | None) -> None:
+            key = object_key(obj)
+            for uid in {domain_uid_of(old), domain_uid_of(obj)} - {None}:
+                assert uid is not None
+                keys = self._index[name][uid]
+                if event == "DELETED" or domain_uid_of(obj) != uid:
+                    keys.discard(key)
+                    if not keys:
+                        del self._index[name][uid]
+                else:
+                    keys.add(key)
+                if uid in self.domains:
+                    self.notify(uid)
+
+        return Informer(self.kube, kind, handle, namespace=namespace, label_selector=selector, name=name)
+
+    def set_domain(self, body: Object) -> str:
+        """Record the latest state of a domain (from its watch) and return its UID."""
+        uid = str(body["metadata"]["uid"])
+        current = self.domains.get(uid)
+        if current is None or _rv(body) >= _rv(current):
+            self.domains[uid] = body
+        return uid
+
+    def record_write(self, body: Object) -> Object:
+        """Record the result of our own write to a domain and return the (newest) cached body."""
+        uid = self.set_domain(body)
+        return self.domains[uid]
+
+    def drop_domain(self, uid: str) -> None:
+        """Forget a domain that no longer exists."""
+        self.domains.pop(uid, None)
+
+    def related(self, name: str, uid: str) -> list[Object]:
+        """Objects of one related kind that carry the domain's label (none if the kind is not watched)."""
+        if name not in self.informers:
+            return []
+        store = self.informers[name].store
+        return [store[key] for key in sorted(self._index[name].get(uid, ())) if key in store]
+
+    def get(self, name: str, key: str) -> Object | None:
+        """One cached object by `namespace/name` (or `name`)."""
+        informer = self.informers.get(name)
+        return informer.store.get(key) if informer else None
+
+    def labelled_uids(self, kinds: Iterable[str]) -> set[str]:
+        """Every domain UID that some cached object of the given kinds still points to."""
+        return {uid for name in kinds for uid in self._index[name]}
+
+    async def run(self) -> None:
+        """Run every informer until cancelled."""
+        await asyncio.gather(*(informer.run() for informer in self.informers.values()))
+
+    async def wait_synced(self) -> None:
+        """Wait until every informer has loaded its first list."""
+        await asyncio.gather(*(informer.synced.wait() for informer in self.informers.values()))
+
+
+def _rv(obj: Object) -> int:
+    try:
+        return int(obj.get("metadata", {}).get("resourceVersion", 0))
+    except ValueError:
+        return 0

@@ -1,0 +1,55 @@
+"""Command line of `compute-domain-daemon`: `compute-domain-daemon [-v N] run|check`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from computedomain.daemon.check import check_command
+from computedomain.daemon.run import run_command
+from computedomain.daemon.settings import SettingsError, load_settings
+
+# Verbosity at which debug logs appear (klog-style levels, as the DaemonSet passes LOG_VERBOSITY).
+DEBUG_VERBOSITY = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: a global verbosity flag and the `run` and `check` subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="compute-domain-daemon", description="Run and probe the IMEX daemon of one ComputeDomain node."
+    )
+    parser.add_argument("-v", "--verbosity", type=int, default=None, metavar="N", help="log verbosity")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="run|check")
+    commands.add_parser("run", help="configure and supervise nvidia-imex until terminated")
+    commands.add_parser("check", help="probe: succeed when the local IMEX daemon is ready")
+    return parser
+
+
+def configure_logging(verbosity: int) -> None:
+    """Log to stderr; debug lines from verbosity DEBUG_VERBOSITY on."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbosity >= DEBUG_VERBOSITY else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `compute-domain-daemon` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        print(f"compute-domain-daemon: {err}", file=sys.stderr)
+        return 1
+    configure_logging(settings.log_verbosity if args.verbosity is None else args.verbosity)
+    if args.command == "run":
+        return asyncio.run(run_command(settings))
+    return asyncio.run(check_command(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The `run` subcommand: report this pod's clique, write the IMEX config, follow the clique, run IMEX."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from computedomain.api import names
+from computedomain.daemon import kube
+from computedomain.daemon.config import render_imex_config, render_nodes_config
+from computedomain.daemon.files import read_text, write_atomic
+from computedomain.daemon.peers import PeerTracker, apply_update
+from computedomain.daemon.process import ImexFatalError, ImexSupervisor, imex_argv
+from computedomain.daemon.settings import DaemonSettings, SettingsError
+from computedomain.kubeclient import load_api_client
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STARTUP_ATTEMPTS = 5
+
+
+async def _with_retries(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """Retry a start-up API call a few times; a lasting failure ends the daemon (the kubelet restarts it)."""
+    delay = 0.0
+    for attempt in range(1, STARTUP_ATTEMPTS + 1):
+        try:
+            return await call()
+        except (ApiException, OSError) as err:
+            if attempt == STARTUP_ATTEMPTS:
+                raise
+            delay = kube.next_backoff(delay)
+            log.warning("%s failed (attempt %d): %s; retrying in %.1fs", what, attempt, err, delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+async def resolve_clique(settings: DaemonSettings, api: client.ApiClient) -> str:
+    """The clique ID from the CDI edits, else from the node's `nvidia.com/gpu.clique` label."""
+    if settings.clique_id is not None:
+        return settings.clique_id
+    clique = await _with_retries(
+        f"reading node {settings.node_name}", lambda: kube.read_node_clique(api, settings.node_name)
+    )
+    log.info("CLIQUE_ID not set by the kubelet plugin; node %s label gives %r", settings.node_name, clique)
+    return clique
+
+
+def write_imex_files(settings: DaemonSettings) -> None:
+    """Write `imexd.cfg` (from the kubelet plugin's template when present) and the static `nodes.cfg`."""
+    template = read_text(settings.template_file)
+    write_atomic(
+        settings.config_file, render_imex_config(settings.pod_ip, str(settings.nodes_file), template)
+    )
+    write_atomic(settings.nodes_file, render_nodes_config(settings.max_nodes))
+    log.info(
+        "wrote %s (%s template) and %s (%d names)",
+        settings.config_file,
+        "plugin" if template is not None else "built-in",
+        settings.nodes_file,
+        settings.max_nodes,
+    )
+
+
+async def follow_clique(
+    settings: DaemonSettings, api: client.ApiClient, tracker: PeerTracker, supervisor: ImexSupervisor
+) -> None:
+    """Apply every change of this node's ComputeDomainClique to the hosts file and IMEX; never returns."""
+    clique_name = names.clique_name(settings.domain_uid, tracker.clique_id)
+    log.info("following ComputeDomainClique %s/%s", settings.pod_namespace, clique_name)
+    async for daemons in kube.watch_clique(api, settings.pod_namespace, clique_name):
+        update = tracker.on_clique_change(daemons)
+        if update is not None:
+            await apply_update(update, supervisor, settings.hosts_file)
+
+
+async def run_daemon(settings: DaemonSettings, api: client.ApiClient, stop: asyncio.Event) -> None:
+    """Everything `run` does once the settings are valid, until `stop` is set.
+
+    Raises ImexFatalError when IMEX cannot be kept running.
+    """
+    settings.clique_file.unlink(missing_ok=True)
+    clique = await resolve_clique(settings, api)
+    await _with_retries(
+        f"labelling pod {settings.pod_name}",
+        lambda: kube.label_own_pod(api, settings.pod_namespace, settings.pod_name, clique),
+    )
+    write_atomic(settings.clique_file, clique)
+    if not clique:
+        log.info("node %s has no NVLink fabric: no IMEX to run; idling until terminated", settings.node_name)
+        await stop.wait()
+        return
+
+    write_imex_files(settings)
+    supervisor = ImexSupervisor(imex_argv(settings.imex_binary, str(settings.config_file)))
+    tracker = PeerTracker(settings.node_name, settings.pod_ip, clique, settings.max_nodes)
+    tasks = {
+        asyncio.create_task(follow_clique(settings, api, tracker, supervisor), name="follow-clique"),
+        asyncio.create_task(supervisor.wait_failed(), name="imex-failed"),
+        asyncio.create_task(stop.wait(), name="stop"),
+    }
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await supervisor.stop()
+    for task in done:
+        task.result()
+
+
+async def run_command(settings: DaemonSettings) -> int:
+    """The `run` subcommand; returns the process exit code (0 after SIGTERM)."""
+    try:
+        settings.require_domain()
+        settings.require_pod_identity()
+    except SettingsError as err:
+        log.error("%s", err)
+        return 1
+    log.info(
+        "compute-domain-daemon for ComputeDomain %s/%s (uid %s) on node %s, pod IP %s",
+        settings.domain_namespace,
+        settings.domain_name,
+        settings.domain_uid,
+        settings.node_name,
+        settings.pod_ip,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with await load_api_client() as api:
+            await run_daemon(settings, api, stop)
+    except ImexFatalError as err:
+        log.error("exiting: %s", err)
+        return 1
+    except ApiException as err:
+        log.error("exiting: API server answered %s %s", err.status, err.reason)
+        return 1
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(signum)
+    log.info("terminated; exiting")
+    return 0

@@ -1,0 +1,113 @@
+"""`computedomain-testbed`: bring the local control plane up or down, and show its fake GPU nodes.
+
+python -m computedomain.testbed up [--racks 1] [--plain 2]
+python -m computedomain.testbed nodes
+python -m computedomain.testbed down
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+
+from kubernetes_asyncio import client, config
+
+from computedomain.api import names
+from computedomain.testbed.cluster import ClusterError, ClusterOptions, LocalCluster, stop_from_state
+from computedomain.testbed.nodes import create_nodes, wait_nodes_ready
+from computedomain.testbed.tools import Tools, repo_root
+from computedomain.testbed.topology import nvl72_racks, plain_gpu_nodes
+
+
+def default_workdir() -> Path:
+    """Where `up` keeps the control plane's state, certificates and logs."""
+    return repo_root() / ".work" / "cluster"
+
+
+async def _populate(kubeconfig: Path, racks: int, nodes_per_rack: int, plain: int) -> None:
+    nodes = nvl72_racks(racks, nodes_per_rack) + plain_gpu_nodes(plain)
+    async with await config.new_client_from_config(config_file=str(kubeconfig)) as api:
+        await create_nodes(api, nodes)
+        await wait_nodes_ready(api, [n.name for n in nodes])
+
+
+async def list_nodes(kubeconfig: Path) -> list[tuple[str, str, str, str]]:
+    """(name, ready, clique, GPUs) of every node, sorted by name."""
+    async with await config.new_client_from_config(config_file=str(kubeconfig)) as api:
+        listing = await client.CoreV1Api(api).list_node()
+    rows = []
+    for node in listing.items:
+        labels = node.metadata.labels or {}
+        ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+        gpus = (node.status.allocatable or {}).get("nvidia.com/gpu", "0")
+        rows.append(
+            (
+                node.metadata.name,
+                "Ready" if ready else "NotReady",
+                labels.get(names.GPU_CLIQUE_LABEL, "<none>"),
+                gpus,
+            )
+        )
+    return sorted(rows)
+
+
+def print_nodes(rows: list[tuple[str, str, str, str]]) -> None:
+    """Print nodes as a table, with a per-clique count at the end."""
+    print(f"{'NODE':<16} {'STATUS':<9} {'GPUS':>4}  CLIQUE")
+    for name, ready, clique, gpus in rows:
+        print(f"{name:<16} {ready:<9} {gpus:>4}  {clique}")
+    cliques: dict[str, int] = {}
+    for _, _, clique, _ in rows:
+        cliques[clique] = cliques.get(clique, 0) + 1
+    print()
+    for clique, count in sorted(cliques.items()):
+        print(f"{count:>3} node(s) in clique {clique}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the testbed CLI."""
+    parser = argparse.ArgumentParser(prog="computedomain-testbed", description=__doc__)
+    parser.add_argument("--workdir", type=Path, default=None, help="state folder (default .work/cluster)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the control plane and create fake GB200 racks")
+    up.add_argument("--racks", type=int, default=1)
+    up.add_argument("--nodes-per-rack", type=int, default=18)
+    up.add_argument("--plain", type=int, default=2, help="GPU nodes without NVLink fabric")
+    sub.add_parser("down", help="stop the control plane started by `up`")
+    sub.add_parser("nodes", help="list nodes with their NVLink cliques")
+    args = parser.parse_args(argv)
+    workdir: Path = args.workdir or default_workdir()
+
+    if args.command == "down":
+        stopped = stop_from_state(workdir)
+        print("control plane stopped" if stopped else "no control plane was running")
+        return 0
+    kubeconfig = workdir / "kubeconfig"
+    if args.command == "nodes":
+        print_nodes(asyncio.run(list_nodes(kubeconfig)))
+        return 0
+
+    stop_from_state(workdir)
+    # A fresh start: the previous run's etcd data would bring its objects back.
+    shutil.rmtree(workdir, ignore_errors=True)
+    tools = Tools.default()
+    if tools.missing():
+        tools.build()
+    cluster = LocalCluster(workdir, tools, ClusterOptions(tie_to_parent=False))
+    try:
+        cluster.start()
+        asyncio.run(_populate(kubeconfig, args.racks, args.nodes_per_rack, args.plain))
+    except (ClusterError, TimeoutError) as error:
+        cluster.stop()
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"control plane up at {cluster.server}; logs in {cluster.logs}")
+    print(f"export KUBECONFIG={kubeconfig}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

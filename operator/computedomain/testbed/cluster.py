@@ -1,0 +1,350 @@
+"""Start and stop a real control plane on loopback: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and KWOK, each a child process with its log in `<workdir>/logs/`."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from computedomain.testbed import pki as pki_mod
+from computedomain.testbed.tools import Tools
+
+STATE_FILE = "cluster.json"
+_PR_SET_PDEATHSIG = 1
+
+
+class ClusterError(RuntimeError):
+    """The control plane could not be started; the message names the log to read."""
+
+
+@dataclass
+class ClusterOptions:
+    """What to run. The defaults give the full control plane the end-to-end tests need."""
+
+    runtime_config: str = ""
+    feature_gates: str = ""
+    # Without these the API server still works (e.g. for API-version tests), but nothing schedules.
+    controllers: bool = True
+    # Tie the processes to this one so they die with it (tests); off for `testbed up` (humans).
+    tie_to_parent: bool = True
+    start_timeout: float = 120.0
+
+
+@dataclass
+class Component:
+    """One running process of the control plane."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: a SIGTERM arrives when the parent dies, so an
+    # interrupted or killed test run leaves no control plane behind.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class LocalCluster:
+    """A control plane under `workdir`. Use `start()`/`stop()` or as a context manager."""
+
+    workdir: Path
+    tools: Tools
+    options: ClusterOptions = field(default_factory=ClusterOptions)
+    components: list[Component] = field(default_factory=list)
+    api_port: int = 0
+
+    @property
+    def kubeconfig(self) -> Path:
+        """Admin kubeconfig (client certificate in system:masters)."""
+        return self.workdir / "kubeconfig"
+
+    @property
+    def logs(self) -> Path:
+        """Folder with one log file per component."""
+        return self.workdir / "logs"
+
+    @property
+    def server(self) -> str:
+        """The API server URL."""
+        return f"https://127.0.0.1:{self.api_port}"
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start every component in order and wait until each is healthy."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        certs = pki_mod.create(self.workdir / "pki")
+        try:
+            self._start_all(certs)
+        except BaseException:
+            self.stop()
+            raise
+        self._write_state()
+
+    def _start_all(self, certs: pki_mod.Pki) -> None:
+        etcd_port, peer_port = free_port(), free_port()
+        self.api_port = free_port()
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        self._spawn("etcd", self._etcd_args(etcd_url, peer_port))
+        self._wait("etcd", lambda: _http_ok(f"{etcd_url}/health"))
+        self._spawn("kube-apiserver", self._apiserver_args(certs, etcd_url))
+        ca = ssl.create_default_context(cafile=str(certs.ca_cert))
+        self._wait("kube-apiserver", lambda: _http_ok(f"{self.server}/readyz", ca))
+        self._write_kubeconfig(certs)
+        if not self.options.controllers:
+            return
+        kcm_port, sched_port, kwok_port = free_port(), free_port(), free_port()
+        self._spawn("kube-controller-manager", self._kcm_args(certs, kcm_port))
+        self._spawn("kube-scheduler", self._scheduler_args(sched_port))
+        self._spawn("kwok", self._kwok_args(kwok_port))
+        insecure = ssl._create_unverified_context()
+        self._wait(
+            "kube-controller-manager", lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure)
+        )
+        self._wait("kube-scheduler", lambda: _http_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure))
+        self._wait("kwok", lambda: _http_ok(f"http://127.0.0.1:{kwok_port}/healthz"))
+
+    def stop(self) -> None:
+        """Stop every component (SIGTERM, then SIGKILL) in reverse start order."""
+        for component in reversed(self.components):
+            _terminate(component.process.pid, component.process)
+        self.components.clear()
+        with contextlib.suppress(FileNotFoundError):
+            (self.workdir / STATE_FILE).unlink()
+
+    def _etcd_args(self, url: str, peer_port: int) -> list[str]:
+        peer = f"http://127.0.0.1:{peer_port}"
+        return [
+            str(self.tools.bin("etcd")),
+            "--name=default",
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={url}",
+            f"--advertise-client-urls={url}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=default={peer}",
+            # Test data only: fsync dominates etcd latency on shared disks.
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_args(self, certs: pki_mod.Pki, etcd_url: str) -> list[str]:
+        args = [
+            str(self.tools.bin("kube-apiserver")),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            # Without it the API server derives an address from the default route, which an
+            # offline machine may not have.
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.api_port}",
+            f"--tls-cert-file={certs.serving_cert}",
+            f"--tls-private-key-file={certs.serving_key}",
+            f"--client-ca-file={certs.ca_cert}",
+            "--authorization-mode=Node,RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={certs.sa_pub}",
+            f"--service-account-signing-key-file={certs.sa_key}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            "--profiling=false",
+            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+        ]
+        if self.options.runtime_config:
+            args.append(f"--runtime-config={self.options.runtime_config}")
+        if self.options.feature_gates:
+            args.append(f"--feature-gates={self.options.feature_gates}")
+        return args
+
+    def _kcm_args(self, certs: pki_mod.Pki, port: int) -> list[str]:
+        args = [
+            str(self.tools.bin("kube-controller-manager")),
+            f"--kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            "--leader-elect=false",
+            "--controllers=*",
+            f"--service-account-private-key-file={certs.sa_key}",
+            f"--root-ca-file={certs.ca_cert}",
+            f"--cluster-signing-cert-file={certs.ca_cert}",
+            f"--cluster-signing-key-file={certs.ca_key}",
+            # KWOK heartbeats can lag on a loaded 2-core machine; do not evict fake nodes for it.
+            "--node-monitor-grace-period=3m20s",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--concurrent-daemonset-syncs=8",
+            "--profiling=false",
+        ]
+        if self.options.feature_gates:
+            args.append(f"--feature-gates={self.options.feature_gates}")
+        return args
+
+    def _scheduler_args(self, port: int) -> list[str]:
+        args = [
+            str(self.tools.bin("kube-scheduler")),
+            f"--kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            "--leader-elect=false",
+            "--profiling=false",
+        ]
+        if self.options.feature_gates:
+            args.append(f"--feature-gates={self.options.feature_gates}")
+        return args
+
+    def _kwok_args(self, port: int) -> list[str]:
+        args = [
+            str(self.tools.bin("kwok")),
+            f"--kubeconfig={self.kubeconfig}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--cidr=10.244.0.0/16",
+            "--node-ip=10.240.0.1",
+            "--node-lease-duration-seconds=40",
+            f"--server-address=127.0.0.1:{port}",
+        ]
+        args += [f"--config={stage}" for stage in self.tools.kwok_stages()]
+        return args
+
+    def _spawn(self, name: str, args: Sequence[str]) -> None:
+        log = self.logs / f"{name}.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if self.options.tie_to_parent else None,
+            )
+        self.components.append(Component(name, process, log))
+
+    def _wait(self, name: str, healthy: Callable[[], bool]) -> None:
+        component = next(c for c in self.components if c.name == name)
+        deadline = time.monotonic() + self.options.start_timeout
+        while time.monotonic() < deadline:
+            if component.process.poll() is not None:
+                raise ClusterError(
+                    f"{name} exited with status {component.process.returncode}; see {component.log}\n"
+                    + _tail(component.log)
+                )
+            if healthy():
+                return
+            time.sleep(0.2)
+        raise ClusterError(f"{name} not healthy after {self.options.start_timeout:.0f}s; see {component.log}")
+
+    def _write_kubeconfig(self, certs: pki_mod.Pki) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "testbed",
+                    "cluster": {"server": self.server, "certificate-authority": str(certs.ca_cert)},
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate": str(certs.admin_cert),
+                        "client-key": str(certs.admin_key),
+                    },
+                }
+            ],
+            "contexts": [{"name": "testbed", "context": {"cluster": "testbed", "user": "admin"}}],
+            "current-context": "testbed",
+        }
+        # JSON is YAML; every kubeconfig reader accepts it.
+        self.kubeconfig.write_text(json.dumps(config, indent=2))
+        self.kubeconfig.chmod(0o600)
+
+    def _write_state(self) -> None:
+        state = {
+            "server": self.server,
+            "kubeconfig": str(self.kubeconfig),
+            "pids": {c.name: c.process.pid for c in self.components},
+        }
+        (self.workdir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def stop_from_state(workdir: Path) -> bool:
+    """Stop a control plane started by another process (`testbed up`); False if none was running."""
+    path = workdir / STATE_FILE
+    if not path.exists():
+        return False
+    state = json.loads(path.read_text())
+    for pid in reversed(list(state["pids"].values())):
+        _terminate(int(pid), None)
+    path.unlink()
+    return True
+
+
+def _terminate(pid: int, process: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if process is not None:
+            if process.poll() is not None:
+                return
+        elif not _alive(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    if process is not None:
+        process.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours still answers kill(0); reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    return True
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""

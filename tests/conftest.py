@@ -1,0 +1,80 @@
+"""Fixtures shared by every test tier: the control plane, an API client, a fresh namespace."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from computedomain.testbed.nodes import create_nodes, wait_nodes_ready
+from computedomain.testbed.topology import FakeNode, nvl72_racks, plain_gpu_nodes
+from support.testbed import Testbed, testbed
+from support.waiting import eventually
+
+# The session's standard fake hardware: two NVL72 racks (two cliques) and two GPU nodes without fabric.
+STANDARD_NODES: list[FakeNode] = nvl72_racks(2) + plain_gpu_nodes(2)
+
+_TESTBED: Testbed | None = None
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Testbed]:
+    """The control plane for the whole session (started once, stopped at the end)."""
+    global _TESTBED
+    with testbed() as bed:
+        _TESTBED = bed
+        yield bed
+        _TESTBED = None
+
+
+@pytest_asyncio.fixture(scope="session")
+async def api(cluster: Testbed) -> AsyncIterator[client.ApiClient]:
+    """An admin API client for the session's cluster."""
+    async with await config.new_client_from_config(config_file=str(cluster.kubeconfig)) as api_client:
+        yield api_client
+
+
+@pytest_asyncio.fixture(scope="session")
+async def fake_nodes(api: client.ApiClient) -> list[FakeNode]:
+    """The standard fake GPU nodes, Ready and schedulable."""
+    await create_nodes(api, STANDARD_NODES)
+    await wait_nodes_ready(api, [n.name for n in STANDARD_NODES])
+    return STANDARD_NODES
+
+
+@pytest_asyncio.fixture
+async def namespace(api: client.ApiClient) -> AsyncIterator[str]:
+    """A fresh namespace whose default ServiceAccount exists (pods can be admitted), deleted afterwards."""
+    core = client.CoreV1Api(api)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    await core.create_namespace({"metadata": {"name": name}})
+
+    async def default_sa() -> bool:
+        try:
+            await core.read_namespaced_service_account("default", name)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    await eventually(default_sa, timeout=60, what=f"default ServiceAccount in {name}")
+    yield name
+    try:
+        await core.delete_namespace(name)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On a failure, say where the control plane's component logs are."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed and _TESTBED is not None and "cluster" in getattr(item, "fixturenames", ()):
+        report.sections.append(("control plane", _TESTBED.describe_logs()))

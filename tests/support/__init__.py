@@ -1,0 +1,1 @@
+"""Shared helpers for the test suite (control-plane fixtures, waiting with deadlines)."""
