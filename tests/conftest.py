@@ -10,9 +10,12 @@ import pytest_asyncio
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from computedomain.testbed.controller_process import ControllerProcess
+from computedomain.testbed.dra import install_device_classes, publish_slices
+from computedomain.testbed.install import apply_crds, ensure_namespace
 from computedomain.testbed.nodes import create_nodes, wait_nodes_ready
 from computedomain.testbed.topology import FakeNode, nvl72_racks, plain_gpu_nodes
-from support.testbed import Testbed, testbed
+from support.testbed import Testbed, testbed, work_root
 from support.waiting import eventually
 
 # The session's standard fake hardware: two NVL72 racks (two cliques) and two GPU nodes without fabric.
@@ -78,3 +81,45 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.failed and _TESTBED is not None and "cluster" in getattr(item, "fixturenames", ()):
         report.sections.append(("control plane", _TESTBED.describe_logs()))
+
+
+OPERATOR_NAMESPACE = "computedomain-system"
+DAEMON_IMAGE = "registry.example/computedomain-operator:0.1.0"
+
+
+@pytest_asyncio.fixture(scope="session")
+async def operator_ready(api: client.ApiClient, fake_nodes: list[FakeNode]) -> str:
+    """CRDs, DeviceClasses, the operator namespace, and ResourceSlices for every fake node.
+
+    The slices are what the ComputeDomain kubelet plugin would publish (a kubelet-plugin double).
+    Returns the operator's namespace.
+    """
+    await apply_crds(api)
+    await ensure_namespace(api, OPERATOR_NAMESPACE)
+    await install_device_classes(api)
+    await publish_slices(api, [n.name for n in fake_nodes])
+    return OPERATOR_NAMESPACE
+
+
+def controller_env(namespace: str, **extra: str) -> dict[str, str]:
+    """The controller's settings as the chart would pass them (leader election off unless asked)."""
+    return {
+        "NAMESPACE": namespace,
+        "IMAGE_NAME": DAEMON_IMAGE,
+        "POD_NAME": "controller-test",
+        "LEADER_ELECTION": "false",
+        "STATUS_BATCH_SECONDS": "0.1",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def controller(cluster: Testbed, operator_ready: str) -> Iterator[ControllerProcess]:
+    """One controller process for the session, running against the session's cluster."""
+    log_dir = cluster.logs or work_root()
+    process = ControllerProcess(
+        cluster.kubeconfig, log_dir / "controller.log", controller_env(operator_ready)
+    )
+    process.start()
+    yield process
+    process.stop()
