@@ -82,6 +82,7 @@ class Controller:
             if elector is not None and self.leading:
                 await elector.release()
             await runner.cleanup()
+            await self.kube.close()
 
     async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
         task = asyncio.create_task(work)

@@ -38,8 +38,9 @@ def build_registry(world: World, enqueue: Callable[[str], None], forget: Callabl
             world.drop_domain(uid)
             forget(uid)
             return
-        world.set_domain(copy.deepcopy(dict(body)))
-        enqueue(uid)
+        # The echo of our own write is known already: nothing new to reconcile.
+        if world.set_domain(copy.deepcopy(dict(body))):
+            enqueue(uid)
 
     return registry
 

@@ -8,6 +8,7 @@ towards the `computedomain_api_writes_total` metric.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +105,29 @@ class Kube:
     def __init__(self, api: ApiClient, field_manager: str = names.FIELD_MANAGER) -> None:
         self.api = api
         self.field_manager = field_manager
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client_session(self) -> aiohttp.ClientSession:
+        # Our own session rather than the client library's: its session trusts the environment,
+        # which costs a proxy and netrc lookup (file system calls in a thread) on every request.
+        if self._session is None:
+            conf = self.api.configuration
+            context = ssl.create_default_context(cafile=conf.ssl_ca_cert)
+            if conf.cert_file:
+                context.load_cert_chain(conf.cert_file, keyfile=conf.key_file)
+            if not conf.verify_ssl:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            connector = aiohttp.TCPConnector(limit=conf.connection_pool_maxsize or 100, ssl=context)
+            # Watch events of large objects can exceed aiohttp's default line buffer.
+            self._session = aiohttp.ClientSession(connector=connector, read_bufsize=2**21)
+        return self._session
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def request(
         self,
@@ -118,25 +142,23 @@ class Kube:
         """Send one request and return the open response (raises `KubeError` on non-2xx)."""
         if method != "GET":
             metrics.API_WRITES.labels(verb=method.lower()).inc()
-        try:
-            response: aiohttp.ClientResponse = await self.api.call_api(
-                path,
-                method,
-                query_params=list((query or {}).items()),
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=timeout,
-            )
-        except ApiException as error:
-            raise KubeError.from_api(error) from None
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        # The client library adds (and refreshes) bearer tokens; client certificates are in the session.
+        await self.api.update_params_for_auth(headers, [], ["BearerToken"])
+        if not isinstance(timeout, aiohttp.ClientTimeout):
+            timeout = aiohttp.ClientTimeout(total=timeout)
+        response = await self._client_session().request(
+            method,
+            f"{self.api.configuration.host}{path}",
+            params=dict(query or {}),
+            data=None if body is None else json.dumps(body, separators=(",", ":")),
+            headers=headers,
+            timeout=timeout,
+        )
         if response.status >= 400:
-            # Without preloading, the client hands back error responses instead of raising.
             async with response:
-                body = await response.read()
-            failure = ApiException(status=response.status, reason=response.reason)
-            failure.body = body
+                failure = ApiException(status=response.status, reason=response.reason)
+                failure.body = await response.read()
             raise KubeError.from_api(failure)
         return response
 

@@ -26,7 +26,7 @@ class WorkQueue:
         self,
         work: Worker,
         *,
-        concurrency: int = 16,
+        concurrency: int = 64,
         batch_window: float = 0.2,
         base_backoff: float = 0.5,
         max_backoff: float = 60.0,
@@ -42,12 +42,20 @@ class WorkQueue:
         self._dirty: set[str] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._failures: dict[str, int] = {}
+        self._last_start: dict[str, float] = {}
         self.idle = asyncio.Event()
         self.idle.set()
 
     def add(self, key: str, delay: float | None = None) -> None:
-        """Ask for `key` to be reconciled after `delay` (default: the batch window)."""
-        delay = self._batch_window if delay is None else delay
+        """Ask for `key` to be reconciled after `delay`.
+
+        By default a key that has not run within the batch window runs at once (a new domain is not
+        kept waiting), and one that has runs when the window since its last start ends: a storm of
+        events (many nodes joining) costs one reconcile per window, not one per event.
+        """
+        if delay is None:
+            now = asyncio.get_running_loop().time()
+            delay = max(0.0, self._last_start.get(key, -self._batch_window) + self._batch_window - now)
         if key in self._active:
             self._dirty.add(key)  # run again once the current pass ends
             return
@@ -70,6 +78,7 @@ class WorkQueue:
         if timer is not None:
             timer.cancel()
         self._failures.pop(key, None)
+        self._last_start.pop(key, None)
         self._check_idle()
 
     def _enqueue(self, key: str) -> None:
@@ -95,6 +104,7 @@ class WorkQueue:
             self._queued.discard(key)
             metrics.QUEUE_DEPTH.set(len(self._queued))
             self._active.add(key)
+            self._last_start[key] = asyncio.get_running_loop().time()
             again: float | None = None
             try:
                 again = await self._work(key)
@@ -113,7 +123,7 @@ class WorkQueue:
                 self._active.discard(key)
             if key in self._dirty:
                 self._dirty.discard(key)
-                self.add(key, 0 if again is None else min(again, self._batch_window))
+                self.add(key, None if again is None else min(again, self._batch_window))
             elif again is not None:
                 self.add(key, again)
             self._check_idle()

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 
 from computedomain.api import names
 from computedomain.controller import kube as k
-from computedomain.controller.informer import Informer, object_key
+from computedomain.controller.informer import Informer, object_key, slim
 from computedomain.controller.kube import Kube, Object
 
 DAEMONSETS = "daemonsets"
@@ -71,23 +71,24 @@ class World:
                         del self._index[name][uid]
                 else:
                     keys.add(key)
-                if uid in self.domains:
+                if uid in self.domains and (event != "MODIFIED" or _relevant(name, old, obj)):
                     self.notify(uid)
 
         return Informer(self.kube, kind, handle, namespace=namespace, label_selector=selector, name=name)
 
-    def set_domain(self, body: Object) -> str:
-        """Record the latest state of a domain (from its watch) and return its UID."""
+    def set_domain(self, body: Object) -> bool:
+        """Record the latest state of a domain (from its watch); False if it was known already."""
         uid = str(body["metadata"]["uid"])
         current = self.domains.get(uid)
-        if current is None or _rv(body) >= _rv(current):
-            self.domains[uid] = body
-        return uid
+        if current is None or _rv(body) > _rv(current):
+            self.domains[uid] = slim(body)
+            return True
+        return False
 
     def record_write(self, body: Object) -> Object:
         """Record the result of our own write to a domain and return the (newest) cached body."""
-        uid = self.set_domain(body)
-        return self.domains[uid]
+        self.set_domain(body)
+        return self.domains[str(body["metadata"]["uid"])]
 
     def drop_domain(self, uid: str) -> None:
         """Forget a domain that no longer exists."""
@@ -116,6 +117,27 @@ class World:
     async def wait_synced(self) -> None:
         """Wait until every informer has loaded its first list."""
         await asyncio.gather(*(informer.synced.wait() for informer in self.informers.values()))
+
+
+def _labels(obj: Object | None) -> dict[str, str]:
+    return dict((obj or {}).get("metadata", {}).get("labels") or {})
+
+
+def _relevant(name: str, old: Object | None, new: Object) -> bool:
+    """Whether a modification can change what a domain's reconcile does.
+
+    The DaemonSet controller rewrites every DaemonSet's status and the node agent's heartbeats
+    rewrite nodes; neither says anything a reconcile reads, and skipping them keeps a burst of new
+    domains from reconciling each one several times over.
+    """
+    if old is None:
+        return True
+    if name in (DAEMONSETS, TEMPLATES):
+        generation = (old["metadata"].get("generation"), new["metadata"].get("generation"))
+        return generation[0] != generation[1] or _labels(old) != _labels(new)
+    if name == NODES:
+        return _labels(old) != _labels(new)
+    return True
 
 
 def _rv(obj: Object) -> int:

@@ -22,6 +22,13 @@ from computedomain.testbed import pki as pki_mod
 from computedomain.testbed.tools import Tools
 
 STATE_FILE = "cluster.json"
+# Metadata only (who, what, when): enough to count requests per client without slowing the server.
+_AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+"""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -39,6 +46,8 @@ class ClusterOptions:
     controllers: bool = True
     # Tie the processes to this one so they die with it (tests); off for `testbed up` (humans).
     tie_to_parent: bool = True
+    # Record every request's metadata in <workdir>/audit.log (benchmarks count requests per user).
+    audit: bool = False
     start_timeout: float = 120.0
 
 
@@ -84,6 +93,19 @@ class LocalCluster:
     def logs(self) -> Path:
         """Folder with one log file per component."""
         return self.workdir / "logs"
+
+    @property
+    def audit_log(self) -> Path:
+        """Where the API server writes audit events when `options.audit` is on."""
+        return self.workdir / "audit.log"
+
+    def kubeconfig_for(self, user: str, groups: tuple[str, ...] = ()) -> Path:
+        """A kubeconfig for `user` (a client certificate in `groups`), e.g. to tell a process apart."""
+        certs = pki_mod.load(self.workdir / "pki")
+        cert, key = pki_mod.issue_client(certs, user, groups, self.workdir / "pki")
+        path = self.workdir / f"kubeconfig-{user}"
+        self._write_kubeconfig(certs, path, (cert, key))
+        return path
 
     @property
     def server(self) -> str:
@@ -178,6 +200,15 @@ class LocalCluster:
         ]
         if self.options.runtime_config:
             args.append(f"--runtime-config={self.options.runtime_config}")
+        if self.options.audit:
+            policy = self.workdir / "audit-policy.yaml"
+            policy.write_text(_AUDIT_POLICY)
+            args += [
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=0",
+            ]
         if self.options.feature_gates:
             args.append(f"--feature-gates={self.options.feature_gates}")
         return args
@@ -259,7 +290,11 @@ class LocalCluster:
             time.sleep(0.2)
         raise ClusterError(f"{name} not healthy after {self.options.start_timeout:.0f}s; see {component.log}")
 
-    def _write_kubeconfig(self, certs: pki_mod.Pki) -> None:
+    def _write_kubeconfig(
+        self, certs: pki_mod.Pki, path: Path | None = None, client: tuple[Path, Path] | None = None
+    ) -> None:
+        path = path or self.kubeconfig
+        cert, key = client or (certs.admin_cert, certs.admin_key)
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -273,8 +308,8 @@ class LocalCluster:
                 {
                     "name": "admin",
                     "user": {
-                        "client-certificate": str(certs.admin_cert),
-                        "client-key": str(certs.admin_key),
+                        "client-certificate": str(cert),
+                        "client-key": str(key),
                     },
                 }
             ],
@@ -282,8 +317,8 @@ class LocalCluster:
             "current-context": "testbed",
         }
         # JSON is YAML; every kubeconfig reader accepts it.
-        self.kubeconfig.write_text(json.dumps(config, indent=2))
-        self.kubeconfig.chmod(0o600)
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
 
     def _write_state(self) -> None:
         state = {

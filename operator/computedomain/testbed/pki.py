@@ -102,10 +102,24 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def create(directory: Path) -> Pki:
-    """Create a fresh PKI under `directory` and return where each file is."""
-    directory.mkdir(parents=True, exist_ok=True)
-    pki = Pki(
+def issue_client(pki: Pki, user: str, groups: tuple[str, ...], directory: Path) -> tuple[Path, Path]:
+    """A client certificate for `user` in `groups`, signed by the cluster's CA; (cert, key) paths."""
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
+    attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in groups]
+    cert = _issue(x509.Name(attrs), key, ca_cert.subject, ca_key)
+    cert_path, key_path = directory / f"{user}.crt", directory / f"{user}.key"
+    _write_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def load(directory: Path) -> Pki:
+    """The PKI `create` wrote under `directory`."""
+    return Pki(
         ca_cert=directory / "ca.crt",
         ca_key=directory / "ca.key",
         serving_cert=directory / "apiserver.crt",
@@ -115,6 +129,12 @@ def create(directory: Path) -> Pki:
         sa_key=directory / "sa.key",
         sa_pub=directory / "sa.pub",
     )
+
+
+def create(directory: Path) -> Pki:
+    """Create a fresh PKI under `directory` and return where each file is."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pki = load(directory)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("computedomain-testbed-ca")
     ca_cert = _issue(ca_name, ca_key, ca_name, ca_key, ca=True)

@@ -1,0 +1,235 @@
+"""Benchmarks of the controller on the local control plane; prints its figures (not a test).
+
+    python bench/run.py [--burst 1000] [--racks 8] [--idle 60]
+
+The controller runs as its own process with its own client identity, as it would in a cluster; the
+API server's audit log tells exactly which requests it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kubernetes_asyncio import client, config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import audit
+import scenarios as sc
+from computedomain.testbed.cluster import ClusterOptions, LocalCluster
+from computedomain.testbed.controller_process import ControllerProcess
+from computedomain.testbed.dra import install_device_classes, publish_slices
+from computedomain.testbed.install import apply_crds, ensure_namespace
+from computedomain.testbed.nodes import create_nodes, wait_nodes_ready
+from computedomain.testbed.tools import Tools, repo_root
+from computedomain.testbed.topology import nvl72_racks
+
+CONTROLLER_USER = "computedomain-controller"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_component(cluster: LocalCluster, controller_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by each control-plane process and the controller."""
+    pids = {c.name: c.process.pid for c in cluster.components}
+    pids["controller"] = controller_pid
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set size (VmHWM) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Bench:
+    """Holds the cluster, the controller and the results of each scenario."""
+
+    def __init__(self, cluster: LocalCluster, api: client.ApiClient, controller: ControllerProcess) -> None:
+        self.cluster = cluster
+        self.api = api
+        self.controller = controller
+        self.rows: list[tuple[str, str, str]] = []
+
+    def report(self, figure: str, value: str, target: str = "") -> None:
+        """Record and print one figure."""
+        self.rows.append((figure, value, target))
+        print(f"  {figure:<52} {value:>14}  {target}", flush=True)
+
+    def controller_requests(self, since: float, until: float) -> list[audit.Request]:
+        """What the controller sent to the API server in [since, until)."""
+        return audit.requests_by(self.cluster.audit_log, CONTROLLER_USER, since, until)
+
+    async def single(self, samples: int) -> None:
+        """Latency from create to all children present, one domain at a time on an idle controller."""
+        print("single: one domain at a time on an idle controller", flush=True)
+        await sc.create_namespace(self.api, "bench-single")
+        watcher = sc.DomainWatcher(self.api, "bench-single")
+        await watcher.start()
+        latencies = []
+        for i in range(samples):
+            sent = await sc.create_domains(self.api, "bench-single", 1, f"single{i}")
+            await watcher.wait(set(sent), "settled", 30)
+            latencies += [(watcher.settled[n] - t) * 1000 for n, t in sent.items()]
+        await watcher.stop()
+        self.report(
+            "single: create -> children + status, p50", f"{sc.percentile(latencies, 0.5):.0f} ms", "< 300 ms"
+        )
+        self.report("single: p99", f"{sc.percentile(latencies, 0.99):.0f} ms")
+
+    async def join(self, racks: int) -> None:
+        """A domain of racks x 18 nodes: time from all daemon pods Ready to the domain Ready."""
+        nodes = racks * 18
+        print(f"join: one domain of {nodes} nodes in {racks} cliques", flush=True)
+        await sc.create_namespace(self.api, "bench-join")
+        watcher = sc.DomainWatcher(self.api, "bench-join")
+        await watcher.start()
+        custom = client.CustomObjectsApi(self.api)
+        body = sc.domain("big", "bench-join", nodes)
+        created = await custom.create_namespaced_custom_object(
+            "resource.nvidia.com", "v1beta1", "bench-join", "computedomains", body
+        )
+        await watcher.wait({"big"}, "settled", 60)
+        pods = sc.DaemonPodWatcher(self.api, created["metadata"]["uid"], nodes)
+        pods.start()
+        start, job_created = time.time(), time.monotonic()
+        job = sc.join_job("big", "bench-join", nodes)
+        await client.BatchV1Api(self.api).create_namespaced_job("bench-join", job)
+        daemons_ready = await pods.wait(600)
+        await watcher.wait({"big"}, "ready", 120)
+        await pods.stop()
+        until = time.time() + 0.5
+        await asyncio.sleep(0.5)
+        took = watcher.ready["big"] - daemons_ready
+        writes = audit.writes(self.controller_requests(start, until))
+        self.report(f"join: all {nodes} daemons Ready -> domain Ready", f"{took * 1000:.0f} ms", "< 5 s")
+        self.report("join: Job created -> domain Ready", f"{watcher.ready['big'] - job_created:.1f} s")
+        self.report("join: controller writes per joining node", f"{len(writes) / nodes:.2f}")
+        self.report(
+            "join: status writes for the whole join", str(sum(1 for w in writes if w.subresource == "status"))
+        )
+        print(f"    join writes: {audit.summary(writes)}", flush=True)
+        await watcher.stop()
+
+    async def idle(self, seconds: float) -> None:
+        """Requests the controller makes while nothing changes."""
+        print(f"idle: {seconds:.0f} s with nothing changing", flush=True)
+        await asyncio.sleep(5)  # let the last echoes of earlier scenarios settle
+        start = time.time()
+        await asyncio.sleep(seconds)
+        requests = self.controller_requests(start, time.time())
+        lease = [r for r in requests if r.resource == "leases"]
+        other = [r for r in requests if r.resource != "leases"]
+        self.report(f"idle: requests in {seconds:.0f} s besides lease renewals", str(len(other)), "0")
+        self.report(f"idle: lease renewal requests in {seconds:.0f} s", str(len(lease)))
+        if other:
+            print(f"    idle requests: {audit.summary(other)}", flush=True)
+
+    async def burst(self, count: int) -> None:
+        """`count` domains created at once: time until each has its children and a status."""
+        print(f"burst: {count} domains created at once", flush=True)
+        await sc.create_namespace(self.api, "bench-burst")
+        before = await sc.count_children(self.api, "bench-burst")
+        watcher = sc.DomainWatcher(self.api, "bench-burst")
+        await watcher.start()
+        start, first = time.time(), time.monotonic()
+        sent = await sc.create_domains(self.api, "bench-burst", count, "burst")
+        await watcher.wait(set(sent), "settled", 600)
+        done = max(watcher.settled.values())
+        until = time.time() + 1
+        await asyncio.sleep(1)
+        await watcher.stop()
+        p50, p99, _ = sc.latency_figures(sent, watcher.settled)
+        writes = audit.writes(self.controller_requests(start, until))
+        after = await sc.count_children(self.api, "bench-burst")
+        children = [a - b for a, b in zip(after, before, strict=True)]
+        self.report(f"burst: {count} domains done in", f"{done - first:.1f} s", "< 20 s")
+        self.report("burst: per-domain latency p50 / p99", f"{p50 / 1000:.1f} / {p99 / 1000:.1f} s")
+        self.report("burst: controller writes per domain", f"{len(writes) / count:.2f}", "<= 6")
+        self.report("burst: DaemonSets / daemon RCTs / workload RCTs", "/".join(map(str, children)))
+        print(f"    burst writes: {audit.summary(writes)}", flush=True)
+
+
+async def run(args: argparse.Namespace) -> None:
+    tools = Tools.default()
+    if tools.missing():
+        tools.build()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-", dir=repo_root() / ".work"))
+    with LocalCluster(workdir, tools, ClusterOptions(audit=True)) as cluster:
+        print(f"control plane up ({workdir}); preparing {args.racks * 18} fake GB200 nodes", flush=True)
+        identity = cluster.kubeconfig_for(CONTROLLER_USER, ("system:masters",))
+        async with await config.new_client_from_config(config_file=str(cluster.kubeconfig)) as api:
+            nodes = nvl72_racks(args.racks)
+            await create_nodes(api, nodes)
+            await wait_nodes_ready(api, [n.name for n in nodes], timeout=300)
+            await apply_crds(api)
+            await ensure_namespace(api, sc.OPERATOR_NAMESPACE)
+            await install_device_classes(api)
+            await publish_slices(api, [n.name for n in nodes])
+            env = {
+                "NAMESPACE": sc.OPERATOR_NAMESPACE,
+                "IMAGE_NAME": "registry.example/computedomain-operator:0.1.0",
+                "POD_NAME": "bench",
+                "LEADER_ELECTION": "true",
+            }
+            controller = ControllerProcess(identity, workdir / "controller.log", env)
+            controller.start()
+            assert controller.process is not None
+            pid = controller.process.pid
+            bench = Bench(cluster, api, controller)
+            chosen = set(args.scenarios.split(","))
+            try:
+                if "single" in chosen:
+                    await bench.single(args.single)
+                if "join" in chosen:
+                    await bench.join(args.racks)
+                if "idle" in chosen:
+                    await bench.idle(args.idle)
+                if "burst" in chosen:
+                    before = cpu_by_component(cluster, pid)
+                    started = time.monotonic()
+                    await bench.burst(args.burst)
+                    elapsed = time.monotonic() - started
+                    after = cpu_by_component(cluster, pid)
+                    used = ", ".join(
+                        f"{n} {after[n] - before[n]:.0f}s"
+                        for n in sorted(after, key=lambda n: before[n] - after[n])
+                    )
+                    bench.report("burst: CPU seconds by process", f"{elapsed:.0f}s wall", "")
+                    print(f"    {used}", flush=True)
+                bench.report("controller peak RSS", f"{peak_rss_mib(pid):.0f} MiB", "< 200 MiB")
+            finally:
+                controller.stop()
+    print("\nsummary (figure, measured, target):")
+    for figure, value, target in bench.rows:
+        print(f"  {figure:<52} {value:>14}  {target}")
+
+
+def main() -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--burst", type=int, default=1000, help="domains created at once")
+    parser.add_argument("--racks", type=int, default=8, help="NVL72 racks (18 nodes each) for the join")
+    parser.add_argument("--idle", type=float, default=60, help="seconds of idle measurement")
+    parser.add_argument("--single", type=int, default=20, help="samples of the single-domain latency")
+    parser.add_argument("--scenarios", default="single,join,idle,burst", help="comma-separated subset to run")
+    asyncio.run(run(parser.parse_args()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""High availability: two replicas, exactly one leads, the standby takes over when the leader dies."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from conftest import DAEMON_IMAGE, controller_env
+from kubernetes_asyncio import client, config
+from support.testbed import local_cluster
+from support.waiting import eventually
+
+from computedomain.api import names
+from computedomain.testbed.cluster import LocalCluster
+from computedomain.testbed.controller_process import ControllerProcess
+from computedomain.testbed.install import apply_crds, ensure_namespace
+
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
+
+NAMESPACE = "computedomain-system"
+LEASE = "computedomain-controller"
+TAKEOVER_LIMIT = 20.0
+
+
+@pytest.fixture(scope="module")
+def private_cluster() -> Iterator[LocalCluster]:
+    with local_cluster(prefix="cluster-ha-") as cluster:
+        yield cluster
+
+
+@pytest_asyncio.fixture(scope="module")
+async def private_api(private_cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
+    async with await config.new_client_from_config(config_file=str(private_cluster.kubeconfig)) as api:
+        await apply_crds(api)
+        await ensure_namespace(api, NAMESPACE)
+        yield api
+
+
+def _replica(cluster: LocalCluster, name: str) -> ControllerProcess:
+    env = controller_env(NAMESPACE, POD_NAME=name, LEADER_ELECTION="true", IMAGE_NAME=DAEMON_IMAGE)
+    return ControllerProcess(cluster.kubeconfig, Path(cluster.logs) / f"{name}.log", env)
+
+
+async def _holder(api: client.ApiClient) -> str | None:
+    lease = await client.CoordinationV1Api(api).read_namespaced_lease(LEASE, NAMESPACE)
+    return lease.spec.holder_identity or None
+
+
+async def _domain_reconciled(api: client.ApiClient, namespace: str, name: str) -> bool:
+    custom = client.CustomObjectsApi(api)
+    body = await custom.get_namespaced_custom_object(
+        names.GROUP, names.VERSION, namespace, names.DOMAIN_PLURAL, name
+    )
+    return names.FINALIZER in (body["metadata"].get("finalizers") or []) and "status" in body
+
+
+async def _create_domain(api: client.ApiClient, namespace: str, name: str) -> None:
+    body = {
+        "apiVersion": names.API_VERSION,
+        "kind": names.DOMAIN_KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"channel": {"resourceClaimTemplate": {"name": f"{name}-channel"}}},
+    }
+    await client.CustomObjectsApi(api).create_namespaced_custom_object(
+        names.GROUP, names.VERSION, namespace, names.DOMAIN_PLURAL, body
+    )
+
+
+async def test_one_leader_and_standby_takes_over_when_it_dies(
+    private_cluster: LocalCluster, private_api: client.ApiClient
+) -> None:
+    replicas = {name: _replica(private_cluster, name) for name in ("replica-a", "replica-b")}
+    for replica in replicas.values():
+        replica.start()
+    try:
+        holder = await eventually(lambda: _holder(private_api), timeout=30, what="a lease holder")
+        leader_name = next(name for name in replicas if holder.startswith(f"{name}-"))
+        standby_name = next(name for name in replicas if name != leader_name)
+        leader, standby = replicas[leader_name], replicas[standby_name]
+
+        # Exactly one replica leads; both report ready (the standby must not block a rollout).
+        assert leader.metric("computedomain_leader") == 1
+        assert standby.metric("computedomain_leader") == 0
+        assert leader.get("/readyz")[0] == 200 and standby.get("/readyz")[0] == 200
+
+        await client.CoreV1Api(private_api).create_namespace({"metadata": {"name": "ha"}})
+        await _create_domain(private_api, "ha", "before")
+        await eventually(
+            lambda: _domain_reconciled(private_api, "ha", "before"), timeout=30, what="reconcile"
+        )
+        assert standby.metric("computedomain_reconcile_total") == 0
+
+        # The leader dies without releasing the lease; the standby must take over within the limit.
+        leader.stop(signal.SIGKILL)
+        killed = time.monotonic()
+
+        async def standby_holds() -> bool:
+            current = await _holder(private_api)
+            return bool(current and current.startswith(f"{standby_name}-"))
+
+        await eventually(
+            standby_holds, timeout=TAKEOVER_LIMIT + 5, interval=0.1, what="standby to take the lease"
+        )
+        takeover = time.monotonic() - killed
+        assert takeover < TAKEOVER_LIMIT, f"takeover took {takeover:.1f}s"
+
+        await _create_domain(private_api, "ha", "after")
+        await eventually(
+            lambda: _domain_reconciled(private_api, "ha", "after"), timeout=30, what="new leader works"
+        )
+        assert standby.metric("computedomain_leader") == 1
+    finally:
+        for replica in replicas.values():
+            replica.stop()
+
+
+async def test_clean_shutdown_hands_over_at_once(
+    private_cluster: LocalCluster, private_api: client.ApiClient
+) -> None:
+    first, second = _replica(private_cluster, "first"), _replica(private_cluster, "second")
+    first.start()
+    try:
+        await eventually(lambda: _holder_is(private_api, "first-"), timeout=30, what="first replica to lead")
+        second.start()
+        assert first.stop() == 0  # SIGTERM: releases the lease on the way out
+        released = time.monotonic()
+        await eventually(
+            lambda: _holder_is(private_api, "second-"), timeout=15, interval=0.1, what="handover"
+        )
+        # A released lease is taken on the standby's next retry, not after the lease duration.
+        assert time.monotonic() - released < 6
+    finally:
+        first.stop()
+        second.stop()
+
+
+async def _holder_is(api: client.ApiClient, prefix: str) -> bool:
+    holder = await _holder(api)
+    return bool(holder and holder.startswith(prefix))
