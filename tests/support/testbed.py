@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from computedomain.testbed.cluster import ClusterOptions, LocalCluster
+from computedomain.testbed.cluster import STATE_FILE, ClusterOptions, LocalCluster
 from computedomain.testbed.tools import Tools, repo_root
 
 USE_EXISTING = "CD_USE_EXISTING_CLUSTER"
@@ -40,12 +41,22 @@ def use_existing_cluster() -> bool:
 KEEP_RUNS = 3
 
 
+STALE_SECONDS = 6 * 3600
+
+
+def _running(folder: Path) -> bool:
+    # A control plane still running (in this or a parallel test run) keeps its state file; one
+    # left by a killed run is stale after a while.
+    state = folder / STATE_FILE
+    return state.exists() and time.time() - state.stat().st_mtime < STALE_SECONDS
+
+
 def work_root() -> Path:
-    """Parent folder of per-run control-plane folders; the newest few are kept for post-mortems."""
+    """Parent folder of per-run control-plane folders; the newest stopped ones stay for post-mortems."""
     root = repo_root() / ".work" / "tests"
     root.mkdir(parents=True, exist_ok=True)
-    runs = sorted(root.glob("cluster-*"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in runs[KEEP_RUNS:]:
+    runs = sorted(root.glob("*-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in [run for run in runs if run.is_dir() and not _running(run)][KEEP_RUNS:]:
         shutil.rmtree(old, ignore_errors=True)
     return root
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from kubernetes_asyncio import client, config
 
 from computedomain.api import names
+from computedomain.testbed import demo
 from computedomain.testbed.cluster import ClusterError, ClusterOptions, LocalCluster, stop_from_state
 from computedomain.testbed.nodes import create_nodes, wait_nodes_ready
 from computedomain.testbed.tools import Tools, repo_root
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--racks", type=int, default=1)
     up.add_argument("--nodes-per-rack", type=int, default=18)
     up.add_argument("--plain", type=int, default=2, help="GPU nodes without NVLink fabric")
+    demo_cmd = sub.add_parser("demo", help="`up`, install the chart, run the controller, apply an example")
+    demo_cmd.add_argument("--racks", type=int, default=1)
     sub.add_parser("down", help="stop the control plane started by `up`")
     sub.add_parser("nodes", help="list nodes with their NVLink cliques")
     args = parser.parse_args(argv)
@@ -97,14 +100,20 @@ def main(argv: list[str] | None = None) -> int:
     if tools.missing():
         tools.build()
     cluster = LocalCluster(workdir, tools, ClusterOptions(tie_to_parent=False))
+    nodes_per_rack = getattr(args, "nodes_per_rack", 18)
+    plain = getattr(args, "plain", 2)
     try:
         cluster.start()
-        asyncio.run(_populate(kubeconfig, args.racks, args.nodes_per_rack, args.plain))
-    except (ClusterError, TimeoutError) as error:
+        asyncio.run(_populate(kubeconfig, args.racks, nodes_per_rack, plain))
+        print(f"control plane up at {cluster.server}; logs in {cluster.logs}")
+        if args.command == "demo":
+            print_nodes(asyncio.run(list_nodes(kubeconfig)))
+            asyncio.run(demo.run(workdir, tools))
+    except (ClusterError, TimeoutError, RuntimeError) as error:
+        stop_from_state(workdir)
         cluster.stop()
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"control plane up at {cluster.server}; logs in {cluster.logs}")
     print(f"export KUBECONFIG={kubeconfig}")
     return 0
 

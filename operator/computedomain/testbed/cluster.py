@@ -122,6 +122,7 @@ class LocalCluster:
     def start(self) -> None:
         """Start every component in order and wait until each is healthy."""
         self.logs.mkdir(parents=True, exist_ok=True)
+        self._write_state()  # marks the folder as in use from the first moment
         certs = pki_mod.create(self.workdir / "pki")
         try:
             self._start_all(certs)
