@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from conftest import DAEMON_IMAGE, controller_env
 from kubernetes_asyncio import client, config
-from support.testbed import local_cluster
-from support.waiting import eventually
 
 from computedomain.api import names
 from computedomain.testbed.cluster import LocalCluster
 from computedomain.testbed.controller_process import ControllerProcess
 from computedomain.testbed.install import apply_crds, ensure_namespace
+from conftest import DAEMON_IMAGE, controller_env
+from support.testbed import local_cluster
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -85,7 +85,8 @@ async def test_one_leader_and_standby_takes_over_when_it_dies(
         # Exactly one replica leads; both report ready (the standby must not block a rollout).
         assert leader.metric("computedomain_leader") == 1
         assert standby.metric("computedomain_leader") == 0
-        assert leader.get("/readyz")[0] == 200 and standby.get("/readyz")[0] == 200
+        assert leader.get("/readyz")[0] == 200
+        assert standby.get("/readyz")[0] == 200
 
         await client.CoreV1Api(private_api).create_namespace({"metadata": {"name": "ha"}})
         await _create_domain(private_api, "ha", "before")

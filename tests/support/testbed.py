@@ -21,6 +21,8 @@ USE_EXISTING = "CD_USE_EXISTING_CLUSTER"
 class Testbed:
     """A reachable cluster: its kubeconfig and, for a local one, where each component logs."""
 
+    __test__ = False  # not a test class, despite its name
+
     kubeconfig: Path
     logs: Path | None
     local: LocalCluster | None

@@ -26,7 +26,7 @@ from computedomain.controller.membership import label_plan, members, wanted_node
 from computedomain.controller.render.claimtemplates import daemon_claim_template, workload_claim_template
 from computedomain.controller.render.cliques import CliquePlan, clique_object, plan_cliques
 from computedomain.controller.render.daemonset import daemonset
-from computedomain.controller.render.status import Problem, render_status
+from computedomain.controller.render.status import Problem, clique_full, render_status
 from computedomain.controller.settings import Settings
 from computedomain.controller.world import World, domain_uid_of
 
@@ -56,6 +56,7 @@ class Reconciler:
         self.settings = settings
         self.resource_version = resource_version
         self.events = events
+        self._states: dict[str, str] = {}
 
     async def __call__(self, uid: str) -> float | None:
         """Reconcile one domain; returns a delay after which to look again, or None."""
@@ -63,6 +64,7 @@ class Reconciler:
         body = self.world.domains.get(uid)
         if body is None:
             self.events.forget(uid)
+            self._count_state(uid, None)
             return None
         started = time.perf_counter()
         try:
@@ -78,6 +80,7 @@ class Reconciler:
     async def _reconcile(self, uid: str, body: Object) -> float | None:
         if body["metadata"].get("deletionTimestamp"):
             await teardown.finalize(self.kube, self.world, body)
+            self._count_state(uid, None)
             metrics.RECONCILES.labels(result="deleted").inc()
             return None
         try:
@@ -96,6 +99,15 @@ class Reconciler:
         metrics.RECONCILES.labels(result="ok").inc()
         recheck = any(p.reason in ("NameConflict", "LabelConflict") for p in problems)
         return RECHECK_SECONDS if recheck else None
+
+    def _count_state(self, uid: str, state: str | None) -> None:
+        """Keep the `computedomain_domains{status}` gauge equal to the domains' current states."""
+        previous = self._states.pop(uid, None)
+        if previous is not None:
+            metrics.DOMAINS.labels(status=previous).dec()
+        if state is not None:
+            self._states[uid] = state
+            metrics.DOMAINS.labels(status=state).inc()
 
     async def _ensure_finalizer(self, body: Object) -> Object:
         if names.FINALIZER in (body["metadata"].get("finalizers") or []):
@@ -197,6 +209,10 @@ class Reconciler:
             }
             result = await self.kube.apply(k.DOMAINS, manifest, subresource="status")
             self.world.record_write(result)
+        self._count_state(str(body["metadata"]["uid"]), str(status.get("status", "NotReady")))
         # An idle domain (no node joined yet) is "Ready" by the reference's rule; that is no news.
         ready = status.get("status") == "Ready" and bool(status.get("joinedNodes"))
-        await self.events.record(body, [(p.reason, p.message) for p in problems], ready)
+        # A full clique is found while planning rather than while writing, but is as much a problem.
+        full = clique_full(plan) if plan is not None else None
+        warnings = [*problems, full] if full is not None else problems
+        await self.events.record(body, [(p.reason, p.message) for p in warnings], ready)
