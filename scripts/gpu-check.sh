@@ -11,4 +11,16 @@ if [[ -z "$python" ]]; then
 fi
 
 export PYTHONPATH="$repo/operator${PYTHONPATH:+:$PYTHONPATH}"
+
+if ! "$python" -c 'import pynvml' 2>/dev/null; then
+  echo "gpu-check: $python cannot import pynvml (package nvidia-ml-py); run \`make venv\` first" >&2
+  exit 2
+fi
+# Said up front and in plain words: on a machine without NVIDIA's driver the agent's own message is
+# written for a Kubernetes node, not for a person at a terminal.
+if ! "$python" -c 'import ctypes; ctypes.CDLL("libnvidia-ml.so.1")' 2>/dev/null; then
+  echo "gpu-check: no NVIDIA GPU driver on this machine: libnvidia-ml.so.1 (NVML) cannot be loaded," \
+    "so there are no GPUs to check. Run it on a node with NVIDIA GPUs and their driver installed." >&2
+  exit 2
+fi
 exec "$python" -m computedomain.agent --once --no-kube --require-nvml "$@"

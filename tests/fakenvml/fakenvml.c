@@ -29,12 +29,16 @@
  *
  * An unreadable file or an unknown key makes nvmlInit* fail (and says why on stderr), so a typo in a
  * test shows up instead of silently using defaults.
+ *
+ * When FAKE_NVML_TRACE names a file, every nvmlInit* call appends one line (`init <pid>`) to it before
+ * anything else, so a test can wait until a process has taken a given number of readings.
  */
 #include <ctype.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -323,8 +327,21 @@ static nvmlReturn_t copy_out(char *dst, unsigned int length, const char *src) {
     return NVML_SUCCESS;
 }
 
+static void trace_init(void) {
+    const char *path = getenv("FAKE_NVML_TRACE");
+    if (!path || !*path) return;
+    FILE *file = fopen(path, "a");
+    if (!file) {
+        fprintf(stderr, "fake NVML: cannot append to %s\n", path);
+        return;
+    }
+    fprintf(file, "init %ld\n", (long)getpid());
+    fclose(file);
+}
+
 EXPORT nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
     (void)flags;
+    trace_init();
     nvmlReturn_t rc = load_config();
     if (rc != NVML_SUCCESS) return rc;
     if (config.init_error != NVML_SUCCESS) return config.init_error;

@@ -195,11 +195,11 @@ def test_controller_rbac_is_exactly_what_it_needs(default_render: list[Manifest]
     assert rules_of(cluster_role) == sorted(
         [
             rule(names.GROUP, names.DOMAIN_PLURAL, "get list watch patch"),
-            rule(names.GROUP, f"{names.DOMAIN_PLURAL}/status", "get patch"),
+            rule(names.GROUP, f"{names.DOMAIN_PLURAL}/status", "patch"),
             rule("resource.k8s.io", "resourceclaimtemplates", "get list watch create patch delete"),
             rule("resource.k8s.io", "resourceclaims", "get list watch"),
             rule("", "nodes", "get list watch patch"),
-            rule("", "events", "create patch"),
+            rule("", "events", "create"),
             rule("apiextensions.k8s.io", "customresourcedefinitions", "get list watch"),
         ]
     )

@@ -35,6 +35,8 @@ from computedomain.logs import configure_logging
 EXIT_USAGE = 2
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
+# "text" is the chart's name (values.yaml `logFormat`) for what the agent calls "plain".
+LOG_FORMATS = ("plain", "text", "json")
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=None,
         help="exit 2 when NVML cannot be used (default: env REQUIRE_NVML, else true)",
     )
-    parser.add_argument("--log-format", choices=("plain", "json"), default=env.get("LOG_FORMAT", "plain"))
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=env.get("LOG_FORMAT", "plain"),
+        help="plain (or text, as the chart's logFormat says) or json (default: env LOG_FORMAT, else plain)",
+    )
     parser.add_argument("--log-level", default=env.get("LOG_LEVEL", "INFO"))
     return parser
 
@@ -96,6 +103,9 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> Options:
             require = parse_bool(env.get("REQUIRE_NVML", "true"))
         except ValueError as err:
             parser.error(f"REQUIRE_NVML: {err}")
+    if args.log_format not in LOG_FORMATS:
+        # argparse checks choices only for values given on the command line, not for env defaults.
+        parser.error(f"LOG_FORMAT: {args.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     if not args.no_kube and not args.node_name:
         parser.error("the node name is required: set NODE_NAME or --node-name (or use --no-kube)")
     if args.interval <= 0 or args.retry_interval < 0:

@@ -23,7 +23,6 @@ from computedomain.agent.nodeplan import (
     LabelAction,
     LabelPlan,
     StateKey,
-    label_changes,
     owns_label,
     plan_event,
     plan_label,
@@ -69,9 +68,12 @@ class NodeLabeler:
             metadata.get("managedFields") or [], names.AGENT_FIELD_MANAGER, names.GPU_CLIQUE_LABEL
         )
         plan = plan_label(live, owned, result.clique_id)
-        if not await self._write_label(plan, live):
+        written, after = await self._write_label(plan, live)
+        if not written:
             return False
-        spec = plan_event(self._reported, result, label_changes(live, plan))
+        # What the server answered, not what was planned: letting go of a label that another field
+        # manager also set leaves it in place.
+        spec = plan_event(self._reported, result, after != live)
         if spec is not None:
             # A plain dict serialises as is; the client's stubs only admit its model class.
             body: Any = render_event(self._node_name, str(metadata.get("uid", "")), spec, self._clock())
@@ -86,29 +88,39 @@ class NodeLabeler:
         self._reported = state_key(result)
         return True
 
-    async def _write_label(self, plan: LabelPlan, live: str | None) -> bool:
+    async def _write_label(self, plan: LabelPlan, live: str | None) -> tuple[bool, str | None]:
+        """Carry out `plan`: (False, live) when the API failed, else (True, the label's value now)."""
         if not plan.write:
             if plan.action is LabelAction.LEAVE_FOREIGN:
                 log.debug("label %s=%s is not ours; leaving it", names.GPU_CLIQUE_LABEL, live)
-            return True
+            return True, live
         body = render_label_apply(self._node_name, plan.value)
         # The client's stubs omit `_content_type`; without it the client would send a strategic merge patch.
         content_type: dict[str, Any] = {"_content_type": APPLY_CONTENT_TYPE}
         try:
-            await self._core.patch_node(
+            answer = await self._core.patch_node(
                 self._node_name, body, field_manager=names.AGENT_FIELD_MANAGER, force=True, **content_type
             )
         except _API_ERRORS as err:
             log.warning("applying label on node %s failed: %s", self._node_name, _describe(err))
-            return False
-        log.info(
-            "node %s label %s: %s -> %s",
-            self._node_name,
-            names.GPU_CLIQUE_LABEL,
-            live or "(none)",
-            plan.value or "(none)",
-        )
-        return True
+            return False, live
+        after: str | None = (answer.metadata.labels or {}).get(names.GPU_CLIQUE_LABEL)
+        if plan.action is LabelAction.REMOVE and after is not None:
+            log.info(
+                "node %s label %s=%s stays: another field manager set it too; the agent no longer holds it",
+                self._node_name,
+                names.GPU_CLIQUE_LABEL,
+                after,
+            )
+        else:
+            log.info(
+                "node %s label %s: %s -> %s",
+                self._node_name,
+                names.GPU_CLIQUE_LABEL,
+                live or "(none)",
+                after or "(none)",
+            )
+        return True, after
 
 
 def _describe(err: BaseException) -> str:

@@ -14,6 +14,10 @@ from computedomain.daemon.settings import SettingsError, load_settings
 
 # Verbosity at which debug logs appear (klog-style levels, as the DaemonSet passes LOG_VERBOSITY).
 DEBUG_VERBOSITY = 4
+# Libraries' debug lines from this verbosity on (klog shows HTTP bodies at 8). The API client logs every
+# response body at debug level, whole objects with their managedFields, on every list and watch.
+LIBRARY_DEBUG_VERBOSITY = 8
+LIBRARY_LOGGERS = ("kubernetes_asyncio", "aiohttp", "asyncio", "urllib3")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,12 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbosity: int) -> None:
-    """Log to stderr; debug lines from verbosity DEBUG_VERBOSITY on."""
+    """Log to stderr; the daemon's debug lines from verbosity DEBUG_VERBOSITY on, the libraries' from
+    LIBRARY_DEBUG_VERBOSITY on."""
     logging.basicConfig(
         level=logging.DEBUG if verbosity >= DEBUG_VERBOSITY else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if verbosity < LIBRARY_DEBUG_VERBOSITY:
+        for name in LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,6 +48,9 @@ class ClusterOptions:
     tie_to_parent: bool = True
     # Record every request's metadata in <workdir>/audit.log (benchmarks count requests per user).
     audit: bool = False
+    # The Node authorizer of 1.36 waits for resource.k8s.io/v1 ResourceSlices; a server with v1
+    # switched off needs RBAC alone (no kubelet runs here, so nothing needs the Node authorizer).
+    authorization_mode: str = "Node,RBAC"
     start_timeout: float = 120.0
 
 
@@ -190,7 +193,7 @@ class LocalCluster:
             f"--tls-cert-file={certs.serving_cert}",
             f"--tls-private-key-file={certs.serving_key}",
             f"--client-ca-file={certs.ca_cert}",
-            "--authorization-mode=Node,RBAC",
+            f"--authorization-mode={self.options.authorization_mode}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={certs.sa_pub}",
             f"--service-account-signing-key-file={certs.sa_key}",
