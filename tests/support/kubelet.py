@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import json
 import logging
 import os
 import re
@@ -26,18 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes_asyncio import client, config, watch
 
 from computedomain.api import names
+from computedomain.testbed.cluster import die_with_parent
+from computedomain.testbed.serviceaccount import TOKEN_SECONDS, request_token, token_kubeconfig
 from computedomain.testbed.tools import repo_root
 from fakes.imex.harness import FAKE_IMEX, FAKE_IMEX_CTL, read_events
 
 log = logging.getLogger(__name__)
 
-TOKEN_SECONDS = 3600
 STOP_GRACE = 20.0
-_PR_SET_PDEATHSIG = 1
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 # The image's console scripts, as this checkout runs them.
 ENTRY_POINTS: dict[str, list[str]] = {
@@ -46,11 +43,6 @@ ENTRY_POINTS: dict[str, list[str]] = {
 }
 # Variables of the test runner's own environment that must not leak into a pod's process.
 _CLUSTER_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
-
-
-def die_with_parent() -> None:
-    """Between fork and exec: have the child killed when the test process dies, so none is left behind."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], log_file: Path) -> subprocess.Popen[bytes]:
@@ -88,50 +80,13 @@ async def pod_token(api: client.ApiClient, pod: Mapping[str, Any], seconds: int 
     user extra `authentication.kubernetes.io/node-name`.
     """
     meta, spec = pod["metadata"], pod.get("spec") or {}
-    request: Any = {
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenRequest",
-        "spec": {
-            "expirationSeconds": seconds,
-            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]},
-        },
-    }
     account = spec.get("serviceAccountName") or "default"
-    core = client.CoreV1Api(api)
-    answer = await core.create_namespaced_service_account_token(account, meta["namespace"], request)
-    return str(answer.status.token)
+    return await request_token(api, meta["namespace"], account, seconds, (meta["name"], meta["uid"]))
 
 
 async def account_token(api: client.ApiClient, namespace: str, account: str) -> str:
     """A token of a service account that is not bound to any pod (so it carries no node name)."""
-    request: Any = {
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenRequest",
-        "spec": {"expirationSeconds": TOKEN_SECONDS},
-    }
-    answer = await client.CoreV1Api(api).create_namespaced_service_account_token(account, namespace, request)
-    return str(answer.status.token)
-
-
-def token_kubeconfig(cluster_kubeconfig: Path, token: str, path: Path) -> Path:
-    """Write a kubeconfig for the cluster of `cluster_kubeconfig` that authenticates with `token`."""
-    source = yaml.safe_load(cluster_kubeconfig.read_text())
-    contexts = {c["name"]: c["context"] for c in source["contexts"]}
-    cluster_name = contexts[source["current-context"]]["cluster"]
-    cluster = next(c for c in source["clusters"] if c["name"] == cluster_name)
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": "pod", "user": {"token": token}}],
-        "contexts": [{"name": "pod", "context": {"cluster": cluster["name"], "user": "pod"}}],
-        "current-context": "pod",
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # JSON is YAML; every kubeconfig reader accepts it.
-    path.write_text(json.dumps(kubeconfig, indent=2))
-    path.chmod(0o600)
-    return path
+    return await request_token(api, namespace, account)
 
 
 async def token_client(cluster_kubeconfig: Path, token: str, path: Path) -> client.ApiClient:

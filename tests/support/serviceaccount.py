@@ -10,61 +10,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import yaml
 from kubernetes_asyncio import client
+
+from computedomain.testbed.serviceaccount import request_token, token_kubeconfig
 
 Object = dict[str, Any]
 # One permission as (apiGroup, resource[/subresource], verb).
 Permission = tuple[str, str, str]
-# Long enough for any test; the API server's default maximum is far larger.
-TOKEN_SECONDS = 3600
 
 
 def username(namespace: str, name: str) -> str:
     """The user name the API server gives requests made with a token of ServiceAccount `namespace/name`."""
     return f"system:serviceaccount:{namespace}:{name}"
-
-
-async def request_token(
-    api: client.ApiClient, namespace: str, name: str, expiration_seconds: int = TOKEN_SECONDS
-) -> str:
-    """A fresh token for ServiceAccount `namespace/name`, for the API server's own audience."""
-    body = {
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenRequest",
-        "spec": {"expirationSeconds": expiration_seconds},
-    }
-    result = await client.CoreV1Api(api).create_namespaced_service_account_token(
-        name, namespace, cast(Any, body)
-    )
-    token = result.status.token if result.status else None
-    if not token:
-        raise RuntimeError(f"the API server returned no token for ServiceAccount {namespace}/{name}")
-    return str(token)
-
-
-def token_kubeconfig(base: Path, token: str, user: str, path: Path) -> Path:
-    """Write to `path` a kubeconfig for the cluster of `base`'s current context that authenticates with
-    `token` as `user` (a label only; the token says who it is). Returns `path`."""
-    config = yaml.safe_load(base.read_text())
-    context_name = config["current-context"]
-    context = next(c["context"] for c in config["contexts"] if c["name"] == context_name)
-    cluster = next(c for c in config["clusters"] if c["name"] == context["cluster"])
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": user, "context": {"cluster": cluster["name"], "user": user}}],
-        "current-context": user,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # JSON is YAML; every kubeconfig reader accepts it. The file holds a credential: owner only.
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(kubeconfig, indent=2))
-    return path
 
 
 async def service_account_kubeconfig(
@@ -75,7 +34,7 @@ async def service_account_kubeconfig(
     `api` must be allowed to create tokens for the account (an admin client).
     """
     token = await request_token(api, namespace, name)
-    return token_kubeconfig(base, token, username(namespace, name), path)
+    return token_kubeconfig(base, token, path, username(namespace, name))
 
 
 def permissions(role: Object) -> set[Permission]:

@@ -70,9 +70,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: a SIGTERM arrives when the parent dies, so an
-    # interrupted or killed test run leaves no control plane behind.
+def die_with_parent() -> None:
+    """Between fork and exec: have the child get SIGTERM when its parent dies, so an interrupted or
+    killed test run leaves no process behind."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -276,7 +276,7 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.options.tie_to_parent else None,
+                preexec_fn=die_with_parent if self.options.tie_to_parent else None,
             )
         self.components.append(Component(name, process, log))
 
