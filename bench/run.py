@@ -69,8 +69,14 @@ class Bench:
         print(f"  {figure:<52} {value:>14}  {target}", flush=True)
 
     def controller_requests(self, since: float, until: float) -> list[audit.Request]:
-        """What the controller sent to the API server in [since, until)."""
+        """What the controller sent to the API server in [since, until) (none known without audit)."""
+        if not self.cluster.options.audit:
+            return []
         return audit.requests_by(self.cluster.audit_log, CONTROLLER_USER, since, until)
+
+    def writes_since(self, before: float) -> float:
+        """Controller writes since the metric read `before`, from the controller's own counter."""
+        return self.controller.metric("computedomain_api_writes_total") - before
 
     async def single(self, samples: int) -> None:
         """Latency from create to all children present, one domain at a time on an idle controller."""
@@ -145,6 +151,7 @@ class Bench:
         watcher = sc.DomainWatcher(self.api, "bench-burst")
         await watcher.start()
         start, first = time.time(), time.monotonic()
+        counted = self.controller.metric("computedomain_api_writes_total")
         sent = await sc.create_domains(self.api, "bench-burst", count, "burst")
         await watcher.wait(set(sent), "settled", 600)
         done = max(watcher.settled.values())
@@ -157,7 +164,8 @@ class Bench:
         children = [a - b for a, b in zip(after, before, strict=True)]
         self.report(f"burst: {count} domains done in", f"{done - first:.1f} s", "< 20 s")
         self.report("burst: per-domain latency p50 / p99", f"{p50 / 1000:.1f} / {p99 / 1000:.1f} s")
-        self.report("burst: controller writes per domain", f"{len(writes) / count:.2f}", "<= 6")
+        per_domain = len(writes) / count if self.cluster.options.audit else self.writes_since(counted) / count
+        self.report("burst: controller writes per domain", f"{per_domain:.2f}", "<= 6")
         self.report("burst: DaemonSets / daemon RCTs / workload RCTs", "/".join(map(str, children)))
         print(f"    burst writes: {audit.summary(writes)}", flush=True)
 
@@ -167,7 +175,7 @@ async def run(args: argparse.Namespace) -> None:
     if tools.missing():
         tools.build()
     workdir = Path(tempfile.mkdtemp(prefix="bench-", dir=repo_root() / ".work"))
-    with LocalCluster(workdir, tools, ClusterOptions(audit=True)) as cluster:
+    with LocalCluster(workdir, tools, ClusterOptions(audit=not args.no_audit)) as cluster:
         print(f"control plane up ({workdir}); preparing {args.racks * 18} fake GB200 nodes", flush=True)
         identity = cluster.kubeconfig_for(CONTROLLER_USER, ("system:masters",))
         async with await config.new_client_from_config(config_file=str(cluster.kubeconfig)) as api:
@@ -226,6 +234,12 @@ def main() -> int:
     parser.add_argument("--racks", type=int, default=8, help="NVL72 racks (18 nodes each) for the join")
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle measurement")
     parser.add_argument("--single", type=int, default=20, help="samples of the single-domain latency")
+    parser.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="no API server audit log (its cost stays out of the figures; writes then come from the "
+        "controller's own metric)",
+    )
     parser.add_argument("--scenarios", default="single,join,idle,burst", help="comma-separated subset to run")
     asyncio.run(run(parser.parse_args()))
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -251,6 +252,38 @@ async def test_controller_runs_a_domain_under_the_chart_rbac(
     assert unneeded(granted, permissions_used(events)) == [], "granted to the controller, never needed"
 
 
+async def restores_hand_edits(admin: client.ApiClient, daemon: str, image: str) -> None:
+    """Change the daemon DaemonSet's image and drop a daemon template label; wait until both are back."""
+    custom: Any = client.CustomObjectsApi(admin)
+    await custom.patch_namespaced_custom_object(
+        "apps",
+        "v1",
+        NAMESPACE,
+        "daemonsets",
+        daemon,
+        [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "edited/by-hand:1"}],
+        _content_type="application/json-patch+json",
+    )
+    target = names.TARGET_LABEL.replace("/", "~1")
+    await custom.patch_namespaced_custom_object(
+        RESOURCE_GROUP,
+        "v1",
+        NAMESPACE,
+        "resourceclaimtemplates",
+        daemon,
+        [{"op": "remove", "path": f"/metadata/labels/{target}"}],
+        _content_type="application/json-patch+json",
+    )
+
+    async def restored() -> bool:
+        daemonset = await get(admin, "apps", "v1", "daemonsets", daemon, NAMESPACE)
+        template = await get(admin, RESOURCE_GROUP, "v1", "resourceclaimtemplates", daemon, NAMESPACE)
+        images = [c["image"] for c in daemonset["spec"]["template"]["spec"]["containers"]]
+        return images == [image] and names.TARGET_LABEL in template["metadata"].get("labels", {})
+
+    await eventually(restored, timeout=60, what="the hand-edited DaemonSet and template restored")
+
+
 def release_fullname(release: list[Object]) -> str:
     """The chart's name prefix for this release (the controller Deployment is `<prefix>-controller`)."""
     return str(only(release, "Deployment")["metadata"]["name"]).removesuffix("-controller")
@@ -300,6 +333,9 @@ async def run_example(admin: client.ApiClient, tools: Tooling, image: str) -> No
     core = client.CoreV1Api(admin)
     labelled = await core.list_node(label_selector=f"{names.DOMAIN_LABEL}={uid}")
     assert len(labelled.items) == want
+
+    # Someone edits the children by hand: the controller puts them back (its patch permissions).
+    await restores_hand_edits(admin, daemon, image)
 
     # The training finishes: its pods complete, their claims go, the nodes leave the domain.
     pods = await core.list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={name}")

@@ -3,22 +3,15 @@ what the controller made of them, and wait until a domain has left nothing behin
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from computedomain.api import names
-from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.tools import Tools, repo_root
 from support.waiting import eventually
 
 Object = dict[str, Any]
@@ -77,14 +70,6 @@ def condition(body: Object | None, kind: str = "Ready") -> Object:
     return next((c for c in conditions if c.get("type") == kind), {})
 
 
-def example(folder: str) -> list[Object]:
-    """Every document of every manifest in `examples/<folder>`, namespace first, as committed."""
-    documents: list[Object] = []
-    for path in sorted(Path(repo_root() / "examples" / folder).glob("*.yaml")):
-        documents += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return sorted(documents, key=lambda d: d["kind"] != "Namespace")
-
-
 @dataclass
 class Cluster:
     """Typed shortcuts over one API client, for one operator namespace."""
@@ -103,6 +88,17 @@ class Cluster:
     @property
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
+
+    async def create_namespace(self, name: str) -> str:
+        """Create a namespace and wait until pods can be admitted there (its default ServiceAccount)."""
+        await self.core.create_namespace(cast(Any, {"metadata": {"name": name}}))
+
+        async def default_account() -> bool:
+            accounts = await self.core.list_namespaced_service_account(name)
+            return any(a.metadata.name == "default" for a in accounts.items)
+
+        await eventually(default_account, timeout=60, what=f"default ServiceAccount in {name}")
+        return name
 
     # --- ComputeDomains ---------------------------------------------------------------------------
 
@@ -128,7 +124,9 @@ class Cluster:
 
     async def patch_domain(self, namespace: str, name: str, patch: Object) -> Object:
         """Merge-patch a ComputeDomain."""
-        body: Object = await self.custom.patch_namespaced_custom_object(
+        # `_content_type` is a keyword the generated client takes but does not declare.
+        custom: Any = self.custom
+        body: Object = await custom.patch_namespaced_custom_object(
             names.GROUP,
             names.VERSION,
             namespace,
@@ -140,7 +138,7 @@ class Cluster:
         return body
 
     async def wait_domain(
-        self, namespace: str, name: str, check: Any, what: str, timeout: float = 60.0
+        self, namespace: str, name: str, check: Callable[[Object], bool], what: str, timeout: float = 60.0
     ) -> Object:
         """Wait until `check(domain)` is true; returns the domain."""
 
@@ -225,24 +223,36 @@ class Cluster:
         group = RESOURCE_GROUP if plural.startswith("resource") else names.GROUP
         version = RESOURCE_VERSION if group == RESOURCE_GROUP else names.VERSION
         selector = f"{names.DOMAIN_LABEL}={uid}"
-        if namespace is None:
-            listing = await self.custom.list_cluster_custom_object(
-                group, version, plural, label_selector=selector
-            )
-        else:
-            listing = await self.custom.list_namespaced_custom_object(
-                group, version, namespace, plural, label_selector=selector
-            )
-        items: list[Object] = listing["items"]
+
+        async def listing() -> Object | None:
+            try:
+                if namespace is None:
+                    found: Object = await self.custom.list_cluster_custom_object(
+                        group, version, plural, label_selector=selector
+                    )
+                else:
+                    found = await self.custom.list_namespaced_custom_object(
+                        group, version, namespace, plural, label_selector=selector
+                    )
+            except ApiException as error:
+                # 429 "storage is (re)initializing": a kind nobody has listed since its CRD arrived.
+                if error.status == 429:
+                    return None
+                raise
+            return found
+
+        result = await eventually(listing, timeout=30, what=f"a list of {plural}")
+        items: list[Object] = result["items"]
         return items
 
-    async def cliques(self, uid: str) -> dict[str, list[tuple[str, int | None]]]:
-        """Clique ID -> [(node, index)] sorted by index, of the domain's ComputeDomainCliques."""
-        result: dict[str, list[tuple[str, int | None]]] = {}
+    async def cliques(self, uid: str) -> dict[str, list[tuple[str, int]]]:
+        """Clique ID -> [(node, index)] sorted by index, of the domain's ComputeDomainCliques
+        (an index the controller left out shows as -2)."""
+        result: dict[str, list[tuple[str, int]]] = {}
         for clique in await self.labelled(names.CLIQUE_PLURAL, uid, self.operator_namespace):
             clique_id = clique["metadata"]["labels"][names.CLIQUE_LABEL]
-            daemons = [(d["nodeName"], d.get("index")) for d in clique.get("daemons") or []]
-            result[clique_id] = sorted(daemons, key=lambda d: (d[1] is None, d[1] or 0, d[0]))
+            daemons = [(str(d["nodeName"]), int(d.get("index", -2))) for d in clique.get("daemons") or []]
+            result[clique_id] = sorted(daemons, key=lambda d: (d[1], d[0]))
         return result
 
     async def labelled_nodes(self, uid: str) -> list[str]:
@@ -320,7 +330,9 @@ class Cluster:
         pods = []
         for node in nodes:
             name = unique(f"w-{node}")
-            await self.core.create_namespaced_pod(namespace, workload_pod(name, namespace, template, node))
+            await self.core.create_namespaced_pod(
+                namespace, cast(Any, workload_pod(name, namespace, template, node))
+            )
             pods.append(name)
         return pods
 
@@ -362,127 +374,3 @@ class Cluster:
             return not owners & set(pods)
 
         await eventually(gone, timeout=timeout, what=f"workload pods {pods[:3]}... and their claims gone")
-
-
-class StatusChanges:
-    """Counts how often a domain's status changes, from a watch started before the change begins.
-
-    The controller writes a status only when it differs from the live one, so each change seen here
-    is one status write.
-    """
-
-    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
-        self.cluster = cluster
-        self.namespace = namespace
-        self.name = name
-        self.count = 0
-        # "ready/expected" of each status seen, for a failure message.
-        self.history: list[str] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Start watching from the domain's current version."""
-        body = await self.cluster.domain(self.namespace, self.name)
-        assert body is not None, f"{self.name} does not exist"
-        response = await self.cluster.custom.list_namespaced_custom_object(
-            names.GROUP,
-            names.VERSION,
-            self.namespace,
-            names.DOMAIN_PLURAL,
-            field_selector=f"metadata.name={self.name}",
-            watch=True,
-            resource_version=body["metadata"]["resourceVersion"],
-            timeout_seconds=600,
-            _preload_content=False,
-        )
-        self._task = asyncio.create_task(self._count(response, body.get("status")))
-
-    async def _count(self, response: Any, status: Any) -> None:
-        async with response:
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                new = (event.get("object") or {}).get("status")
-                if event.get("type") == "MODIFIED" and new != status:
-                    self.count += 1
-                    self.history.append(f"{(new or {}).get('nodeSummary')}@{time.monotonic():.2f}")
-                    status = new
-
-    async def stop(self) -> int:
-        """Stop watching; returns the number of status changes seen."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        return self.count
-
-
-async def quiet(controller: ControllerProcess, seconds: float = 1.0, timeout: float = 60.0) -> None:
-    """Wait until the controller neither reconciles nor writes for `seconds` (it has settled)."""
-    last: list[float] = []
-
-    async def probe() -> bool:
-        now = [controller.metric(RECONCILES), controller.metric(WRITES)]
-        settled = now == last
-        last[:] = now
-        return settled
-
-    await eventually(probe, timeout=timeout, interval=seconds, what="the controller to settle")
-
-
-RECONCILES = "computedomain_reconcile_total"
-WRITES = "computedomain_api_writes_total"
-
-
-async def kubectl(kubeconfig: Path, *args: str) -> str:
-    """Run the test bed's kubectl; returns stdout (raises with stderr on failure)."""
-    process = await asyncio.create_subprocess_exec(
-        str(Tools.default().bin("kubectl")),
-        f"--kubeconfig={kubeconfig}",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    if process.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {err.decode()}")
-    return out.decode()
-
-
-async def create_manifest(api: client.ApiClient, manifest: Object) -> None:
-    """Create one object of the kinds the examples hold, exactly as written."""
-    kind, namespace = manifest["kind"], manifest["metadata"].get("namespace", "")
-    core = client.CoreV1Api(api)
-    if kind == "Namespace":
-        await core.create_namespace(manifest)
-    elif kind == "Service":
-        await core.create_namespaced_service(namespace, manifest)
-    elif kind == "Job":
-        await client.BatchV1Api(api).create_namespaced_job(namespace, manifest)
-    elif kind == names.DOMAIN_KIND:
-        await client.CustomObjectsApi(api).create_namespaced_custom_object(
-            names.GROUP, names.VERSION, namespace, names.DOMAIN_PLURAL, manifest
-        )
-    else:
-        raise ValueError(f"no way to create a {kind} here")
-
-
-async def delete_namespace(api: client.ApiClient, name: str, timeout: float = 120.0) -> None:
-    """Delete a namespace (if it exists) and wait until it is gone."""
-    core = client.CoreV1Api(api)
-    try:
-        await core.delete_namespace(name)
-    except ApiException as error:
-        if error.status != 404:
-            raise
-
-    async def gone() -> bool:
-        try:
-            await core.read_namespace(name)
-        except ApiException as error:
-            if error.status == 404:
-                return True
-            raise
-        return False
-
-    await eventually(gone, timeout=timeout, what=f"namespace {name} deleted")

@@ -43,6 +43,31 @@ def event_manifest(domain: Object, kind: str, reason: str, message: str, now: st
     }
 
 
+READY_EVENT = ("DomainReady", "all expected nodes are ready")
+# Conditions show a problem's message shortened to a few hundred characters; this much of it identifies it.
+_MESSAGE_PREFIX = 300
+
+
+def told_by_status(domain: Object, said: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of the (reason, message) pairs in `said` the domain's current status already tells."""
+    status = domain.get("status") or {}
+    conditions = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
+    told = set()
+    for reason, message in said:
+        for condition in conditions:
+            if condition.get("reason") != reason:
+                continue
+            if (reason, message) == READY_EVENT:
+                shown = condition.get("status") == "True" and bool(status.get("joinedNodes"))
+            else:
+                shown = condition.get("status") == "False" and message[:_MESSAGE_PREFIX] in str(
+                    condition.get("message", "")
+                )
+            if shown:
+                told.add((reason, message))
+    return told
+
+
 class EventRecorder:
     """Posts an Event when a domain's (reason, message) changes; remembers what it last said."""
 
@@ -51,12 +76,19 @@ class EventRecorder:
         self._said: dict[str, set[tuple[str, str]]] = {}
 
     async def record(self, domain: Object, problems: list[tuple[str, str]], ready: bool) -> None:
-        """Post Warning Events for problems not reported before, and one Normal Event on becoming ready."""
+        """Post Warning Events for problems not reported before, and one Normal Event on becoming ready.
+
+        `domain` is the domain as found, before this reconcile's status write.
+        """
         uid = domain["metadata"]["uid"]
-        said = self._said.setdefault(uid, set())
         current = set(problems)
         if ready and not problems:
-            current = {("DomainReady", "all expected nodes are ready")}
+            current = {READY_EVENT}
+        said = self._said.get(uid)
+        if said is None:
+            # First sight in this process (a restart or a fail-over): what the status already tells
+            # was reported by an earlier process, and saying it again would only repeat it.
+            said = told_by_status(domain, current)
         for reason, message in sorted(current - said):
             kind = "Normal" if reason == "DomainReady" else "Warning"
             try:

@@ -25,6 +25,8 @@ Object = dict[str, Any]
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+# The cause the API server gives when it refuses new objects in a namespace being deleted.
+NAMESPACE_TERMINATING = "NamespaceTerminating"
 
 
 @dataclass(frozen=True)
@@ -78,15 +80,23 @@ def claims(version: str) -> Kind:
 class KubeError(Exception):
     """An API request failed; `status` is the HTTP status and the message is the server's."""
 
-    def __init__(self, status: int, message: str, reason: str = "") -> None:
+    def __init__(self, status: int, message: str, reason: str = "", causes: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
+        # The types of the Status's `details.causes`, e.g. NamespaceTerminating.
+        self.causes = causes
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """The write was refused because its namespace is being deleted."""
+        return NAMESPACE_TERMINATING in self.causes
 
     @classmethod
     def from_api(cls, error: ApiException) -> KubeError:
         """Turn the client's exception into one that carries the API server's own message."""
         message, reason = str(error.reason or ""), ""
+        causes: tuple[str, ...] = ()
         raw = error.body
         body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         if isinstance(body, str) and body:
@@ -94,9 +104,12 @@ class KubeError(Exception):
                 status = json.loads(body)
                 message = status.get("message", message)
                 reason = status.get("reason", "")
-            except ValueError:
+                details = status.get("details") or {}
+                # A cause's type travels as `reason`.
+                causes = tuple(str(c.get("reason", "")) for c in details.get("causes") or [])
+            except (ValueError, AttributeError):
                 message = body
-        return cls(int(error.status or 0), message, reason)
+        return cls(int(error.status or 0), message, reason, causes)
 
 
 class Kube:

@@ -30,9 +30,17 @@ def claim_node(claim: Object) -> str | None:
     return None
 
 
-def wanted_nodes(claims: Iterable[Object]) -> set[str]:
-    """Nodes holding at least one allocated workload claim of the domain."""
-    return {node for claim in claims if (node := claim_node(claim))}
+def wanted_nodes(claims: Iterable[Object], namespace: str) -> set[str]:
+    """Nodes holding at least one allocated workload claim of the domain.
+
+    Only claims in the domain's own namespace count: NVIDIA's kubelet plugin refuses a channel of a
+    domain in another namespace, so such a claim must not start an IMEX daemon either.
+    """
+    return {
+        node
+        for claim in claims
+        if claim.get("metadata", {}).get("namespace") == namespace and (node := claim_node(claim))
+    }
 
 
 @dataclass

@@ -80,6 +80,8 @@ class Reconciler:
     async def _reconcile(self, uid: str, body: Object) -> float | None:
         if body["metadata"].get("deletionTimestamp"):
             await teardown.finalize(self.kube, self.world, body)
+            # Nothing more is said about a domain that is gone (its DELETED event drops its key).
+            self.events.forget(uid)
             self._count_state(uid, None)
             metrics.RECONCILES.labels(result="deleted").inc()
             return None
@@ -157,7 +159,8 @@ class Reconciler:
         uid, problems = domain.uid, []
         nodes = self.world.informers[w.NODES].store
         labelled = {name: owner for name, node in nodes.items() if (owner := domain_uid_of(node))}
-        plan = label_plan(uid, wanted_nodes(self.world.related(w.CLAIMS, uid)), labelled)
+        wanted = wanted_nodes(self.world.related(w.CLAIMS, uid), domain.namespace)
+        plan = label_plan(uid, wanted, labelled)
         refused: list[str] = []
         for node in plan.add:
             result = await nodelabels.add_label(self.kube, node, uid)
@@ -201,13 +204,11 @@ class Reconciler:
         status = render_status(domain, plan or CliquePlan(), problems, domain.metadata.generation, _now())
         if not contains(body.get("status") or {}, status):
             meta = body["metadata"]
-            manifest = {
-                "apiVersion": names.API_VERSION,
-                "kind": names.DOMAIN_KIND,
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-                "status": status,
-            }
-            result = await self.kube.apply(k.DOMAINS, manifest, subresource="status")
+            # The controller is the status's only writer, so a merge patch of the whole status does
+            # what an apply would, at a fraction of the API server's cost.
+            result = await self.kube.patch(
+                k.DOMAINS, meta["name"], meta["namespace"], {"status": status}, subresource="status"
+            )
             self.world.record_write(result)
         self._count_state(str(body["metadata"]["uid"]), str(status.get("status", "NotReady")))
         # An idle domain (no node joined yet) is "Ready" by the reference's rule; that is no news.

@@ -21,7 +21,7 @@ READY = "Ready"
 CHILDREN_READY = "ChildrenReady"
 
 ProblemReason = Literal[
-    "NameConflict", "LabelConflict", "InvalidSpec", "ResourceAPIUnavailable", "ReconcileError"
+    "NameConflict", "LabelConflict", "InvalidSpec", "ResourceAPIUnavailable", "ReconcileError", "CliqueFull"
 ]
 
 # Problems that keep the domain's own objects from being in place, most fundamental first.
@@ -91,6 +91,18 @@ def global_status(num_nodes: int, nodes: Sequence[NodeEntry]) -> ReadyState:
     return "Ready"
 
 
+def clique_full(plan: CliquePlan) -> Problem | None:
+    """The nodes left without an IMEX slot because their clique is full, as a problem (None if none)."""
+    if not plan.overflow:
+        return None
+    left_out = [node for clique in sorted(plan.overflow) for node in plan.overflow[clique]]
+    return Problem(
+        "CliqueFull",
+        f"{_count(len(left_out), 'node')} got no IMEX slot because their NVLink clique already has "
+        f"{plan.max_nodes} daemons of this domain: {some(left_out)}",
+    )
+
+
 def some(items: Sequence[str], shown: int = _NAMES_SHOWN) -> str:
     """`items` for a message, bounded: "a, b, c, d, e and 3 more"."""
     if len(items) <= shown:
@@ -118,14 +130,9 @@ def _readiness(
     blocking = _by_priority(problems, (*_CHILD_REASONS, "LabelConflict"))
     if blocking:
         return _Verdict("False", blocking[0].reason, _messages(blocking))
-    if plan.overflow:
-        left_out = [node for clique in sorted(plan.overflow) for node in plan.overflow[clique]]
-        return _Verdict(
-            "False",
-            "CliqueFull",
-            f"{_count(len(left_out), 'node')} got no IMEX slot because their NVLink clique already has "
-            f"{plan.max_nodes} daemons of this domain: {some(left_out)}",
-        )
+    full = clique_full(plan)
+    if full is not None:
+        return _Verdict("False", full.reason, full.message)
     ready = sum(1 for node in nodes if node.status == "Ready")
     waiting = [node.name for node in nodes if node.status != "Ready"]
     wanted = domain.spec.num_nodes
