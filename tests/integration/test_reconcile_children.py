@@ -219,6 +219,20 @@ async def test_deleted_children_are_recreated(cd: Cluster, namespace: str) -> No
     await cd.wait_nothing_left(uid)
 
 
+async def edit_daemonset(cd: Cluster, uid: str, *operations: dict[str, Any]) -> None:
+    """What `kubectl edit` would do to the domain's DaemonSet, as a JSON patch."""
+    custom: Any = cd.custom  # `_content_type` is a keyword the client takes but does not declare
+    await custom.patch_namespaced_custom_object(
+        "apps",
+        "v1",
+        cd.operator_namespace,
+        "daemonsets",
+        names.daemon_name(uid),
+        list(operations),
+        _content_type="application/json-patch+json",
+    )
+
+
 async def test_a_hand_edited_daemonset_is_restored(cd: Cluster, namespace: str) -> None:
     name = unique("cd")
     uid = (await cd.create_domain(domain_manifest(name, namespace)))["metadata"]["uid"]
@@ -228,18 +242,11 @@ async def test_a_hand_edited_daemonset_is_restored(cd: Cluster, namespace: str) 
     container = original["spec"]["template"]["spec"]["containers"][0]
     edited_env = [e for e in container["env"] if e["name"] != "FEATURE_GATES"]
     # What `kubectl edit` would do: change the image, drop an env var.
-    custom: Any = cd.custom  # `_content_type` is a keyword the client takes but does not declare
-    await custom.patch_namespaced_custom_object(
-        "apps",
-        "v1",
-        cd.operator_namespace,
-        "daemonsets",
-        names.daemon_name(uid),
-        [
-            {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "evil/image:1"},
-            {"op": "replace", "path": "/spec/template/spec/containers/0/env", "value": edited_env},
-        ],
-        _content_type="application/json-patch+json",
+    await edit_daemonset(
+        cd,
+        uid,
+        {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "evil/image:1"},
+        {"op": "replace", "path": "/spec/template/spec/containers/0/env", "value": edited_env},
     )
 
     async def restored() -> bool:
@@ -261,16 +268,9 @@ async def test_a_field_added_by_hand_to_the_daemonset_is_removed(cd: Cluster, na
     original = await cd.daemonset(uid)
     assert original is not None
     extra = {"name": "ADDED_BY_HAND", "value": "1"}
-    custom: Any = cd.custom
     # Server-side apply alone would keep a field another manager added; the controller must not.
-    await custom.patch_namespaced_custom_object(
-        "apps",
-        "v1",
-        cd.operator_namespace,
-        "daemonsets",
-        names.daemon_name(uid),
-        [{"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": extra}],
-        _content_type="application/json-patch+json",
+    await edit_daemonset(
+        cd, uid, {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": extra}
     )
 
     async def restored() -> bool:
@@ -397,3 +397,15 @@ async def test_deleting_the_namespace_takes_the_domain_without_errors(
     await delete_namespace(cd.api, namespace)
     await cd.wait_nothing_left(uid)
     assert controller.metric("computedomain_reconcile_errors_total") == errors
+
+
+async def test_domains_deleted_right_after_creation_leave_nothing_behind(cd: Cluster, namespace: str) -> None:
+    # Deleted before the controller's finalizer is on them: the reconcile already under way must
+    # not re-create them nor leave their children for the periodic sweep.
+    uids = []
+    for _ in range(8):
+        created = await cd.create_domain(domain_manifest(unique("gone"), namespace))
+        uids.append(created["metadata"]["uid"])
+        await cd.delete_domain(namespace, created["metadata"]["name"])
+    for uid in uids:
+        await cd.wait_nothing_left(uid, timeout=30)

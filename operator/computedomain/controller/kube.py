@@ -80,10 +80,14 @@ def claims(version: str) -> Kind:
 class KubeError(Exception):
     """An API request failed; `status` is the HTTP status and the message is the server's."""
 
-    def __init__(self, status: int, message: str, reason: str = "", causes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, status: int, message: str, reason: str = "", causes: tuple[str, ...] = (), kind: str = ""
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
+        # The resource the Status is about (e.g. "computedomains" for a missing domain).
+        self.kind = kind
         # The types of the Status's `details.causes`, e.g. NamespaceTerminating.
         self.causes = causes
 
@@ -97,6 +101,7 @@ class KubeError(Exception):
         """Turn the client's exception into one that carries the API server's own message."""
         message, reason = str(error.reason or ""), ""
         causes: tuple[str, ...] = ()
+        kind = ""
         raw = error.body
         body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         if isinstance(body, str) and body:
@@ -107,9 +112,10 @@ class KubeError(Exception):
                 details = status.get("details") or {}
                 # A cause's type travels as `reason`.
                 causes = tuple(str(c.get("reason", "")) for c in details.get("causes") or [])
+                kind = str(details.get("kind", ""))
             except (ValueError, AttributeError):
                 message = body
-        return cls(int(error.status or 0), message, reason, causes)
+        return cls(int(error.status or 0), message, reason, causes, kind)
 
 
 class Kube:

@@ -93,11 +93,27 @@ class Reconciler:
             logger.error("ComputeDomain %s/%s is invalid: %s", meta.get("namespace"), meta.get("name"), error)
             await self._write_status(body, None, [Problem("InvalidSpec", str(error)[:300])])
             return None
-        body = await self._ensure_finalizer(body)
-        problems = await self._ensure_children(domain)
-        plan, membership_problems = await self._ensure_membership(domain)
-        problems += membership_problems
-        await self._write_status(body, plan, problems)
+        try:
+            body = await self._ensure_finalizer(body)
+            problems = await self._ensure_children(domain)
+            plan, membership_problems = await self._ensure_membership(domain)
+            problems += membership_problems
+            await self._write_status(body, plan, problems)
+        except KubeError as error:
+            if error.status != 404 or error.kind != names.DOMAIN_PLURAL:
+                raise
+            # Deleted before our finalizer was on it (or with it forced off): whatever this pass
+            # created belongs to nobody now.
+            logger.info(
+                "ComputeDomain %s/%s vanished while reconciled; removing what it left",
+                domain.namespace,
+                domain.name,
+            )
+            await teardown.remove_everything(self.kube, self.world, uid)
+            self.world.drop_domain(uid)
+            self.events.forget(uid)
+            self._count_state(uid, None)
+            return None
         metrics.RECONCILES.labels(result="ok").inc()
         recheck = any(p.reason in ("NameConflict", "LabelConflict") for p in problems)
         return RECHECK_SECONDS if recheck else None
@@ -112,19 +128,23 @@ class Reconciler:
             metrics.DOMAINS.labels(status=state).inc()
 
     async def _ensure_finalizer(self, body: Object) -> Object:
-        if names.FINALIZER in (body["metadata"].get("finalizers") or []):
-            return body
         meta = body["metadata"]
-        manifest = {
-            "apiVersion": names.API_VERSION,
-            "kind": names.DOMAIN_KIND,
-            "metadata": {
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "finalizers": [names.FINALIZER],
-            },
-        }
-        return self.world.record_write(await self.kube.apply(k.DOMAINS, manifest))
+        finalizers = meta.get("finalizers")
+        if names.FINALIZER in (finalizers or []):
+            return body
+        # A JSON patch guarded by the resourceVersion, not an apply: an apply would re-create a
+        # domain deleted a moment ago, and a stale view would fail the test instead of dropping
+        # another writer's finalizer (the next pass then sees the current object).
+        add = (
+            {"op": "add", "path": "/metadata/finalizers/-", "value": names.FINALIZER}
+            if finalizers
+            else {"op": "add", "path": "/metadata/finalizers", "value": [names.FINALIZER]}
+        )
+        patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}, add]
+        result = await self.kube.patch(
+            k.DOMAINS, meta["name"], meta["namespace"], patch, content_type=k.JSON_PATCH
+        )
+        return self.world.record_write(result)
 
     async def _ensure_children(self, domain: ComputeDomain) -> list[Problem]:
         version = self.resource_version
