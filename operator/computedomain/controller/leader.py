@@ -46,6 +46,8 @@ class LeaderElector:
         self.name = name
         self.identity = f"{pod_name}-{uuid.uuid4().hex[:8]}"
         self.timing = timing
+        # The lease as we last wrote it, while we hold it.
+        self._held: Object | None = None
 
     def _spec(self, now: datetime.datetime, previous: Object | None) -> Object:
         spec = dict((previous or {}).get("spec") or {})
@@ -64,6 +66,16 @@ class LeaderElector:
     async def try_acquire_or_renew(self) -> bool:
         """One attempt; True when we hold the lease afterwards."""
         now = datetime.datetime.now(datetime.UTC)
+        if self._held is not None:
+            # Renewing what we wrote last: one PUT, no GET (a conflict means someone else wrote it).
+            held, self._held = self._held, None
+            held["spec"] = self._spec(now, held)
+            try:
+                self._held = await self.kube.call("PUT", LEASES.path(self.namespace, self.name), body=held)
+                return True
+            except KubeError as error:
+                if error.status not in (404, 409):
+                    raise
         lease = await self.kube.get(LEASES, self.name, self.namespace)
         if lease is None:
             body = {
@@ -73,7 +85,7 @@ class LeaderElector:
                 "spec": self._spec(now, None),
             }
             try:
-                await self.kube.create(LEASES, body)
+                self._held = await self.kube.create(LEASES, body)
             except KubeError as error:
                 if error.status == 409:
                     return False
@@ -88,7 +100,7 @@ class LeaderElector:
             return False
         lease["spec"] = self._spec(now, lease)
         try:
-            await self.kube.call("PUT", LEASES.path(self.namespace, self.name), body=lease)
+            self._held = await self.kube.call("PUT", LEASES.path(self.namespace, self.name), body=lease)
         except KubeError as error:
             if error.status == 409:  # someone else updated it first
                 return False
@@ -128,6 +140,7 @@ class LeaderElector:
     async def release(self) -> None:
         """Give the lease up on a clean shutdown so that a standby takes over at once."""
         metrics.LEADER.set(0)
+        self._held = None
         try:
             lease = await self.kube.get(LEASES, self.name, self.namespace)
             if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
