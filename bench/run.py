@@ -24,9 +24,8 @@ import audit
 import scenarios as sc
 from computedomain.testbed.cluster import ClusterOptions, LocalCluster
 from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.dra import install_device_classes, publish_slices
-from computedomain.testbed.install import apply_crds, ensure_namespace
-from computedomain.testbed.nodes import create_nodes, wait_nodes_ready
+from computedomain.testbed.install import prepare_operator
+from computedomain.testbed.nodes import add_ready_nodes
 from computedomain.testbed.tools import Tools, repo_root
 from computedomain.testbed.topology import nvl72_racks
 
@@ -180,12 +179,8 @@ async def run(args: argparse.Namespace) -> None:
         identity = cluster.kubeconfig_for(CONTROLLER_USER, ("system:masters",))
         async with await config.new_client_from_config(config_file=str(cluster.kubeconfig)) as api:
             nodes = nvl72_racks(args.racks)
-            await create_nodes(api, nodes)
-            await wait_nodes_ready(api, [n.name for n in nodes], timeout=300)
-            await apply_crds(api)
-            await ensure_namespace(api, sc.OPERATOR_NAMESPACE)
-            await install_device_classes(api)
-            await publish_slices(api, [n.name for n in nodes])
+            await add_ready_nodes(api, nodes, timeout=300)
+            await prepare_operator(api, sc.OPERATOR_NAMESPACE, [n.name for n in nodes])
             env = {
                 "NAMESPACE": sc.OPERATOR_NAMESPACE,
                 "IMAGE_NAME": "registry.example/computedomain-operator:0.1.0",

@@ -11,9 +11,8 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.dra import install_device_classes, publish_slices
-from computedomain.testbed.install import apply_crds, ensure_namespace
-from computedomain.testbed.nodes import create_nodes, wait_nodes_ready
+from computedomain.testbed.install import prepare_operator
+from computedomain.testbed.nodes import add_ready_nodes
 from computedomain.testbed.topology import FakeNode, nvl72_racks, plain_gpu_nodes
 from support.testbed import Testbed, testbed, work_root
 from support.waiting import eventually
@@ -44,8 +43,7 @@ async def api(cluster: Testbed) -> AsyncIterator[client.ApiClient]:
 @pytest_asyncio.fixture(scope="session")
 async def fake_nodes(api: client.ApiClient) -> list[FakeNode]:
     """The standard fake GPU nodes, Ready and schedulable."""
-    await create_nodes(api, STANDARD_NODES)
-    await wait_nodes_ready(api, [n.name for n in STANDARD_NODES])
+    await add_ready_nodes(api, STANDARD_NODES)
     return STANDARD_NODES
 
 
@@ -94,10 +92,7 @@ async def operator_ready(api: client.ApiClient, fake_nodes: list[FakeNode]) -> s
     The slices are what the ComputeDomain kubelet plugin would publish (a kubelet-plugin double).
     Returns the operator's namespace.
     """
-    await apply_crds(api)
-    await ensure_namespace(api, OPERATOR_NAMESPACE)
-    await install_device_classes(api)
-    await publish_slices(api, [n.name for n in fake_nodes])
+    await prepare_operator(api, OPERATOR_NAMESPACE, [n.name for n in fake_nodes])
     return OPERATOR_NAMESPACE
 
 

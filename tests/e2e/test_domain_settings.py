@@ -15,9 +15,8 @@ from kubernetes_asyncio import client, config
 from computedomain.api import names
 from computedomain.testbed.cluster import LocalCluster
 from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.dra import install_device_classes, publish_slices
-from computedomain.testbed.install import apply_crds, ensure_namespace
-from computedomain.testbed.nodes import create_nodes, wait_nodes_ready
+from computedomain.testbed.install import prepare_operator
+from computedomain.testbed.nodes import add_ready_nodes
 from computedomain.testbed.topology import nvl72_racks, plain_gpu_nodes, rack_clique_id
 from conftest import controller_env
 from support.domains import FOREIGN_UID, Cluster, Object, condition, domain_manifest, unique
@@ -46,12 +45,8 @@ def private_cluster() -> Iterator[LocalCluster]:
 @pytest_asyncio.fixture(scope="module")
 async def private_api(private_cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
     async with await config.new_client_from_config(config_file=str(private_cluster.kubeconfig)) as api:
-        await create_nodes(api, RACK + PLAIN)
-        await wait_nodes_ready(api, [n.name for n in RACK + PLAIN])
-        await apply_crds(api)
-        await ensure_namespace(api, OPERATOR_NAMESPACE)
-        await install_device_classes(api)
-        await publish_slices(api, [n.name for n in RACK + PLAIN])
+        await add_ready_nodes(api, RACK + PLAIN)
+        await prepare_operator(api, OPERATOR_NAMESPACE, [n.name for n in RACK + PLAIN])
         yield api
 
 

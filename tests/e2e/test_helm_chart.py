@@ -25,10 +25,11 @@ from computedomain.api import names
 from computedomain.testbed.cluster import ClusterOptions, LocalCluster
 from computedomain.testbed.controller_process import ControllerProcess
 from computedomain.testbed.dra import device_classes, publish_slices
-from computedomain.testbed.nodes import create_nodes, wait_nodes_ready
+from computedomain.testbed.nodes import add_ready_nodes
 from computedomain.testbed.tools import COMPLETE_ANNOTATION, repo_root
 from computedomain.testbed.topology import nvl72_racks
 from support.chart import CHART, Object, Tooling, deployment_env
+from support.examples import delete_namespace
 from support.serviceaccount import (
     audit_events,
     permission_of,
@@ -81,8 +82,7 @@ def private_cluster() -> Iterator[LocalCluster]:
 async def admin(private_cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
     """An admin client of the private cluster, whose fake GPU nodes are Ready."""
     async with await config.new_client_from_config(config_file=str(private_cluster.kubeconfig)) as api:
-        await create_nodes(api, NODES)
-        await wait_nodes_ready(api, [n.name for n in NODES])
+        await add_ready_nodes(api, NODES)
         yield api
 
 
@@ -382,27 +382,6 @@ async def run_example(admin: client.ApiClient, tools: Tooling, image: str) -> No
 
     await eventually(torn_down, timeout=60, what=f"ComputeDomain {name} and all it had gone")
     await delete_namespace(admin, namespace)
-
-
-async def delete_namespace(admin: client.ApiClient, namespace: str) -> None:
-    """Delete a namespace and wait until it is gone (its pods and claims with it)."""
-    core = client.CoreV1Api(admin)
-    try:
-        await core.delete_namespace(namespace)
-    except ApiException as error:
-        if error.status != 404:
-            raise
-
-    async def gone() -> bool:
-        try:
-            await core.read_namespace(namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return True
-            raise
-        return False
-
-    await eventually(gone, timeout=90, what=f"namespace {namespace} deleted")
 
 
 async def test_upgrade_reaches_the_controller_deployment(

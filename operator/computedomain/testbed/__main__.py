@@ -18,7 +18,7 @@ from kubernetes_asyncio import client, config
 from computedomain.api import names
 from computedomain.testbed import demo
 from computedomain.testbed.cluster import ClusterError, ClusterOptions, LocalCluster, stop_from_state
-from computedomain.testbed.nodes import create_nodes, wait_nodes_ready
+from computedomain.testbed.nodes import add_ready_nodes
 from computedomain.testbed.tools import Tools, repo_root
 from computedomain.testbed.topology import nvl72_racks, plain_gpu_nodes
 
@@ -31,8 +31,7 @@ def default_workdir() -> Path:
 async def _populate(kubeconfig: Path, racks: int, nodes_per_rack: int, plain: int) -> None:
     nodes = nvl72_racks(racks, nodes_per_rack) + plain_gpu_nodes(plain)
     async with await config.new_client_from_config(config_file=str(kubeconfig)) as api:
-        await create_nodes(api, nodes)
-        await wait_nodes_ready(api, [n.name for n in nodes])
+        await add_ready_nodes(api, nodes)
 
 
 async def list_nodes(kubeconfig: Path) -> list[tuple[str, str, str, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import Any, cast
 
 import yaml
@@ -12,6 +13,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from computedomain.api import names
+from computedomain.testbed.dra import install_device_classes, publish_slices
 from computedomain.testbed.tools import repo_root
 
 
@@ -65,3 +67,13 @@ async def ensure_namespace(api: client.ApiClient, namespace: str) -> None:
     except ApiException as error:
         if error.status != 409:
             raise
+
+
+async def prepare_operator(api: client.ApiClient, namespace: str, nodes: Iterable[str]) -> None:
+    """Everything the controller needs besides itself, as the chart and the kubelet plugin provide
+    it: CRDs, its namespace with the daemon service account, the DeviceClasses, and the plugin's
+    ResourceSlices for `nodes` (published by the kubelet-plugin double)."""
+    await apply_crds(api)
+    await ensure_namespace(api, namespace)
+    await install_device_classes(api)
+    await publish_slices(api, list(nodes))

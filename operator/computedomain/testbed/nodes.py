@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 from kubernetes_asyncio import client
@@ -65,3 +65,9 @@ async def delete_nodes(api: client.ApiClient, names: Iterable[str]) -> None:
                 raise
 
     await asyncio.gather(*(delete(name) for name in names))
+
+
+async def add_ready_nodes(api: client.ApiClient, nodes: Sequence[FakeNode], timeout: float = 120.0) -> None:
+    """Create the fake nodes and wait until pods can land on them."""
+    await create_nodes(api, nodes)
+    await wait_nodes_ready(api, [node.name for node in nodes], timeout)
