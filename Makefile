@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export CD_TOOLS_DIR ?= $(CURDIR)/.tools
+# The test bed is its own source root, outside the product package and its wheel.
+TESTBED := PYTHONPATH=$(CURDIR)/testbed $(PY) -m cdtestbed
 
 .PHONY: help
 help: ## Show this help
@@ -26,14 +28,14 @@ tools: ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok
 
 .PHONY: lint
 lint: venv ## ruff (lint + format check) and mypy --strict
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/ruff check operator testbed tests bench
+	$(VENV)/bin/ruff format --check operator testbed tests bench
 	$(VENV)/bin/mypy
 
 .PHONY: fmt
 fmt: venv ## Format and auto-fix with ruff
-	$(VENV)/bin/ruff format operator tests bench
-	$(VENV)/bin/ruff check --fix operator tests bench
+	$(VENV)/bin/ruff format operator testbed tests bench
+	$(VENV)/bin/ruff check --fix operator testbed tests bench
 
 .PHONY: crds
 crds: venv ## Regenerate crds/ from the pydantic models
@@ -50,15 +52,15 @@ test-unit: venv ## Run only the fast unit tests (no control plane)
 
 .PHONY: cluster-up
 cluster-up: venv tools ## Start the local control plane with one fake NVL72 rack (.work/cluster)
-	$(PY) -m computedomain.testbed up
+	$(TESTBED) up
 
 .PHONY: cluster-down
 cluster-down: venv ## Stop the local control plane
-	$(PY) -m computedomain.testbed down
+	$(TESTBED) down
 
 .PHONY: demo
 demo: venv tools ## Run the demo on the local control plane
-	$(PY) -m computedomain.testbed demo
+	$(TESTBED) demo
 
 .PHONY: bench
 bench: venv tools ## Run the benchmarks (they print their figures)

@@ -19,15 +19,17 @@ from pathlib import Path
 from kubernetes_asyncio import client, config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The test bed is a source root of its own, outside the product package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
 
 import audit
 import scenarios as sc
-from computedomain.testbed.cluster import ClusterOptions, LocalCluster
-from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.install import prepare_operator
-from computedomain.testbed.nodes import add_ready_nodes
-from computedomain.testbed.tools import Tools, repo_root
-from computedomain.testbed.topology import nvl72_racks
+from cdtestbed.cluster import ClusterOptions, LocalCluster
+from cdtestbed.controller_process import ControllerProcess
+from cdtestbed.install import prepare_operator
+from cdtestbed.nodes import add_ready_nodes
+from cdtestbed.tools import Tools, repo_root
+from cdtestbed.topology import nvl72_racks
 
 CONTROLLER_USER = "computedomain-controller"
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from kubernetes_asyncio import client, watch
 
+from cdtestbed.tools import COMPLETE_ANNOTATION
 from computedomain.api import names
-from computedomain.testbed.tools import COMPLETE_ANNOTATION
 
 OPERATOR_NAMESPACE = "computedomain-system"
 

@@ -10,10 +10,10 @@ import pytest_asyncio
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.install import prepare_operator
-from computedomain.testbed.nodes import add_ready_nodes
-from computedomain.testbed.topology import FakeNode, nvl72_racks, plain_gpu_nodes
+from cdtestbed.controller_process import ControllerProcess
+from cdtestbed.install import prepare_operator
+from cdtestbed.nodes import add_ready_nodes
+from cdtestbed.topology import FakeNode, nvl72_racks, plain_gpu_nodes
 from support.testbed import Testbed, testbed, work_root
 from support.waiting import eventually
 

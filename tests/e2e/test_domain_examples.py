@@ -10,10 +10,10 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
+from cdtestbed.controller_process import ControllerProcess
+from cdtestbed.tools import COMPLETE_ANNOTATION
+from cdtestbed.topology import FakeNode
 from computedomain.api import names
-from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.tools import COMPLETE_ANNOTATION
-from computedomain.testbed.topology import FakeNode
 from support import testbed
 from support.domains import Cluster, Object, condition
 from support.examples import create_manifest, delete_namespace, example

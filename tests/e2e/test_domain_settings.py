@@ -12,12 +12,12 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client, config
 
+from cdtestbed.cluster import LocalCluster
+from cdtestbed.controller_process import ControllerProcess
+from cdtestbed.install import prepare_operator
+from cdtestbed.nodes import add_ready_nodes
+from cdtestbed.topology import nvl72_racks, plain_gpu_nodes, rack_clique_id
 from computedomain.api import names
-from computedomain.testbed.cluster import LocalCluster
-from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.install import prepare_operator
-from computedomain.testbed.nodes import add_ready_nodes
-from computedomain.testbed.topology import nvl72_racks, plain_gpu_nodes, rack_clique_id
 from conftest import controller_env
 from support.domains import FOREIGN_UID, Cluster, Object, condition, domain_manifest, unique
 from support.observe import RECONCILES, WRITES, StatusChanges, quiet

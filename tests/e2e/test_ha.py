@@ -11,10 +11,10 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client, config
 
+from cdtestbed.cluster import LocalCluster
+from cdtestbed.controller_process import ControllerProcess
+from cdtestbed.install import apply_crds, ensure_namespace
 from computedomain.api import names
-from computedomain.testbed.cluster import LocalCluster
-from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.install import apply_crds, ensure_namespace
 from conftest import DAEMON_IMAGE, controller_env
 from support.testbed import local_cluster
 from support.waiting import eventually

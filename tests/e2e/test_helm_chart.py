@@ -21,13 +21,13 @@ import yaml
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from cdtestbed.cluster import ClusterOptions, LocalCluster
+from cdtestbed.controller_process import ControllerProcess
+from cdtestbed.dra import device_classes, publish_slices
+from cdtestbed.nodes import add_ready_nodes
+from cdtestbed.tools import COMPLETE_ANNOTATION, repo_root
+from cdtestbed.topology import nvl72_racks
 from computedomain.api import names
-from computedomain.testbed.cluster import ClusterOptions, LocalCluster
-from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.dra import device_classes, publish_slices
-from computedomain.testbed.nodes import add_ready_nodes
-from computedomain.testbed.tools import COMPLETE_ANNOTATION, repo_root
-from computedomain.testbed.topology import nvl72_racks
 from support.chart import CHART, Object, Tooling, deployment_env
 from support.examples import delete_namespace
 from support.serviceaccount import (

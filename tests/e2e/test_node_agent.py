@@ -18,9 +18,9 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client, config
 
+from cdtestbed.cluster import ClusterOptions, LocalCluster
+from cdtestbed.topology import FakeNode, node_manifest, nvl72_racks, rack_clique_id
 from computedomain.api import names
-from computedomain.testbed.cluster import ClusterOptions, LocalCluster
-from computedomain.testbed.topology import FakeNode, node_manifest, nvl72_racks, rack_clique_id
 from fakenvml.build import compiler
 from fakenvml.config import NVML_ERROR_DRIVER_NOT_LOADED, FakeGpu, FakeGpuNode
 from support.agent import AgentBed, AgentProcess, api_writes

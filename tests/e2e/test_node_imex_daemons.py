@@ -20,10 +20,10 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
+from cdtestbed.controller_process import ControllerProcess
+from cdtestbed.topology import FakeNode, rack_clique_id
 from computedomain.api import names
 from computedomain.daemon.config import HostEntry, hosts_in_file
-from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.topology import FakeNode, rack_clique_id
 from support import testbed
 from support.agent import kubectl, render_chart
 from support.domains import Cluster, domain_manifest, unique

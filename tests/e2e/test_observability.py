@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from cdtestbed.controller_process import ControllerProcess
 from computedomain.api import names
-from computedomain.testbed.controller_process import ControllerProcess
 from conftest import controller_env
 from support.testbed import Testbed, work_root
 from support.waiting import eventually

@@ -25,11 +25,11 @@ import pytest_asyncio
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from cdtestbed.cluster import ClusterOptions, LocalCluster
+from cdtestbed.controller_process import ControllerProcess
+from cdtestbed.dra import device_classes, publish_slices
+from cdtestbed.install import apply_crds, ensure_namespace
 from computedomain.api import names
-from computedomain.testbed.cluster import ClusterOptions, LocalCluster
-from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.dra import device_classes, publish_slices
-from computedomain.testbed.install import apply_crds, ensure_namespace
 from conftest import controller_env
 from support.chart import Object, Tooling
 from support.testbed import local_cluster

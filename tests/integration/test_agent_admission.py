@@ -16,12 +16,12 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client, config
 
+from cdtestbed.cluster import ClusterOptions, LocalCluster
+from cdtestbed.topology import FakeNode, node_manifest
 from computedomain.agent.clique import CliqueResult, Reason
 from computedomain.agent.labeler import NodeLabeler
 from computedomain.agent.nodeplan import APPLY_CONTENT_TYPE
 from computedomain.api import names
-from computedomain.testbed.cluster import ClusterOptions, LocalCluster
-from computedomain.testbed.topology import FakeNode, node_manifest
 from support.agent import MERGE_PATCH_ARGS, AgentBed, forbidden_message
 from support.kubelet import account_token, token_client
 from support.testbed import local_cluster

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from computedomain.testbed.tools import repo_root
+from cdtestbed.tools import repo_root
 
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="no `make` on PATH")
 NO_DRIVER = (

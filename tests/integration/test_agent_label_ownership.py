@@ -15,10 +15,10 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client, config
 
+from cdtestbed.cluster import ClusterOptions, LocalCluster
 from computedomain.agent.clique import CliqueResult, Reason
 from computedomain.agent.labeler import NodeLabeler
 from computedomain.api import names
-from computedomain.testbed.cluster import ClusterOptions, LocalCluster
 from support.agent import MERGE_PATCH_ARGS, api_writes
 from support.testbed import local_cluster
 

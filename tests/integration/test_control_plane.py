@@ -9,7 +9,7 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from computedomain.testbed.topology import FakeNode
+from cdtestbed.topology import FakeNode
 from support.waiting import eventually
 
 pytestmark = pytest.mark.cluster

@@ -15,10 +15,10 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
+from cdtestbed.topology import FakeNode, rack_clique_id
 from computedomain.api import names
 from computedomain.daemon import kube
 from computedomain.daemon.config import DaemonEntry
-from computedomain.testbed.topology import FakeNode, rack_clique_id
 from support import testbed
 from support.agent import MERGE_PATCH_ARGS, forbidden_message, kubectl, render_chart
 from support.kubelet import pod_token, token_client

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from cdtestbed.controller_process import ControllerProcess
 from computedomain.api import names
-from computedomain.testbed.controller_process import ControllerProcess
 from conftest import DAEMON_IMAGE
 from support.domains import Cluster, Object, condition, domain_manifest, unique
 from support.examples import delete_namespace

@@ -10,8 +10,8 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from cdtestbed.controller_process import ControllerProcess
 from computedomain.api import names
-from computedomain.testbed.controller_process import ControllerProcess
 from support import testbed
 from support.domains import Cluster, domain_manifest, unique
 from support.observe import kubectl

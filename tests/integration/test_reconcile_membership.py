@@ -9,8 +9,8 @@ import asyncio
 import pytest
 from kubernetes_asyncio import client
 
-from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.topology import rack_clique_id
+from cdtestbed.controller_process import ControllerProcess
+from cdtestbed.topology import rack_clique_id
 from support.domains import Cluster, condition, domain_manifest, unique
 from support.examples import delete_namespace
 from support.waiting import eventually

@@ -22,7 +22,7 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from computedomain.testbed.tools import Tools, repo_root
+from cdtestbed.tools import Tools, repo_root
 from fakenvml.build import build_fake_nvml
 from fakenvml.config import FakeGpuNode
 from support.kubelet import (

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from computedomain.testbed.tools import Tools, repo_root
+from cdtestbed.tools import Tools, repo_root
 
 CHART = repo_root() / "charts" / "computedomain-operator"
 Object = dict[str, Any]

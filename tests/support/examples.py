@@ -9,8 +9,8 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from cdtestbed.tools import repo_root
 from computedomain.api import names
-from computedomain.testbed.tools import repo_root
 from support.domains import Object
 from support.waiting import eventually
 

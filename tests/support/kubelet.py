@@ -26,10 +26,10 @@ from typing import Any
 
 from kubernetes_asyncio import client, config, watch
 
+from cdtestbed.cluster import die_with_parent
+from cdtestbed.serviceaccount import TOKEN_SECONDS, request_token, token_kubeconfig
+from cdtestbed.tools import repo_root
 from computedomain.api import names
-from computedomain.testbed.cluster import die_with_parent
-from computedomain.testbed.serviceaccount import TOKEN_SECONDS, request_token, token_kubeconfig
-from computedomain.testbed.tools import repo_root
 from fakes.imex.harness import FAKE_IMEX, FAKE_IMEX_CTL, read_events
 
 log = logging.getLogger(__name__)

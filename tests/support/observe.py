@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cdtestbed.controller_process import ControllerProcess
+from cdtestbed.tools import Tools
 from computedomain.api import names
-from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.tools import Tools
 from support.domains import Cluster
 from support.waiting import eventually
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from computedomain.testbed.serviceaccount import request_token, token_kubeconfig
+from cdtestbed.serviceaccount import request_token, token_kubeconfig
 
 Object = dict[str, Any]
 # One permission as (apiGroup, resource[/subresource], verb).

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from computedomain.testbed.cluster import STATE_FILE, ClusterOptions, LocalCluster
-from computedomain.testbed.tools import Tools, repo_root
+from cdtestbed.cluster import STATE_FILE, ClusterOptions, LocalCluster
+from cdtestbed.tools import Tools, repo_root
 
 USE_EXISTING = "CD_USE_EXISTING_CLUSTER"
 

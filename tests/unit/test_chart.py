@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from cdtestbed.tools import Tools
 from computedomain.api import names
-from computedomain.testbed.tools import Tools
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "computedomain-operator"

@@ -1,4 +1,4 @@
-"""The test bed's DeviceClasses (`computedomain.testbed.dra.device_classes`) are the chart's.
+"""The test bed's DeviceClasses (`cdtestbed.dra.device_classes`) are the chart's.
 
 Tests that install the DeviceClasses without Helm use the test bed's copy; if it drifted from the chart,
 they would pass against classes no real installation has.
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from computedomain.testbed.dra import device_classes
-from computedomain.testbed.tools import Tools, repo_root
+from cdtestbed.dra import device_classes
+from cdtestbed.tools import Tools, repo_root
 
 CHART = repo_root() / "charts" / "computedomain-operator"
 # `helm template` arguments that stand in for a cluster serving each resource.k8s.io version.

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from computedomain.testbed.tools import Tools
+from cdtestbed.tools import Tools
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "computedomain-operator"

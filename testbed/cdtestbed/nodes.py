@@ -10,7 +10,7 @@ from typing import Any, cast
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from computedomain.testbed.topology import FakeNode, node_manifest
+from cdtestbed.topology import FakeNode, node_manifest
 
 _NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 

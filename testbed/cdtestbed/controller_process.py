@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from computedomain.testbed.cluster import free_port
+from cdtestbed.cluster import free_port
 
 
 @dataclass

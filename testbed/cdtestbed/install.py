@@ -12,9 +12,9 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from cdtestbed.dra import install_device_classes, publish_slices
+from cdtestbed.tools import repo_root
 from computedomain.api import names
-from computedomain.testbed.dra import install_device_classes, publish_slices
-from computedomain.testbed.tools import repo_root
 
 
 def crd_manifests() -> list[dict[str, Any]]:

@@ -1,8 +1,8 @@
 """`computedomain-testbed`: bring the local control plane up or down, and show its fake GPU nodes.
 
-python -m computedomain.testbed up [--racks 1] [--plain 2]
-python -m computedomain.testbed nodes
-python -m computedomain.testbed down
+python -m cdtestbed up [--racks 1] [--plain 2]
+python -m cdtestbed nodes
+python -m cdtestbed down
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 
 from kubernetes_asyncio import client, config
 
+from cdtestbed import demo
+from cdtestbed.cluster import ClusterError, ClusterOptions, LocalCluster, stop_from_state
+from cdtestbed.nodes import add_ready_nodes
+from cdtestbed.tools import Tools, repo_root
+from cdtestbed.topology import nvl72_racks, plain_gpu_nodes
 from computedomain.api import names
-from computedomain.testbed import demo
-from computedomain.testbed.cluster import ClusterError, ClusterOptions, LocalCluster, stop_from_state
-from computedomain.testbed.nodes import add_ready_nodes
-from computedomain.testbed.tools import Tools, repo_root
-from computedomain.testbed.topology import nvl72_racks, plain_gpu_nodes
 
 
 def default_workdir() -> Path:

@@ -18,12 +18,12 @@ from typing import Any
 import yaml
 from kubernetes_asyncio import client, config
 
+from cdtestbed.cluster import STATE_FILE
+from cdtestbed.controller_process import ControllerProcess
+from cdtestbed.dra import publish_slices
+from cdtestbed.serviceaccount import request_token, token_kubeconfig
+from cdtestbed.tools import Tools, repo_root
 from computedomain.api import names
-from computedomain.testbed.cluster import STATE_FILE
-from computedomain.testbed.controller_process import ControllerProcess
-from computedomain.testbed.dra import publish_slices
-from computedomain.testbed.serviceaccount import request_token, token_kubeconfig
-from computedomain.testbed.tools import Tools, repo_root
 
 NAMESPACE = "computedomain-system"
 RELEASE = "computedomain-operator"

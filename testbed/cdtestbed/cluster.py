@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from computedomain.testbed import pki as pki_mod
-from computedomain.testbed.tools import Tools
+from cdtestbed import pki as pki_mod
+from cdtestbed.tools import Tools
 
 STATE_FILE = "cluster.json"
 # Metadata only (who, what, when): enough to count requests per client without slowing the server.
