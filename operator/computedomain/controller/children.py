@@ -6,7 +6,7 @@ import logging
 
 from computedomain.api.models import ComputeDomain
 from computedomain.controller import world as w
-from computedomain.controller.render.status import Problem
+from computedomain.controller.plan.problems import Problem
 from computedomain.controller.world import World, domain_uid_of
 from computedomain.kube import Kind, Kube, KubeError, Object
 from computedomain.kube.contains import contains
@@ -31,7 +31,7 @@ async def ensure(kube: Kube, world: World, informer: str, kind: Kind, desired: O
         return
     if live is None and informer != w.CLIQUES:
         try:
-            world.informers[informer].upsert(await kube.create(kind, desired))
+            world.record(informer, await kube.create(kind, desired))
             return
         except KubeError as error:
             if error.status != 409:
@@ -48,7 +48,7 @@ async def ensure(kube: Kube, world: World, informer: str, kind: Kind, desired: O
         logger.info("restoring %s %s/%s", desired["kind"], meta.get("namespace"), meta["name"])
         path = kind.path(meta.get("namespace"), meta["name"])
         result = await kube.call("PUT", path, body={**result, **content})
-    world.informers[informer].upsert(result)
+    world.record(informer, result)
 
 
 async def _replace_template(kube: Kube, world: World, kind: Kind, live: Object, desired: Object) -> None:
@@ -60,12 +60,12 @@ async def _replace_template(kube: Kube, world: World, kind: Kind, live: Object, 
     meta = desired["metadata"]
     if contains(live.get("spec"), desired["spec"]):
         patch = {"metadata": {"labels": meta["labels"], "ownerReferences": meta.get("ownerReferences")}}
-        world.informers[w.TEMPLATES].upsert(await kube.patch(kind, meta["name"], meta["namespace"], patch))
+        world.record(w.TEMPLATES, await kube.patch(kind, meta["name"], meta["namespace"], patch))
         return
     logger.info("replacing ResourceClaimTemplate %s/%s: its spec changed", meta["namespace"], meta["name"])
     await kube.delete(kind, meta["name"], meta["namespace"])
-    world.informers[w.TEMPLATES].forget(live)
-    world.informers[w.TEMPLATES].upsert(await kube.create(kind, desired))
+    world.forget(w.TEMPLATES, live)
+    world.record(w.TEMPLATES, await kube.create(kind, desired))
 
 
 async def ensure_workload_template(
@@ -94,10 +94,10 @@ async def ensure_workload_template(
         existing = await kube.get(kind, desired["metadata"]["name"], desired["metadata"]["namespace"])
         if existing is None or domain_uid_of(existing) != domain.uid:
             return _name_conflict(domain, key, "a ResourceClaimTemplate of that name already exists")
-        world.informers[w.TEMPLATES].upsert(existing)
+        world.record(w.TEMPLATES, existing)
         await ensure(kube, world, w.TEMPLATES, kind, desired)
         return None
-    world.informers[w.TEMPLATES].upsert(created)
+    world.record(w.TEMPLATES, created)
     return None
 
 
@@ -109,12 +109,3 @@ def _name_conflict(domain: ComputeDomain, key: str, why: str) -> Problem:
         f"spec.channel.resourceClaimTemplate.name than {name!r} (the existing object is left untouched)",
     )
 
-
-async def prune(kube: Kube, world: World, informer: str, kind: Kind, uid: str, keep: set[str]) -> None:
-    """Delete the domain's objects of one kind that are no longer desired."""
-    for obj in world.related(informer, uid):
-        if object_key(obj) in keep:
-            continue
-        meta = obj["metadata"]
-        await kube.delete(kind, meta["name"], meta.get("namespace"))
-        world.informers[informer].forget(obj)

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from computedomain.api import names
-from computedomain.controller.render.cliques import Member
+from computedomain.controller.plan.cliques import Member
 from computedomain.kube import Object
 
 
