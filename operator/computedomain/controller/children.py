@@ -11,6 +11,7 @@ from computedomain.controller.world import World, domain_uid_of
 from computedomain.kube import Kind, Kube, KubeError, Object
 from computedomain.kube.contains import contains
 from computedomain.kube.informer import object_key
+from computedomain.kube.ownership import applied_fields, stale_fields
 
 logger = logging.getLogger(__name__)
 
@@ -18,18 +19,20 @@ logger = logging.getLogger(__name__)
 async def ensure(kube: Kube, world: World, informer: str, kind: Kind, desired: Object) -> None:
     """Bring one child to `desired`, writing nothing when the cached live object already holds it.
 
-    A missing DaemonSet or template is created with a plain POST, which costs the API server
-    noticeably less than a server-side apply that creates (a burst of new domains is bounded by the
-    API server's CPU); a drifted one is applied. Clique objects are always applied, so that entries
-    of nodes that left are removed by the apply itself.
+    DaemonSets and clique objects are created and updated by server-side apply alone, so our field
+    manager's apply owns exactly the fields we render: a field we stop rendering shows in its
+    managedFields (`stale_fields`), and the next apply, which no longer sets it, removes it. A field
+    set by a plain POST would belong to an update entry instead, and no apply would ever remove it.
+
+    A ResourceClaimTemplate's spec is immutable, so it is created with a POST and replaced whole.
     """
     live = world.get(informer, object_key(desired))
-    if live is not None and contains(live, desired):
+    if live is not None and contains(live, desired) and not _stale(kube, live, desired):
         return
     if informer == w.TEMPLATES and live is not None:
         await _replace_template(kube, world, kind, live, desired)
         return
-    if live is None and informer != w.CLIQUES:
+    if live is None and informer == w.TEMPLATES:
         try:
             world.record(informer, await kube.create(kind, desired))
             return
@@ -49,6 +52,24 @@ async def ensure(kube: Kube, world: World, informer: str, kind: Kind, desired: O
         path = kind.path(meta.get("namespace"), meta["name"])
         result = await kube.call("PUT", path, body={**result, **content})
     world.record(informer, result)
+
+
+def _stale(kube: Kube, live: Object, desired: Object) -> bool:
+    """Whether our last apply set fields that `desired` no longer renders."""
+    owned = applied_fields(live, kube.field_manager)
+    if owned is None:
+        return False
+    stale = stale_fields(owned, desired)
+    if stale:
+        meta = desired["metadata"]
+        logger.info(
+            "%s %s/%s: removing fields no longer rendered: %s",
+            desired["kind"],
+            meta.get("namespace"),
+            meta["name"],
+            ", ".join(stale[:5]),
+        )
+    return bool(stale)
 
 
 async def _replace_template(kube: Kube, world: World, kind: Kind, live: Object, desired: Object) -> None:
@@ -108,4 +129,3 @@ def _name_conflict(domain: ComputeDomain, key: str, why: str) -> Problem:
         f"cannot create ResourceClaimTemplate {key}: {why}; choose another "
         f"spec.channel.resourceClaimTemplate.name than {name!r} (the existing object is left untouched)",
     )
-

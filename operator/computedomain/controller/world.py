@@ -46,9 +46,9 @@ class World:
         self._index: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         selector = names.DOMAIN_LABEL
         self._informers: dict[str, Informer] = {
-            DAEMONSETS: self._informer(DAEMONSETS, k.DAEMONSETS, namespace, selector),
+            DAEMONSETS: self._informer(DAEMONSETS, k.DAEMONSETS, namespace, selector, applied=True),
             PODS: self._informer(PODS, k.PODS, namespace, selector),
-            CLIQUES: self._informer(CLIQUES, k.CLIQUES, namespace, selector),
+            CLIQUES: self._informer(CLIQUES, k.CLIQUES, namespace, selector, applied=True),
             NODES: self._informer(NODES, k.NODES, None, selector),
         }
         # Without a served resource.k8s.io version there are no templates or claims to watch; the
@@ -59,7 +59,12 @@ class World:
             )
             self._informers[CLAIMS] = self._informer(CLAIMS, k.claims(resource_version), None, selector)
 
-    def _informer(self, name: str, kind: k.Kind, namespace: str | None, selector: str) -> Informer:
+    def _informer(
+        self, name: str, kind: k.Kind, namespace: str | None, selector: str, applied: bool = False
+    ) -> Informer:
+        """An informer feeding the per-domain index; with `applied`, its cache keeps what our field
+        manager applied (the kinds `children.ensure` applies, to see fields we stopped rendering)."""
+
         def handle(event: str, obj: Object, old: Object | None) -> None:
             key = object_key(obj)
             for uid in {domain_uid_of(old), domain_uid_of(obj)} - {None}:
@@ -74,7 +79,15 @@ class World:
                 if uid in self.domains and (event != "MODIFIED" or _relevant(name, old, obj)):
                     self.notify(uid)
 
-        return Informer(self.kube, kind, handle, namespace=namespace, label_selector=selector, name=name)
+        return Informer(
+            self.kube,
+            kind,
+            handle,
+            namespace=namespace,
+            label_selector=selector,
+            name=name,
+            keep_applied_by=self.kube.field_manager if applied else None,
+        )
 
     def set_domain(self, body: Object) -> bool:
         """Record the latest state of a domain (from its watch); False if it was known already."""

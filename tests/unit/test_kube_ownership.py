@@ -1,0 +1,66 @@
+"""Fields our apply owns but the rendering no longer sets, read from managedFields."""
+
+from __future__ import annotations
+
+from computedomain.kube.ownership import applied_fields, keep_applied, stale_fields
+
+OWNED = {
+    "f:metadata": {"f:labels": {"f:a": {}}},
+    "f:spec": {
+        "f:template": {
+            "f:spec": {
+                "f:priorityClassName": {},
+                "f:containers": {
+                    'k:{"name":"imex"}': {
+                        ".": {},
+                        "f:image": {},
+                        "f:ports": {'k:{"containerPort":50000,"protocol":"TCP"}': {}},
+                    }
+                },
+                "f:finalizers": {'v:"x"': {}},
+            }
+        }
+    },
+}
+
+
+def desired(**pod: object) -> dict[str, object]:
+    container = {"name": "imex", "image": "i", "ports": [{"containerPort": 50000}]}
+    spec = {"containers": [container], "finalizers": ["x"], **pod}
+    return {"metadata": {"labels": {"a": "1"}}, "spec": {"template": {"spec": spec}}}
+
+
+def test_nothing_is_stale_while_everything_owned_is_rendered() -> None:
+    assert stale_fields(OWNED, desired(priorityClassName="p")) == []
+
+
+def test_a_dropped_field_is_stale() -> None:
+    assert stale_fields(OWNED, desired()) == ["spec.template.spec.priorityClassName"]
+
+
+def test_a_dropped_list_item_or_set_value_is_stale() -> None:
+    manifest = desired(priorityClassName="p")
+    manifest["spec"]["template"]["spec"]["containers"] = [{"name": "other"}]  # type: ignore[index]
+    manifest["spec"]["template"]["spec"]["finalizers"] = []  # type: ignore[index]
+    assert stale_fields(OWNED, manifest) == [
+        'spec.template.spec.containers[{"name":"imex"}]',
+        'spec.template.spec.finalizers["x"]',
+    ]
+
+
+def test_only_our_apply_entry_is_kept() -> None:
+    obj = {
+        "metadata": {
+            "name": "n",
+            "managedFields": [
+                {"manager": "kubelet", "operation": "Update", "fieldsV1": {"f:status": {}}},
+                {"manager": "us", "operation": "Update", "fieldsV1": {"f:spec": {}}},
+                {"manager": "us", "operation": "Apply", "time": "t", "fieldsV1": OWNED},
+            ],
+        }
+    }
+    keep_applied(obj, "us")
+    assert obj["metadata"]["managedFields"] == [{"manager": "us", "operation": "Apply", "fieldsV1": OWNED}]
+    assert applied_fields(obj, "us") == OWNED
+    assert applied_fields(obj, "kubelet") is None
+    assert "managedFields" not in keep_applied(obj, "someone else")["metadata"]
