@@ -210,6 +210,37 @@ async def test_a_new_daemon_image_rolls_out_to_existing_domains(
     await cd.wait_nothing_left(uid)
 
 
+async def test_a_setting_turned_off_leaves_the_live_daemonsets(
+    cd: Cluster, controllers: Controllers, namespace: str
+) -> None:
+    first = controllers.start(DAEMON_PRIORITY_CLASS="system-node-critical")
+    name = unique("cd")
+    uid = (await cd.create_domain(domain_manifest(name, namespace)))["metadata"]["uid"]
+    await cd.wait_reconciled(namespace, name)
+    ds = await cd.daemonset(uid)
+    assert ds is not None
+    assert ds["spec"]["template"]["spec"]["priorityClassName"] == "system-node-critical"
+
+    # Rendered no more, so gone from the live object, not just left alone.
+    controllers.stop(first)
+    second = controllers.start()
+
+    async def dropped() -> bool:
+        live = await cd.daemonset(uid)
+        return live is not None and "priorityClassName" not in live["spec"]["template"]["spec"]
+
+    await eventually(dropped, timeout=30, what="priorityClassName removed from the DaemonSet")
+    # And once removed, nothing is left to write.
+    controllers.stop(second)
+    third = controllers.start()
+    await eventually(lambda: _at_least(third, RECONCILES, 1), timeout=30, what="the domain reconciled")
+    await quiet(third)
+    assert third.metric(WRITES) == 0
+
+    await cd.delete_domain(namespace, name)
+    await cd.wait_nothing_left(uid)
+
+
 async def _images(cd: Cluster, uid: str) -> list[str]:
     return sorted(p["spec"]["containers"][0]["image"] for p in await cd.daemon_pods(uid))
 
