@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from computedomain.kube.ownership import applied_fields, keep_applied, stale_fields
+from computedomain.kube.ownership import (
+    applied_fields,
+    keep_applied,
+    stale_fields,
+    updated_by,
+    without_updates,
+)
 
 OWNED = {
     "f:metadata": {"f:labels": {"f:a": {}}},
@@ -48,19 +54,31 @@ def test_a_dropped_list_item_or_set_value_is_stale() -> None:
     ]
 
 
-def test_only_our_apply_entry_is_kept() -> None:
-    obj = {
-        "metadata": {
-            "name": "n",
-            "managedFields": [
-                {"manager": "kubelet", "operation": "Update", "fieldsV1": {"f:status": {}}},
-                {"manager": "us", "operation": "Update", "fieldsV1": {"f:spec": {}}},
-                {"manager": "us", "operation": "Apply", "time": "t", "fieldsV1": OWNED},
-            ],
-        }
-    }
+def managed(*entries: dict[str, object]) -> dict[str, object]:
+    return {"metadata": {"name": "n", "managedFields": list(entries)}}
+
+
+KUBELET = {"manager": "kubelet", "operation": "Update", "fieldsV1": {"f:status": {}}}
+OUR_STATUS = {"manager": "us", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {}}}
+OUR_UPDATE = {"manager": "us", "operation": "Update", "fieldsV1": {"f:spec": {}}}
+OUR_APPLY = {"manager": "us", "operation": "Apply", "time": "t", "fieldsV1": OWNED}
+
+
+def test_a_cache_keeps_only_our_entries() -> None:
+    obj = managed(KUBELET, OUR_UPDATE, OUR_APPLY)
     keep_applied(obj, "us")
-    assert obj["metadata"]["managedFields"] == [{"manager": "us", "operation": "Apply", "fieldsV1": OWNED}]
+    assert obj["metadata"]["managedFields"] == [  # type: ignore[index]
+        {"manager": "us", "operation": "Apply", "fieldsV1": OWNED},
+        {"manager": "us", "operation": "Update"},
+    ]
     assert applied_fields(obj, "us") == OWNED
+    assert updated_by(obj, "us")
     assert applied_fields(obj, "kubelet") is None
-    assert "managedFields" not in keep_applied(obj, "someone else")["metadata"]
+    assert "managedFields" not in keep_applied(managed(KUBELET), "us")["metadata"]
+
+
+def test_our_update_entry_is_the_one_dropped() -> None:
+    obj = managed(KUBELET, OUR_STATUS, OUR_UPDATE, OUR_APPLY)
+    assert updated_by(obj, "us")
+    assert without_updates(obj, "us") == [KUBELET, OUR_STATUS, OUR_APPLY]
+    assert not updated_by(managed(KUBELET, OUR_STATUS, OUR_APPLY), "us")

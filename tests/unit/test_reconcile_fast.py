@@ -12,8 +12,10 @@ import pytest_asyncio
 
 from computedomain import kube as k
 from computedomain.api import names
+from computedomain.api.models import ComputeDomain
 from computedomain.controller.events import EventRecorder
 from computedomain.controller.reconcile import Reconciler
+from computedomain.controller.render.daemonset import daemonset
 from computedomain.controller.settings import Settings
 from computedomain.controller.world import World
 from computedomain.kube import Kube, KubeError, Object
@@ -311,3 +313,22 @@ async def test_a_field_no_longer_rendered_leaves_the_daemonset(bed: Bed) -> None
     assert ds is not None
     assert "priorityClassName" not in ds["spec"]["template"]["spec"]
     assert await bed.pass_(uid) == []
+
+
+async def test_a_daemonset_created_by_post_is_adopted_by_our_apply(bed: Bed) -> None:
+    # As an earlier version left it: created by POST, so every field belongs to an update entry.
+    uid = await bed.create_domain()
+    critical = bed.reconcile.settings.model_copy(update={"daemon_priority_class": "critical"})
+    domain = ComputeDomain.model_validate(bed.domain(uid))
+    await bed.fake.create(k.DAEMONSETS, daemonset(domain, critical))
+    bed.reconcile.settings = critical
+    await bed.pass_(uid)
+    writes = await bed.pass_(uid)
+    assert writes == []
+
+    bed.reconcile.settings = critical.model_copy(update={"daemon_priority_class": ""})
+    await bed.pass_(uid)
+    ds = bed.fake.stored(k.DAEMONSETS, names.daemon_name(uid), OPERATOR_NS)
+    assert ds is not None
+    assert "priorityClassName" not in ds["spec"]["template"]["spec"]
+    assert [e["operation"] for e in ds["metadata"]["managedFields"]] == ["Apply"]

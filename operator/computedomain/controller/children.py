@@ -8,10 +8,10 @@ from computedomain.api.models import ComputeDomain
 from computedomain.controller import world as w
 from computedomain.controller.plan.problems import Problem
 from computedomain.controller.world import World, domain_uid_of
-from computedomain.kube import Kind, Kube, KubeError, Object
+from computedomain.kube import JSON_PATCH, Kind, Kube, KubeError, Object
 from computedomain.kube.contains import contains
 from computedomain.kube.informer import object_key
-from computedomain.kube.ownership import applied_fields, stale_fields
+from computedomain.kube.ownership import applied_fields, stale_fields, updated_by, without_updates
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,10 @@ async def ensure(kube: Kube, world: World, informer: str, kind: Kind, desired: O
     A ResourceClaimTemplate's spec is immutable, so it is created with a POST and replaced whole.
     """
     live = world.get(informer, object_key(desired))
-    if live is not None and contains(live, desired) and not _stale(kube, live, desired):
+    # An object our manager also wrote by POST, PUT or patch (an earlier version created children by
+    # POST) is taken over by the apply entry once, so that later drops are seen and removed.
+    adopt = live is not None and informer != w.TEMPLATES and updated_by(live, kube.field_manager)
+    if live is not None and not adopt and contains(live, desired) and not _stale(kube, live, desired):
         return
     if informer == w.TEMPLATES and live is not None:
         await _replace_template(kube, world, kind, live, desired)
@@ -51,7 +54,23 @@ async def ensure(kube: Kube, world: World, informer: str, kind: Kind, desired: O
         logger.info("restoring %s %s/%s", desired["kind"], meta.get("namespace"), meta["name"])
         path = kind.path(meta.get("namespace"), meta["name"])
         result = await kube.call("PUT", path, body={**result, **content})
+    if informer != w.TEMPLATES and updated_by(result, kube.field_manager):
+        result = await _drop_update_entry(kube, kind, result)
     world.record(informer, result)
+
+
+async def _drop_update_entry(kube: Kube, kind: Kind, obj: Object) -> Object:
+    """Leave our apply entry the only owner of what we render (see `kube.ownership.without_updates`)."""
+    meta = obj["metadata"]
+    patch = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+        {
+            "op": "replace",
+            "path": "/metadata/managedFields",
+            "value": without_updates(obj, kube.field_manager),
+        },
+    ]
+    return await kube.patch(kind, meta["name"], meta.get("namespace"), patch, content_type=JSON_PATCH)
 
 
 def _stale(kube: Kube, live: Object, desired: Object) -> bool:

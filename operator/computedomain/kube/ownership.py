@@ -14,6 +14,7 @@ from typing import Any
 from computedomain.kube.client import Object
 
 APPLY_OPERATION = "Apply"
+UPDATE_OPERATION = "Update"
 
 
 def applied_fields(obj: Object, manager: str) -> dict[str, Any] | None:
@@ -25,19 +26,49 @@ def applied_fields(obj: Object, manager: str) -> dict[str, Any] | None:
     return None
 
 
-def keep_applied(obj: Object, manager: str) -> Object:
-    """Drop every managedFields entry but `manager`'s apply (and its timestamp), in place.
+def updated_by(obj: Object, manager: str) -> bool:
+    """Whether `manager` also owns fields of the object through a create, update or patch.
 
-    A cache keeps only what `stale_fields` reads: the rest is often a third of an object's size.
+    Such fields (all of them, server defaults included, after a plain POST) are never removed by an
+    apply that stops setting them; see `without_updates`.
+    """
+    return any(_is_update(entry, manager) for entry in obj.get("metadata", {}).get("managedFields") or [])
+
+
+def without_updates(obj: Object, manager: str) -> list[Object]:
+    """The object's managedFields less `manager`'s update entry, so that its apply entry alone owns
+    what it set; fields only the update entry held are left to nobody (they stay until changed)."""
+    return [e for e in obj["metadata"].get("managedFields") or [] if not _is_update(e, manager)]
+
+
+def _is_update(entry: Object, manager: str) -> bool:
+    return (
+        entry.get("manager") == manager
+        and entry.get("operation") == UPDATE_OPERATION
+        and not entry.get("subresource")
+    )
+
+
+def keep_applied(obj: Object, manager: str) -> Object:
+    """Drop every managedFields entry but `manager`'s (and their timestamps), in place; of its update
+    entry only the fact remains.
+
+    A cache keeps only what `stale_fields` and `updated_by` read: the rest is often a third of an
+    object's size.
     """
     meta = obj.get("metadata")
     if not meta or "managedFields" not in meta:
         return obj
     fields = applied_fields(obj, manager)
-    if fields is None:
-        meta.pop("managedFields")
+    kept: list[Object] = []
+    if fields is not None:
+        kept.append({"manager": manager, "operation": APPLY_OPERATION, "fieldsV1": fields})
+    if updated_by(obj, manager):
+        kept.append({"manager": manager, "operation": UPDATE_OPERATION})
+    if kept:
+        meta["managedFields"] = kept
     else:
-        meta["managedFields"] = [{"manager": manager, "operation": APPLY_OPERATION, "fieldsV1": fields}]
+        meta.pop("managedFields")
     return obj
 
 
