@@ -6,8 +6,8 @@ from computedomain.kube.ownership import (
     applied_fields,
     keep_applied,
     stale_fields,
+    taken_over,
     updated_by,
-    without_updates,
 )
 
 OWNED = {
@@ -77,8 +77,25 @@ def test_a_cache_keeps_only_our_entries() -> None:
     assert "managedFields" not in keep_applied(managed(KUBELET), "us")["metadata"]
 
 
-def test_our_update_entry_is_the_one_dropped() -> None:
-    obj = managed(KUBELET, OUR_STATUS, OUR_UPDATE, OUR_APPLY)
+def test_our_update_entry_is_folded_into_our_apply_entry_less_metadata() -> None:
+    update = {
+        "manager": "us",
+        "operation": "Update",
+        "fieldsV1": {
+            "f:metadata": {"f:annotations": {"f:server": {}}},
+            "f:spec": {"f:template": {"f:spec": {"f:priorityClassName": {}, "f:dnsPolicy": {}}}},
+        },
+    }
+    obj = managed(KUBELET, OUR_STATUS, update, OUR_APPLY)
+    obj["apiVersion"] = "apps/v1"
     assert updated_by(obj, "us")
-    assert without_updates(obj, "us") == [KUBELET, OUR_STATUS, OUR_APPLY]
+    *kept, applied = taken_over(obj, "us")
+    assert kept == [KUBELET, OUR_STATUS]
+    assert (applied["manager"], applied["operation"], applied["apiVersion"]) == ("us", "Apply", "apps/v1")
+    fields = applied["fieldsV1"]
+    assert fields["f:metadata"] == OWNED["f:metadata"]
+    assert set(fields["f:spec"]["f:template"]["f:spec"]) == {
+        *OWNED["f:spec"]["f:template"]["f:spec"],  # type: ignore[index]
+        "f:dnsPolicy",
+    }
     assert not updated_by(managed(KUBELET, OUR_STATUS, OUR_APPLY), "us")

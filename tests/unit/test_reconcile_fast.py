@@ -315,20 +315,20 @@ async def test_a_field_no_longer_rendered_leaves_the_daemonset(bed: Bed) -> None
     assert await bed.pass_(uid) == []
 
 
-async def test_a_daemonset_created_by_post_is_adopted_by_our_apply(bed: Bed) -> None:
-    # As an earlier version left it: created by POST, so every field belongs to an update entry.
+async def test_a_daemonset_created_by_post_is_taken_over_by_our_apply(bed: Bed) -> None:
+    # As an earlier version left it: created by POST, so every field belongs to an update entry;
+    # the setting is dropped at the same time as the new version takes over.
     uid = await bed.create_domain()
     critical = bed.reconcile.settings.model_copy(update={"daemon_priority_class": "critical"})
     domain = ComputeDomain.model_validate(bed.domain(uid))
     await bed.fake.create(k.DAEMONSETS, daemonset(domain, critical))
-    bed.reconcile.settings = critical
-    await bed.pass_(uid)
     writes = await bed.pass_(uid)
-    assert writes == []
-
-    bed.reconcile.settings = critical.model_copy(update={"daemon_priority_class": ""})
-    await bed.pass_(uid)
+    assert [(w.verb, w.resource) for w in writes if w.resource == "daemonsets"] == [
+        ("patch", "daemonsets"),
+        ("apply", "daemonsets"),
+    ]
     ds = bed.fake.stored(k.DAEMONSETS, names.daemon_name(uid), OPERATOR_NS)
     assert ds is not None
     assert "priorityClassName" not in ds["spec"]["template"]["spec"]
     assert [e["operation"] for e in ds["metadata"]["managedFields"]] == ["Apply"]
+    assert await bed.pass_(uid) == []

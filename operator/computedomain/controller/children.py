@@ -11,7 +11,7 @@ from computedomain.controller.world import World, domain_uid_of
 from computedomain.kube import JSON_PATCH, Kind, Kube, KubeError, Object
 from computedomain.kube.contains import contains
 from computedomain.kube.informer import object_key
-from computedomain.kube.ownership import applied_fields, stale_fields, updated_by, without_updates
+from computedomain.kube.ownership import applied_fields, stale_fields, taken_over, updated_by
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ async def ensure(kube: Kube, world: World, informer: str, kind: Kind, desired: O
         except KubeError as error:
             if error.status != 409:
                 raise
+    if adopt:
+        full = await kube.get(kind, desired["metadata"]["name"], desired["metadata"].get("namespace"))
+        if full is not None and updated_by(full, kube.field_manager):
+            await _take_over(kube, kind, full)
     result = await kube.apply(kind, desired)
     if not contains(result, desired):
         # Apply keeps what others added (an extra env var, say) and may order merged lists its own
@@ -55,20 +59,18 @@ async def ensure(kube: Kube, world: World, informer: str, kind: Kind, desired: O
         path = kind.path(meta.get("namespace"), meta["name"])
         result = await kube.call("PUT", path, body={**result, **content})
     if informer != w.TEMPLATES and updated_by(result, kube.field_manager):
-        result = await _drop_update_entry(kube, kind, result)
+        # The PUT made our manager an updater; its fields are rendered ones, so they count as applied.
+        result = await _take_over(kube, kind, result)
     world.record(informer, result)
 
 
-async def _drop_update_entry(kube: Kube, kind: Kind, obj: Object) -> Object:
-    """Leave our apply entry the only owner of what we render (see `kube.ownership.without_updates`)."""
+async def _take_over(kube: Kube, kind: Kind, obj: Object) -> Object:
+    """Make our apply entry the owner of what our manager wrote otherwise (`ownership.taken_over`)."""
     meta = obj["metadata"]
+    logger.info("%s %s/%s: taken over by our apply", obj.get("kind"), meta.get("namespace"), meta["name"])
     patch = [
         {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
-        {
-            "op": "replace",
-            "path": "/metadata/managedFields",
-            "value": without_updates(obj, kube.field_manager),
-        },
+        {"op": "replace", "path": "/metadata/managedFields", "value": taken_over(obj, kube.field_manager)},
     ]
     return await kube.patch(kind, meta["name"], meta.get("namespace"), patch, content_type=JSON_PATCH)
 

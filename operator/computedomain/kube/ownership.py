@@ -35,10 +35,42 @@ def updated_by(obj: Object, manager: str) -> bool:
     return any(_is_update(entry, manager) for entry in obj.get("metadata", {}).get("managedFields") or [])
 
 
-def without_updates(obj: Object, manager: str) -> list[Object]:
-    """The object's managedFields less `manager`'s update entry, so that its apply entry alone owns
-    what it set; fields only the update entry held are left to nobody (they stay until changed)."""
-    return [e for e in obj["metadata"].get("managedFields") or [] if not _is_update(e, manager)]
+def taken_over(obj: Object, manager: str) -> list[Object]:
+    """The object's managedFields with `manager`'s update entry folded into its apply entry.
+
+    What the manager set by POST, PUT or patch then counts as applied, so the next apply, which sets
+    only what is rendered now, removes the rest (as `csaupgrade` does when kubectl moves an object
+    from client-side to server-side apply). Server defaults the update entry held are removed and
+    defaulted again to the same values. Metadata is not folded in: the server keeps annotations of
+    its own there, which an apply must not remove.
+    """
+    entries = obj["metadata"].get("managedFields") or []
+    updated: dict[str, Any] = {}
+    for entry in entries:
+        if _is_update(entry, manager):
+            updated = _union(updated, entry.get("fieldsV1") or {})
+    updated.pop("f:metadata", None)
+    applied = _union(applied_fields(obj, manager) or {}, updated)
+    kept = [
+        e
+        for e in entries
+        if not _is_update(e, manager) and (e.get("manager"), e.get("operation")) != (manager, APPLY_OPERATION)
+    ]
+    apply_entry = {
+        "manager": manager,
+        "operation": APPLY_OPERATION,
+        "apiVersion": obj.get("apiVersion", ""),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": applied,
+    }
+    return [*kept, apply_entry]
+
+
+def _union(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(a)
+    for key, value in b.items():
+        merged[key] = _union(merged[key], value) if key in merged else value
+    return merged
 
 
 def _is_update(entry: Object, manager: str) -> bool:
