@@ -307,6 +307,9 @@ class FakeKube:
         elif content_type == APPLY:
             raise NotImplementedError("use apply()")
         else:
+            wanted = (patch.get("metadata") or {}).get("resourceVersion")
+            if wanted is not None and wanted != live["metadata"]["resourceVersion"]:
+                raise KubeError(409, "the object has been modified; please apply your changes", "Conflict")
             result = _merge(live, patch)
         if subresource == "status":
             result = {**copy.deepcopy(live), "status": result.get("status")}

@@ -69,7 +69,7 @@ def test_a_cache_keeps_only_our_entries() -> None:
     keep_applied(obj, "us")
     assert obj["metadata"]["managedFields"] == [  # type: ignore[index]
         {"manager": "us", "operation": "Apply", "fieldsV1": OWNED},
-        {"manager": "us", "operation": "Update"},
+        {"manager": "us", "operation": "Update", "fieldsV1": {"f:spec": {}}},
     ]
     assert applied_fields(obj, "us") == OWNED
     assert updated_by(obj, "us")
@@ -99,3 +99,4 @@ def test_our_update_entry_is_folded_into_our_apply_entry_less_metadata() -> None
         "f:dnsPolicy",
     }
     assert not updated_by(managed(KUBELET, OUR_STATUS, OUR_APPLY), "us")
+    assert not updated_by(managed({"manager": "us", "operation": "Update", "fieldsV1": {}}), "us")

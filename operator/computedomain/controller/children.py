@@ -8,7 +8,7 @@ from computedomain.api.models import ComputeDomain
 from computedomain.controller import world as w
 from computedomain.controller.plan.problems import Problem
 from computedomain.controller.world import World, domain_uid_of
-from computedomain.kube import JSON_PATCH, Kind, Kube, KubeError, Object
+from computedomain.kube import Kind, Kube, KubeError, Object
 from computedomain.kube.contains import contains
 from computedomain.kube.informer import object_key
 from computedomain.kube.ownership import applied_fields, stale_fields, taken_over, updated_by
@@ -68,11 +68,12 @@ async def _take_over(kube: Kube, kind: Kind, obj: Object) -> Object:
     """Make our apply entry the owner of what our manager wrote otherwise (`ownership.taken_over`)."""
     meta = obj["metadata"]
     logger.info("%s %s/%s: taken over by our apply", obj.get("kind"), meta.get("namespace"), meta["name"])
-    patch = [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
-        {"op": "replace", "path": "/metadata/managedFields", "value": taken_over(obj, kube.field_manager)},
-    ]
-    return await kube.patch(kind, meta["name"], meta.get("namespace"), patch, content_type=JSON_PATCH)
+    # The resourceVersion makes it conditional: a changed object answers 409, which is retried.
+    owners = {
+        "managedFields": taken_over(obj, kube.field_manager),
+        "resourceVersion": meta["resourceVersion"],
+    }
+    return await kube.patch(kind, meta["name"], meta.get("namespace"), {"metadata": owners})
 
 
 def _stale(kube: Kube, live: Object, desired: Object) -> bool:

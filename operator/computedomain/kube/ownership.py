@@ -74,16 +74,17 @@ def _union(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_update(entry: Object, manager: str) -> bool:
+    # An entry that owns nothing does not count (it changes nothing an apply does).
     return (
         entry.get("manager") == manager
         and entry.get("operation") == UPDATE_OPERATION
         and not entry.get("subresource")
+        and bool(entry.get("fieldsV1"))
     )
 
 
 def keep_applied(obj: Object, manager: str) -> Object:
-    """Drop every managedFields entry but `manager`'s (and their timestamps), in place; of its update
-    entry only the fact remains.
+    """Drop every managedFields entry but `manager`'s own (and their timestamps), in place.
 
     A cache keeps only what `stale_fields` and `updated_by` read: the rest is often a third of an
     object's size.
@@ -95,8 +96,13 @@ def keep_applied(obj: Object, manager: str) -> Object:
     kept: list[Object] = []
     if fields is not None:
         kept.append({"manager": manager, "operation": APPLY_OPERATION, "fieldsV1": fields})
-    if updated_by(obj, manager):
-        kept.append({"manager": manager, "operation": UPDATE_OPERATION})
+    # An update entry is rare (an object an earlier version created by POST) and short-lived: the
+    # reconcile takes it over into the apply entry.
+    kept += [
+        {"manager": manager, "operation": UPDATE_OPERATION, "fieldsV1": e["fieldsV1"]}
+        for e in meta["managedFields"]
+        if _is_update(e, manager)
+    ]
     if kept:
         meta["managedFields"] = kept
     else:
