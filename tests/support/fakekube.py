@@ -25,6 +25,7 @@ from typing import Any
 from computedomain.api import names
 from computedomain.kube import APPLY, JSON_PATCH, MERGE, Kind, KubeError, Object
 from computedomain.kube.ownership import APPLY_OPERATION, applied_fields
+from support.patches import conflicts, fields_of, json_patch, merge, selected, without_applied
 
 # (group, plural, namespace or "", name)
 Key = tuple[str, str, str, str]
@@ -47,109 +48,6 @@ class _Change:
     kind: str  # ADDED, MODIFIED, DELETED
     obj: Object
     old: Object | None
-
-
-def fields_of(config: Any) -> dict[str, Any]:
-    """The `FieldsV1` set an apply of `config` owns (maps by key; lists as atomic values)."""
-    if not isinstance(config, dict):
-        return {}
-    owned: dict[str, Any] = {}
-    for key, value in config.items():
-        if key in ("apiVersion", "kind"):
-            continue
-        owned[f"f:{key}"] = fields_of(value) if isinstance(value, dict) else {}
-    return owned
-
-
-def _without(live: Any, owned: dict[str, Any], config: Any) -> None:
-    """Remove from `live` (in place) what `owned` lists and `config` no longer sets."""
-    if not isinstance(live, dict):
-        return
-    for key, sub in owned.items():
-        name = key.removeprefix("f:")
-        if not isinstance(config, dict) or name not in config:
-            live.pop(name, None)
-        elif sub and isinstance(live.get(name), dict):
-            _without(live[name], sub, config[name])
-
-
-def _merge(live: Any, patch: Any) -> Any:
-    """RFC 7386 merge patch (also how an apply's maps combine with the live object here)."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(live) if isinstance(live, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = _merge(result.get(key), value)
-    return result
-
-
-def _conflicts(live: Any, config: Any, owned: dict[str, Any] | None) -> bool:
-    """Whether a non-forced apply would change a value that our apply does not own."""
-    if isinstance(config, dict) and isinstance(live, dict):
-        for key, value in config.items():
-            if key in live and _conflicts(live[key], value, (owned or {}).get(f"f:{key}")):
-                return True
-        return False
-    return owned is None and live != config
-
-
-def _pointer(path: str) -> list[str]:
-    return [part.replace("~1", "/").replace("~0", "~") for part in path.split("/")[1:]]
-
-
-def _json_patch(obj: Object, operations: list[Object]) -> Object:
-    result = copy.deepcopy(obj)
-    for op in operations:
-        *parents, last = _pointer(op["path"])
-        target: Any = result
-        for part in parents:
-            target = target[int(part)] if isinstance(target, list) else target.get(part)
-            if target is None:
-                raise _invalid(f"path {op['path']} does not exist")
-        kind = op["op"]
-        if kind == "test":
-            current = target[int(last)] if isinstance(target, list) else target.get(last, KeyError)
-            if current != op["value"]:
-                raise _invalid(f"testing value {op['path']} failed")
-        elif kind == "remove":
-            if isinstance(target, list):
-                del target[int(last)]
-            elif last in target:
-                del target[last]
-            else:
-                raise _invalid(f"unable to remove nonexistent key {last}")
-        elif kind in ("add", "replace"):
-            if isinstance(target, list):
-                target.insert(len(target) if last == "-" else int(last), op["value"])
-            else:
-                target[last] = copy.deepcopy(op["value"])
-    return result
-
-
-def _invalid(message: str) -> KubeError:
-    return KubeError(
-        422, f"the server rejected our request due to an error in our request: {message}", "Invalid"
-    )
-
-
-def _selected(obj: Object | None, selector: str | None) -> bool:
-    if obj is None:
-        return False
-    labels = obj["metadata"].get("labels") or {}
-    for term in filter(None, (selector or "").split(",")):
-        if term.startswith("!"):
-            if term[1:] in labels:
-                return False
-        elif "=" in term:
-            key, value = term.split("=", 1)
-            if labels.get(key) != value:
-                return False
-        elif term not in labels:
-            return False
-    return True
 
 
 class FakeKube:
@@ -218,7 +116,7 @@ class FakeKube:
             copy.deepcopy(obj)
             for obj in self.of_kind(kind)
             if (not namespace or obj["metadata"].get("namespace") == namespace)
-            and _selected(obj, label_selector)
+            and selected(obj, label_selector)
         ]
         return items, str(self._version)
 
@@ -269,12 +167,12 @@ class FakeKube:
         key = self._key(kind, meta.get("namespace"), meta["name"])
         live = self.objects.get(key)
         owned = applied_fields(live, self.field_manager) if live is not None else None
-        if live is not None and not force and _conflicts(live, obj, owned):
+        if live is not None and not force and conflicts(live, obj, owned):
             raise KubeError(409, "Apply failed with 1 conflict", "Conflict")
         result = copy.deepcopy(live) if live is not None else {}
         if owned:
-            _without(result, owned, obj)
-        result = _merge(result, obj)
+            without_applied(result, owned, obj)
+        result = merge(result, obj)
         entries = [
             e
             for e in result["metadata"].get("managedFields") or []
@@ -303,14 +201,14 @@ class FakeKube:
         if live is None:
             raise self._not_found(kind, name)
         if content_type == JSON_PATCH:
-            result = _json_patch(live, patch)
+            result = json_patch(live, patch)
         elif content_type == APPLY:
             raise NotImplementedError("use apply()")
         else:
             wanted = (patch.get("metadata") or {}).get("resourceVersion")
             if wanted is not None and wanted != live["metadata"]["resourceVersion"]:
                 raise KubeError(409, "the object has been modified; please apply your changes", "Conflict")
-            result = _merge(live, patch)
+            result = merge(live, patch)
         if subresource == "status":
             result = {**copy.deepcopy(live), "status": result.get("status")}
         return self._store(kind, key, result, live)
@@ -407,7 +305,7 @@ class FakeKube:
             return None
         if namespace and change.obj["metadata"].get("namespace") != namespace:
             return None
-        now, before = _selected(change.obj, selector), _selected(change.old, selector)
+        now, before = selected(change.obj, selector), selected(change.old, selector)
         if change.kind == "DELETED":
             kind_of = "DELETED" if before or now else None
         elif now:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from computedomain.kube.ownership import (
     applied_fields,
     keep_applied,
@@ -10,7 +12,7 @@ from computedomain.kube.ownership import (
     updated_by,
 )
 
-OWNED = {
+OWNED: Any = {
     "f:metadata": {"f:labels": {"f:a": {}}},
     "f:spec": {
         "f:template": {
@@ -30,7 +32,7 @@ OWNED = {
 }
 
 
-def desired(**pod: object) -> dict[str, object]:
+def desired(**pod: object) -> Any:
     container = {"name": "imex", "image": "i", "ports": [{"containerPort": 50000}]}
     spec = {"containers": [container], "finalizers": ["x"], **pod}
     return {"metadata": {"labels": {"a": "1"}}, "spec": {"template": {"spec": spec}}}
@@ -46,28 +48,33 @@ def test_a_dropped_field_is_stale() -> None:
 
 def test_a_dropped_list_item_or_set_value_is_stale() -> None:
     manifest = desired(priorityClassName="p")
-    manifest["spec"]["template"]["spec"]["containers"] = [{"name": "other"}]  # type: ignore[index]
-    manifest["spec"]["template"]["spec"]["finalizers"] = []  # type: ignore[index]
+    manifest["spec"]["template"]["spec"]["containers"] = [{"name": "other"}]
+    manifest["spec"]["template"]["spec"]["finalizers"] = []
     assert stale_fields(OWNED, manifest) == [
         'spec.template.spec.containers[{"name":"imex"}]',
         'spec.template.spec.finalizers["x"]',
     ]
 
 
-def managed(*entries: dict[str, object]) -> dict[str, object]:
+def managed(*entries: Any) -> Any:
     return {"metadata": {"name": "n", "managedFields": list(entries)}}
 
 
-KUBELET = {"manager": "kubelet", "operation": "Update", "fieldsV1": {"f:status": {}}}
-OUR_STATUS = {"manager": "us", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {}}}
-OUR_UPDATE = {"manager": "us", "operation": "Update", "fieldsV1": {"f:spec": {}}}
-OUR_APPLY = {"manager": "us", "operation": "Apply", "time": "t", "fieldsV1": OWNED}
+KUBELET: Any = {"manager": "kubelet", "operation": "Update", "fieldsV1": {"f:status": {}}}
+OUR_STATUS: Any = {
+    "manager": "us",
+    "operation": "Update",
+    "subresource": "status",
+    "fieldsV1": {"f:status": {}},
+}
+OUR_UPDATE: Any = {"manager": "us", "operation": "Update", "fieldsV1": {"f:spec": {}}}
+OUR_APPLY: Any = {"manager": "us", "operation": "Apply", "time": "t", "fieldsV1": OWNED}
 
 
 def test_a_cache_keeps_only_our_entries() -> None:
     obj = managed(KUBELET, OUR_UPDATE, OUR_APPLY)
     keep_applied(obj, "us")
-    assert obj["metadata"]["managedFields"] == [  # type: ignore[index]
+    assert obj["metadata"]["managedFields"] == [
         {"manager": "us", "operation": "Apply", "fieldsV1": OWNED},
         {"manager": "us", "operation": "Update", "fieldsV1": {"f:spec": {}}},
     ]
@@ -95,7 +102,7 @@ def test_our_update_entry_is_folded_into_our_apply_entry_less_metadata() -> None
     fields = applied["fieldsV1"]
     assert fields["f:metadata"] == OWNED["f:metadata"]
     assert set(fields["f:spec"]["f:template"]["f:spec"]) == {
-        *OWNED["f:spec"]["f:template"]["f:spec"],  # type: ignore[index]
+        *OWNED["f:spec"]["f:template"]["f:spec"],
         "f:dnsPolicy",
     }
     assert not updated_by(managed(KUBELET, OUR_STATUS, OUR_APPLY), "us")
