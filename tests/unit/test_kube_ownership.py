@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from computedomain.kube.ownership import (
@@ -75,8 +76,8 @@ def test_a_cache_keeps_only_our_entries() -> None:
     obj = managed(KUBELET, OUR_UPDATE, OUR_APPLY)
     keep_applied(obj, "us")
     assert obj["metadata"]["managedFields"] == [
-        {"manager": "us", "operation": "Apply", "fieldsV1": OWNED},
-        {"manager": "us", "operation": "Update", "fieldsV1": {"f:spec": {}}},
+        {"manager": "us", "operation": "Apply", "fieldsV1": json.dumps(OWNED, separators=(",", ":"))},
+        {"manager": "us", "operation": "Update", "fieldsV1": '{"f:spec":{}}'},
     ]
     assert applied_fields(obj, "us") == OWNED
     assert updated_by(obj, "us")
