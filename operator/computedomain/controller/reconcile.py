@@ -1,8 +1,10 @@
 """The level-based reconcile of one ComputeDomain.
 
-Read the cached world, render every desired object with pure functions, apply what differs under one
-field manager, prune what is ours but no longer desired, then write the status once. A second run
-with nothing changed makes no API writes.
+Read the cached world, plan the membership (`controller.plan`) and render every desired object with
+pure functions, apply what differs under one field manager, prune what is ours but no longer
+desired, then write the status once. A second run with nothing changed makes no API writes. A phase
+the API server refuses is told in the status (reason ReconcileError) before the reconcile fails and
+is retried with backoff.
 """
 
 from __future__ import annotations
