@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from computedomain.controller.events import READY_EVENT, EventRecorder, told_by_status
-from computedomain.controller.kube import EVENTS, Kind, Kube, KubeError
+from computedomain.kube import EVENTS, Kind, Kube, KubeError
 
 CONFLICT = ("NameConflict", "cannot create ResourceClaimTemplate team-a/ch: one of that name exists")
 FULL = ("CliqueFull", "1 node got no IMEX slot because their NVLink clique already has 2 daemons: n2")

@@ -138,7 +138,7 @@ async def _with_sink(options: Options) -> int:
     from kubernetes_asyncio.config import ConfigException
 
     from computedomain.agent.labeler import NodeLabeler
-    from computedomain.kubeclient import load_api_client
+    from computedomain.kube.config import load_api_client
 
     try:
         api_client = await load_api_client()

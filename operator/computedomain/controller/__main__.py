@@ -14,7 +14,7 @@ import sys
 
 from computedomain.controller.app import Controller
 from computedomain.controller.settings import Settings, SettingsError
-from computedomain.kubeclient import load_api_client
+from computedomain.kube.config import load_api_client
 from computedomain.logs import configure_logging
 
 logger = logging.getLogger("computedomain.controller")

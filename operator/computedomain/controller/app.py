@@ -15,7 +15,6 @@ from kubernetes_asyncio.client import ApiClient
 from computedomain.controller import http, metrics
 from computedomain.controller.events import EventRecorder
 from computedomain.controller.handlers import build_registry, kopf_settings
-from computedomain.controller.kube import Kube, KubeError
 from computedomain.controller.leader import LeaderElector, LeaseTiming
 from computedomain.controller.reconcile import Reconciler
 from computedomain.controller.render.dra import RESOURCE_GROUP, pick_resource_version
@@ -23,6 +22,7 @@ from computedomain.controller.settings import Settings
 from computedomain.controller.sweep import sweep_forever
 from computedomain.controller.workqueue import WorkQueue
 from computedomain.controller.world import World
+from computedomain.kube import Kube, KubeError
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Controller:
 
     def __init__(self, settings: Settings, api: ApiClient) -> None:
         self.settings = settings
-        self.kube = Kube(api)
+        self.kube = Kube(api, on_write=metrics.count_write)
         self.stop = asyncio.Event()
         self.leading = False
         self.world: World | None = None

@@ -6,11 +6,11 @@ import logging
 
 from computedomain.api.models import ComputeDomain
 from computedomain.controller import world as w
-from computedomain.controller.diff import contains
-from computedomain.controller.informer import object_key
-from computedomain.controller.kube import Kind, Kube, KubeError, Object
 from computedomain.controller.render.status import Problem
 from computedomain.controller.world import World, domain_uid_of
+from computedomain.kube import Kind, Kube, KubeError, Object
+from computedomain.kube.contains import contains
+from computedomain.kube.informer import object_key
 
 logger = logging.getLogger(__name__)
 

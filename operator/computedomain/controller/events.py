@@ -3,44 +3,20 @@
 from __future__ import annotations
 
 import datetime
-import logging
-import uuid
 
 from computedomain.api import names
-from computedomain.controller.kube import EVENTS, Kube, KubeError, Object
+from computedomain.kube import Kube, Object
+from computedomain.kube.events import Involved, post_event, render_event
 
-logger = logging.getLogger(__name__)
 COMPONENT = "computedomain-controller"
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def event_manifest(domain: Object, kind: str, reason: str, message: str, now: str) -> Object:
+def event_manifest(domain: Object, kind: str, reason: str, message: str, now: datetime.datetime) -> Object:
     """A core/v1 Event about `domain` (namespaced in the domain's namespace)."""
-    meta = domain["metadata"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": names.API_VERSION,
-            "kind": names.DOMAIN_KIND,
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta["uid"],
-            "resourceVersion": meta.get("resourceVersion", ""),
-        },
-        "type": kind,
-        "reason": reason,
-        "message": message[:1024],
-        "source": {"component": COMPONENT},
-        "reportingComponent": COMPONENT,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
+    involved = Involved.of({"apiVersion": names.API_VERSION, "kind": names.DOMAIN_KIND, **domain})
+    return render_event(
+        involved, event_type=kind, reason=reason, message=message, component=COMPONENT, now=now
+    )
 
 
 READY_EVENT = ("DomainReady", "all expected nodes are ready")
@@ -91,11 +67,8 @@ class EventRecorder:
             said = told_by_status(domain, current)
         for reason, message in sorted(current - said):
             kind = "Normal" if reason == "DomainReady" else "Warning"
-            try:
-                await self.kube.create(EVENTS, event_manifest(domain, kind, reason, message, _now()))
-            except KubeError as error:
-                # An Event is advice: losing one must never fail the reconcile.
-                logger.warning("could not post event %s on %s: %s", reason, domain["metadata"]["name"], error)
+            now = datetime.datetime.now(datetime.UTC)
+            await post_event(self.kube, event_manifest(domain, kind, reason, message, now))
         self._said[uid] = current
 
     def forget(self, uid: str) -> None:

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 from computedomain.controller import metrics
-from computedomain.controller.kube import LEASES, Kube, KubeError, Object
+from computedomain.kube import LEASES, Kube, KubeError, Object
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from computedomain.api import names
-from computedomain.controller.kube import Object
 from computedomain.controller.render.cliques import Member
+from computedomain.kube import Object
 
 
 def claim_node(claim: Object) -> str | None:

@@ -21,3 +21,8 @@ API_WRITES = Counter(
 )
 QUEUE_DEPTH = Gauge("computedomain_queue_depth", "ComputeDomains waiting to be reconciled.")
 LEADER = Gauge("computedomain_leader", "1 while this replica holds the leader Lease.")
+
+
+def count_write(verb: str) -> None:
+    """The API client's write hook: count one write request by its verb."""
+    API_WRITES.labels(verb=verb).inc()

@@ -8,7 +8,7 @@ removing uses a JSON patch that first tests the value, so another domain's label
 from __future__ import annotations
 
 from computedomain.api import names
-from computedomain.controller.kube import JSON_PATCH, NODES, Kube, KubeError, Object
+from computedomain.kube import JSON_PATCH, NODES, Kube, KubeError, Object
 
 
 def node_label_manifest(node: str, uid: str) -> Object:

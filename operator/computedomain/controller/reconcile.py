@@ -14,14 +14,12 @@ import time
 
 from pydantic import ValidationError
 
+from computedomain import kube as k
 from computedomain.api import names
 from computedomain.api.models import ComputeDomain, ComputeDomainClique
 from computedomain.controller import children, metrics, nodelabels, teardown
-from computedomain.controller import kube as k
 from computedomain.controller import world as w
-from computedomain.controller.diff import contains
 from computedomain.controller.events import EventRecorder
-from computedomain.controller.kube import Kube, KubeError, Object
 from computedomain.controller.membership import label_plan, members, wanted_nodes
 from computedomain.controller.render.claimtemplates import daemon_claim_template, workload_claim_template
 from computedomain.controller.render.cliques import CliquePlan, clique_object, plan_cliques
@@ -29,6 +27,8 @@ from computedomain.controller.render.daemonset import daemonset
 from computedomain.controller.render.status import Problem, clique_full, render_status
 from computedomain.controller.settings import Settings
 from computedomain.controller.world import World, domain_uid_of
+from computedomain.kube import Kube, KubeError, Object
+from computedomain.kube.contains import contains
 
 logger = logging.getLogger(__name__)
 

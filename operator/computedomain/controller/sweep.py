@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from computedomain.controller import kube as k
+from computedomain import kube as k
 from computedomain.controller import teardown
-from computedomain.controller.kube import Kube, KubeError
 from computedomain.controller.world import World
+from computedomain.kube import Kube, KubeError
 
 logger = logging.getLogger(__name__)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from computedomain import kube as k
 from computedomain.api import names
-from computedomain.controller import kube as k
 from computedomain.controller import nodelabels
 from computedomain.controller import world as w
-from computedomain.controller.kube import JSON_PATCH, Kube, KubeError, Object
 from computedomain.controller.world import World
+from computedomain.kube import JSON_PATCH, Kube, KubeError, Object
 
 logger = logging.getLogger(__name__)
 

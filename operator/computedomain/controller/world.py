@@ -7,10 +7,10 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
+from computedomain import kube as k
 from computedomain.api import names
-from computedomain.controller import kube as k
-from computedomain.controller.informer import Informer, object_key, slim
-from computedomain.controller.kube import Kube, Object
+from computedomain.kube import Kube, Object
+from computedomain.kube.informer import Informer, object_key, resource_version_of, slim
 
 DAEMONSETS = "daemonsets"
 TEMPLATES = "templates"
@@ -80,7 +80,7 @@ class World:
         """Record the latest state of a domain (from its watch); False if it was known already."""
         uid = str(body["metadata"]["uid"])
         current = self.domains.get(uid)
-        if current is None or _rv(body) > _rv(current):
+        if current is None or resource_version_of(body) > resource_version_of(current):
             self.domains[uid] = slim(body)
             return True
         return False
@@ -138,10 +138,3 @@ def _relevant(name: str, old: Object | None, new: Object) -> bool:
     if name == NODES:
         return _labels(old) != _labels(new)
     return True
-
-
-def _rv(obj: Object) -> int:
-    try:
-        return int(obj.get("metadata", {}).get("resourceVersion", 0))
-    except ValueError:
-        return 0

@@ -19,7 +19,7 @@ from computedomain.daemon.files import read_text, write_atomic
 from computedomain.daemon.peers import PeerTracker, apply_update
 from computedomain.daemon.process import ImexFatalError, ImexSupervisor, imex_argv
 from computedomain.daemon.settings import DaemonSettings, SettingsError
-from computedomain.kubeclient import load_api_client
+from computedomain.kube.config import load_api_client
 
 log = logging.getLogger(__name__)
 

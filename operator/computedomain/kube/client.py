@@ -1,129 +1,42 @@
-"""A thin, typed layer over the Kubernetes REST API for the objects the controller touches.
+"""A thin layer over the Kubernetes REST API, shared by every program.
 
-Objects travel as plain dicts: the controller renders complete manifests and compares them with what
-the API server returns, so a typed client model would only add conversion cost. Every write counts
-towards the `computedomain_api_writes_total` metric.
+Objects travel as plain dicts: the programs render complete manifests and compare them with what the
+API server returns, so a typed client model would only add conversion cost. Each write is reported to
+an optional hook (the controller counts them in a metric) so that this layer depends on no program.
 """
 
 from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
 from kubernetes_asyncio.client import ApiClient
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from computedomain.api import names
-from computedomain.controller import metrics
+from computedomain.kube.errors import KubeError
+from computedomain.kube.kinds import Kind
 
 Object = dict[str, Any]
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
-# The cause the API server gives when it refuses new objects in a namespace being deleted.
-NAMESPACE_TERMINATING = "NamespaceTerminating"
-
-
-@dataclass(frozen=True)
-class Kind:
-    """Where a kind lives in the REST API."""
-
-    group: str
-    version: str
-    plural: str
-    namespaced: bool
-
-    @property
-    def api_version(self) -> str:
-        """`group/version`, or `version` for the core group."""
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(
-        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
-    ) -> str:
-        """The REST path of the collection, or of one object (and one of its subresources)."""
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        if name:
-            base += f"/{name}"
-            if subresource:
-                base += f"/{subresource}"
-        return base
-
-
-DOMAINS = Kind(names.GROUP, names.VERSION, names.DOMAIN_PLURAL, True)
-CLIQUES = Kind(names.GROUP, names.VERSION, names.CLIQUE_PLURAL, True)
-DAEMONSETS = Kind("apps", "v1", "daemonsets", True)
-PODS = Kind("", "v1", "pods", True)
-NODES = Kind("", "v1", "nodes", False)
-EVENTS = Kind("", "v1", "events", True)
-LEASES = Kind("coordination.k8s.io", "v1", "leases", True)
-
-
-def claim_templates(version: str) -> Kind:
-    """ResourceClaimTemplates in the served `resource.k8s.io` version."""
-    return Kind("resource.k8s.io", version, "resourceclaimtemplates", True)
-
-
-def claims(version: str) -> Kind:
-    """ResourceClaims in the served `resource.k8s.io` version."""
-    return Kind("resource.k8s.io", version, "resourceclaims", True)
-
-
-class KubeError(Exception):
-    """An API request failed; `status` is the HTTP status and the message is the server's."""
-
-    def __init__(
-        self, status: int, message: str, reason: str = "", causes: tuple[str, ...] = (), kind: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        # The resource the Status is about (e.g. "computedomains" for a missing domain).
-        self.kind = kind
-        # The types of the Status's `details.causes`, e.g. NamespaceTerminating.
-        self.causes = causes
-
-    @property
-    def namespace_terminating(self) -> bool:
-        """The write was refused because its namespace is being deleted."""
-        return NAMESPACE_TERMINATING in self.causes
-
-    @classmethod
-    def from_api(cls, error: ApiException) -> KubeError:
-        """Turn the client's exception into one that carries the API server's own message."""
-        message, reason = str(error.reason or ""), ""
-        causes: tuple[str, ...] = ()
-        kind = ""
-        raw = error.body
-        body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        if isinstance(body, str) and body:
-            try:
-                status = json.loads(body)
-                message = status.get("message", message)
-                reason = status.get("reason", "")
-                details = status.get("details") or {}
-                # A cause's type travels as `reason`.
-                causes = tuple(str(c.get("reason", "")) for c in details.get("causes") or [])
-                kind = str(details.get("kind", ""))
-            except (ValueError, AttributeError):
-                message = body
-        return cls(int(error.status or 0), message, reason, causes, kind)
+# Called with the verb ("post", "patch", "delete", ...) of every write.
+WriteHook = Callable[[str], None]
 
 
 class Kube:
     """Reads and writes through one `ApiClient`, with one server-side-apply field manager."""
 
-    def __init__(self, api: ApiClient, field_manager: str = names.FIELD_MANAGER) -> None:
+    def __init__(
+        self, api: ApiClient, field_manager: str = names.FIELD_MANAGER, on_write: WriteHook | None = None
+    ) -> None:
         self.api = api
         self.field_manager = field_manager
+        self.on_write = on_write
         self._session: aiohttp.ClientSession | None = None
 
     def _client_session(self) -> aiohttp.ClientSession:
@@ -159,8 +72,8 @@ class Kube:
         timeout: float | aiohttp.ClientTimeout | None = 30.0,
     ) -> aiohttp.ClientResponse:
         """Send one request and return the open response (raises `KubeError` on non-2xx)."""
-        if method != "GET":
-            metrics.API_WRITES.labels(verb=method.lower()).inc()
+        if method != "GET" and self.on_write is not None:
+            self.on_write(method.lower())
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         # The client library adds (and refreshes) bearer tokens; client certificates are in the session.
         await self.api.update_params_for_auth(headers, [], ["BearerToken"])
@@ -176,9 +89,8 @@ class Kube:
         )
         if response.status >= 400:
             async with response:
-                failure = ApiException(status=response.status, reason=response.reason)
-                failure.body = await response.read()
-            raise KubeError.from_api(failure)
+                body = await response.read()
+            raise KubeError.from_response(response.status, str(response.reason or ""), body)
         return response
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Object:
@@ -198,12 +110,18 @@ class Kube:
             raise
 
     async def list(
-        self, kind: Kind, namespace: str | None = None, label_selector: str | None = None
+        self,
+        kind: Kind,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> tuple[list[Object], str]:
-        """All objects of a kind (optionally label-selected) and the list's resourceVersion."""
+        """All objects of a kind (optionally label- or field-selected) and the list's resourceVersion."""
         query: dict[str, str] = {"limit": "500"}
         if label_selector:
             query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
         items: list[Object] = []
         while True:
             page = await self.call("GET", kind.path(namespace), query=query)
@@ -280,6 +198,7 @@ class Kube:
         namespace: str | None = None,
         label_selector: str | None = None,
         timeout_seconds: int = 300,
+        field_selector: str | None = None,
     ) -> AsyncIterator[Object]:
         """Stream watch events ({type, object}) from `resource_version`, bookmarks included."""
         query = {
@@ -290,6 +209,8 @@ class Kube:
         }
         if label_selector:
             query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30)
         response = await self.request("GET", kind.path(namespace), query=query, timeout=timeout)
         async with response:

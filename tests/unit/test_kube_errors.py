@@ -6,7 +6,7 @@ import json
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from computedomain.controller.kube import KubeError
+from computedomain.kube import KubeError
 
 # What the API server answers when a namespace being deleted refuses a new object.
 TERMINATING = {

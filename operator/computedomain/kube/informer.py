@@ -1,19 +1,21 @@
-"""List-and-watch caches of the objects related to ComputeDomains.
+"""List-and-watch caches.
 
-Each informer keeps one kind (label-selected on the server, so it holds only what concerns
-ComputeDomains), calls back on every change, and sets `synced` once its first list is loaded, so the
-controller never acts on a half-known world.
+Each informer keeps one kind (label- or field-selected on the server, so it holds only what concerns
+its program), calls back on every change, and sets `synced` once its first list is loaded, so a
+program never acts on a half-known world. A watch that fails for any reason is resumed with backoff:
+losing the connection to the API server is routine, never fatal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 from typing import Any
 
-from computedomain.controller.kube import Kind, Kube, KubeError, Object
+from computedomain.kube.backoff import Backoff
+from computedomain.kube.client import Kube, Object
+from computedomain.kube.kinds import Kind
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ def slim(obj: Object) -> Object:
     return obj
 
 
-def _version(obj: Object | None) -> int:
+def resource_version_of(obj: Object | None) -> int:
+    """An object's resourceVersion as a number (0 when absent), for "which state is newer"."""
     try:
         return int((obj or {}).get("metadata", {}).get("resourceVersion", 0))
     except ValueError:
@@ -54,6 +57,7 @@ class Informer:
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         name: str = "",
     ) -> None:
         self.kube = kube
@@ -61,6 +65,7 @@ class Informer:
         self.handler = handler
         self.namespace = namespace
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self.name = name or kind.plural
         self.store: dict[str, Object] = {}
         self.synced = asyncio.Event()
@@ -70,7 +75,7 @@ class Informer:
         """Record our own write's result before the watch echoes it (never moves backwards)."""
         key = object_key(obj)
         old = self.store.get(key)
-        if old is not None and _version(old) >= _version(obj):
+        if old is not None and resource_version_of(old) >= resource_version_of(obj):
             return
         self.store[key] = slim(obj)
         self.handler("MODIFIED" if old else "ADDED", obj, old)
@@ -83,21 +88,24 @@ class Informer:
 
     async def run(self) -> None:
         """List, then watch forever; re-list when the watch expires or fails."""
-        backoff = 0.5
+        backoff = Backoff(initial=0.5, maximum=30.0)
         while True:
             try:
                 await self._list()
-                backoff = 0.5
+                backoff.reset()
                 await self._watch()
             except asyncio.CancelledError:
                 raise
-            except (KubeError, OSError, TimeoutError, ValueError) as error:
-                logger.warning("%s: watch failed (%s); re-listing in %.1fs", self.name, error, backoff)
-                await asyncio.sleep(backoff * (1 + random.random()))
-                backoff = min(backoff * 2, 30.0)
+            except Exception as error:  # a cut connection takes many shapes; none may end the watch
+                delay = backoff.next()
+                detail = str(error) or type(error).__name__
+                logger.warning("%s: watch failed (%s); re-listing in %.1fs", self.name, detail, delay)
+                await asyncio.sleep(delay)
 
     async def _list(self) -> None:
-        items, self._resource_version = await self.kube.list(self.kind, self.namespace, self.label_selector)
+        items, self._resource_version = await self.kube.list(
+            self.kind, self.namespace, self.label_selector, self.field_selector
+        )
         fresh = {object_key(item): slim(item) for item in items}
         for key, old in list(self.store.items()):
             if key not in fresh:
@@ -105,7 +113,7 @@ class Informer:
                 self.handler("DELETED", old, old)
         for key, obj in fresh.items():
             known = self.store.get(key)
-            if known is None or _version(obj) > _version(known):
+            if known is None or resource_version_of(obj) > resource_version_of(known):
                 self.store[key] = obj
                 self.handler("MODIFIED" if known else "ADDED", obj, known)
         self.synced.set()
@@ -113,7 +121,11 @@ class Informer:
     async def _watch(self) -> None:
         while True:
             async for event in self.kube.watch(
-                self.kind, self._resource_version, self.namespace, self.label_selector
+                self.kind,
+                self._resource_version,
+                self.namespace,
+                self.label_selector,
+                field_selector=self.field_selector,
             ):
                 if not self._apply(event):
                     return  # expired: re-list
@@ -135,7 +147,7 @@ class Informer:
         if kind == "DELETED":
             self.store.pop(key, None)
             self.handler("DELETED", obj, old)
-        elif old is None or _version(obj) > _version(old):
+        elif old is None or resource_version_of(obj) > resource_version_of(old):
             self.store[key] = slim(obj)
             self.handler(str(kind), obj, old)
         # else: the echo of our own write (already recorded by `upsert`) or an older state.

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from computedomain.controller.diff import contains
+from computedomain.kube.contains import contains
 
 LIVE: dict[str, Any] = {
     "metadata": {"name": "ds", "labels": {"a": "1", "b": "2"}, "resourceVersion": "7"},

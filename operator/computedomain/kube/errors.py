@@ -1,0 +1,69 @@
+"""The one error type of every API call, carrying the API server's own message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+from kubernetes_asyncio.client.exceptions import ApiException
+
+# The cause the API server gives when it refuses new objects in a namespace being deleted.
+NAMESPACE_TERMINATING = "NamespaceTerminating"
+# Statuses worth retrying as they are: conflicts, throttling, and the server's own failures.
+_TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+
+
+class KubeError(Exception):
+    """An API request failed; `status` is the HTTP status and the message is the server's."""
+
+    def __init__(
+        self, status: int, message: str, reason: str = "", causes: tuple[str, ...] = (), kind: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        # The resource the Status is about (e.g. "computedomains" for a missing domain).
+        self.kind = kind
+        # The types of the Status's `details.causes`, e.g. NamespaceTerminating.
+        self.causes = causes
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """The write was refused because its namespace is being deleted."""
+        return NAMESPACE_TERMINATING in self.causes
+
+    @classmethod
+    def from_response(cls, status: int, reason: str, body: bytes | str | None) -> KubeError:
+        """Build the error from a failed response's status line and `Status` body."""
+        message, kind = str(reason or ""), ""
+        causes: tuple[str, ...] = ()
+        status_reason = ""
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        if text:
+            try:
+                decoded = json.loads(text)
+                message = decoded.get("message", message)
+                status_reason = decoded.get("reason", "")
+                details = decoded.get("details") or {}
+                # A cause's type travels as `reason`.
+                causes = tuple(str(c.get("reason", "")) for c in details.get("causes") or [])
+                kind = str(details.get("kind", ""))
+            except (ValueError, AttributeError):
+                message = text
+        return cls(int(status or 0), message, status_reason, causes, kind)
+
+    @classmethod
+    def from_api(cls, error: ApiException) -> KubeError:
+        """Turn the generated client's exception into one that carries the API server's message."""
+        return cls.from_response(int(error.status or 0), str(error.reason or ""), error.body)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for failures that a retry with backoff can cure: a cut connection, a timeout, a
+    restarting API server, throttling or a conflict; False for refusals (400, 403, 404, 422...)."""
+    if isinstance(error, KubeError):
+        return error.status in _TRANSIENT_STATUSES or error.status == 0
+    if isinstance(error, ApiException):
+        return int(error.status or 0) in _TRANSIENT_STATUSES or not error.status
+    return isinstance(error, (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError))
