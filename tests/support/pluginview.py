@@ -32,7 +32,7 @@ class MemoryView:
     def domain(self, uid: str) -> DomainRef | None:
         return self.domains.get(uid)
 
-    def clique_id(self) -> str:
+    async def clique_id(self) -> str:
         return self.clique
 
     def daemon_ready(self, domain_uid: str) -> bool:

@@ -136,7 +136,7 @@ class Core:
         await self._record(ref, "PrepareStarted", allocated, ())
         for domain in {domains[d.domain_id] for d in allocated if d.type == "channel"}:
             await self._gate(ref, claim, domain)
-        clique = self.view.clique_id()
+        clique = await self.view.clique_id()
         if not clique and any(d.type == "channel" for d in allocated):
             log.info("node %s has no NVLink clique: claim %s gets no IMEX channel device", self.node, ref)
         try:

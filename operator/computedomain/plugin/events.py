@@ -1,4 +1,4 @@
-"""Events on the pods that wait for a claim (pure rendering, and a per-pod rate limit)."""
+"""Events on the pods that wait for a claim (rendering, and a per-pod rate limit)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+from computedomain.kube import events as kube_events
+from computedomain.kube.events import Involved
 
 COMPONENT = "compute-domain-kubelet-plugin"
 REASON_WAITING = "WaitingForIMEXDaemon"
@@ -23,28 +26,16 @@ def render_event(
 ) -> dict[str, Any]:
     """A core/v1 Event about pod (namespace, name, uid), from this node's plugin."""
     namespace, name, uid = pod
-    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{name}.", "namespace": namespace},
-        "involvedObject": {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "namespace": namespace,
-            "name": name,
-            "uid": uid,
-        },
-        "type": event_type,
-        "reason": reason,
-        "message": message,
-        "source": {"component": COMPONENT, "host": node},
-        "reportingComponent": COMPONENT,
-        "reportingInstance": node,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }
+    involved = Involved(api_version="v1", kind="Pod", name=name, uid=uid, namespace=namespace)
+    return kube_events.render_event(
+        involved,
+        event_type=event_type,
+        reason=reason,
+        message=message,
+        component=COMPONENT,
+        now=now or datetime.now(UTC),
+        host=node,
+    )
 
 
 class RateLimit:

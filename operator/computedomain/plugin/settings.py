@@ -75,7 +75,7 @@ class PluginSettings(BaseModel):
     )
     json_logs: bool = Field(default=False, description="Log JSON lines instead of text.")
     http_port: int = Field(
-        default=8081, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics; 0 turns it off."
+        default=8080, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics; 0 turns it off."
     )
     prepare_wait: float = Field(
         default=40.0,

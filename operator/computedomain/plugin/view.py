@@ -69,7 +69,7 @@ class NodeView(Protocol):
         """The ComputeDomain with this UID, or None when there is none."""
         ...
 
-    def clique_id(self) -> str:
+    async def clique_id(self) -> str:
         """This node's NVLink clique (its `nvidia.com/gpu.clique` label); '' without one."""
         ...
 
