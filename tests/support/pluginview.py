@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from computedomain.api import names
+from computedomain.plugin.cdi import SpecStore
+from computedomain.plugin.checkpoint import Checkpoint
+from computedomain.plugin.core import Core
+from computedomain.plugin.edits import HostPaths
 from computedomain.plugin.view import DomainRef, Notifier
 
 
@@ -113,3 +120,44 @@ def allocated_claim(
             "reservedFor": [{"resource": "pods", "name": n, "uid": u} for n, u in pods],
         },
     }
+
+
+PROC_DEVICES = """Character devices:
+  1 mem
+195 nvidia
+234 nvidia-caps-imex-channels
+235 nvidia-caps
+
+Block devices:
+  7 loop
+"""
+
+
+@dataclass
+class Node:
+    root: Path
+    view: MemoryView
+    core: Core
+    specs: SpecStore
+    checkpoint: Checkpoint
+
+    def spec(self, claim: dict[str, Any]) -> dict[str, Any]:
+        return json.loads(self.specs.path(claim["metadata"]["uid"]).read_text())
+
+
+def make_core(root: Path, view: MemoryView, *, wait: float = 2.0, boot: str = "boot-1") -> Node:
+    (root / "proc").mkdir(parents=True, exist_ok=True)
+    (root / "proc" / "devices").write_text(PROC_DEVICES)
+    caps = root / "driver" / "proc" / "driver" / "nvidia" / "capabilities"
+    caps.mkdir(parents=True, exist_ok=True)
+    (caps / "fabric-imex-mgmt").write_text("DeviceFileMinor: 7\nDeviceFileMode: 256\n")
+    (root / "driver" / "usr" / "bin").mkdir(parents=True, exist_ok=True)
+    (root / "driver" / "usr" / "bin" / "nvidia-imex").write_text("#!/bin/sh\n")
+    checkpoint = Checkpoint(root / "state" / "checkpoint.json", boot)
+    checkpoint.load()
+    specs = SpecStore(root / "cdi")
+    paths = HostPaths(
+        root / "proc" / "devices", root / "driver", Path("/host/driver"), root / "state" / "domains"
+    )
+    core = Core(view, checkpoint, specs, paths, "node-a", prepare_wait=wait, event_interval=0.2)
+    return Node(root, view, core, specs, checkpoint)

@@ -3,60 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from computedomain.plugin.cdi import SpecStore
-from computedomain.plugin.checkpoint import Checkpoint
-from computedomain.plugin.core import ClaimRef, Core
-from computedomain.plugin.edits import HostPaths
-from support.pluginview import MemoryView, allocated_claim, channel_config, daemon_config
+from computedomain.plugin.core import ClaimRef
+from support.pluginview import MemoryView, Node, allocated_claim, channel_config, daemon_config, make_core
 from support.waiting import eventually
-
-PROC_DEVICES = """Character devices:
-  1 mem
-195 nvidia
-234 nvidia-caps-imex-channels
-235 nvidia-caps
-
-Block devices:
-  7 loop
-"""
-
-
-@dataclass
-class Node:
-    root: Path
-    view: MemoryView
-    core: Core
-    specs: SpecStore
-    checkpoint: Checkpoint
-
-    def spec(self, claim: dict[str, Any]) -> dict[str, Any]:
-        return json.loads(self.specs.path(claim["metadata"]["uid"]).read_text())
-
-
-def make_core(root: Path, view: MemoryView, *, wait: float = 2.0, boot: str = "boot-1") -> Node:
-    (root / "proc").mkdir(parents=True, exist_ok=True)
-    (root / "proc" / "devices").write_text(PROC_DEVICES)
-    caps = root / "driver" / "proc" / "driver" / "nvidia" / "capabilities"
-    caps.mkdir(parents=True, exist_ok=True)
-    (caps / "fabric-imex-mgmt").write_text("DeviceFileMinor: 7\nDeviceFileMode: 256\n")
-    (root / "driver" / "usr" / "bin").mkdir(parents=True, exist_ok=True)
-    (root / "driver" / "usr" / "bin" / "nvidia-imex").write_text("#!/bin/sh\n")
-    checkpoint = Checkpoint(root / "state" / "checkpoint.json", boot)
-    checkpoint.load()
-    specs = SpecStore(root / "cdi")
-    paths = HostPaths(
-        root / "proc" / "devices", root / "driver", Path("/host/driver"), root / "state" / "domains"
-    )
-    core = Core(view, checkpoint, specs, paths, "node-a", prepare_wait=wait, event_interval=0.2)
-    return Node(root, view, core, specs, checkpoint)
 
 
 @pytest.fixture
