@@ -89,8 +89,7 @@ async def test_daemon_claim_gets_domain_environment_config_dir_capability_and_to
     claim = node.view.add_claim(
         allocated_claim("computedomain-system", "d", "daemon-0", daemon_config(domain.uid), request="daemon")
     )
-    # A daemon claim lives in the operator's namespace; its domain is elsewhere and it is not gated.
-    node.view.domains[domain.uid] = type(domain)(domain.uid, "computedomain-system", "cd")
+    # A daemon claim lives in the operator's namespace, its domain in the workload's; it is not gated.
 
     outcome = (await node.core.prepare([ref(claim)]))[claim["metadata"]["uid"]]
 
@@ -100,7 +99,7 @@ async def test_daemon_claim_gets_domain_environment_config_dir_capability_and_to
         "CLIQUE_ID=cluster-a.1",
         f"COMPUTE_DOMAIN_UUID={domain.uid}",
         "COMPUTE_DOMAIN_NAME=cd",
-        "COMPUTE_DOMAIN_NAMESPACE=computedomain-system",
+        "COMPUTE_DOMAIN_NAMESPACE=team",
         "IMEX_CONFIG_DIR=/imexd",
     }
     assert edits["deviceNodes"] == [

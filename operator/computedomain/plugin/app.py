@@ -58,11 +58,12 @@ class Plugin:
         self.registered = registered
         metrics.REGISTERED.set(1 if registered else 0)
 
-    async def run(self) -> int:
+    async def run(self, handle_signals: bool = True) -> int:
         """Serve until SIGTERM/SIGINT (or `stop`); 1 when a part of the plugin failed."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop.set)
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop.set)
         runner = None
         if self.settings.http_port:
             runner = await http.serve(http.make_app(self.readiness), self.settings.http_port)

@@ -171,7 +171,9 @@ class Core:
                 f"ResourceClaim {ref}: {device.config.kind} names ComputeDomain UID {device.domain_id}, "
                 "and no ComputeDomain has that UID"
             )
-        if domain.namespace != ref.namespace:
+        # A workload's channel must come from a domain of its own namespace; the IMEX daemon's claim
+        # lives in the operator's namespace and serves a domain of any namespace.
+        if device.type == "channel" and domain.namespace != ref.namespace:
             raise _Refused(
                 f"ResourceClaim {ref}: ComputeDomain {domain} is in namespace {domain.namespace}, not in "
                 f"the claim's namespace {ref.namespace}"

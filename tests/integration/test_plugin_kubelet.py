@@ -1,0 +1,373 @@
+"""The kubelet plugin against the real API server, called over its unix sockets as a kubelet would.
+
+The node is a Node object of its own that no kubelet or KWOK manages: the test plays the kubelet (it
+calls the plugin's gRPC services), the scheduler (it writes the claims' allocations) and the IMEX
+daemon's kubelet (it sets the daemon pod's Ready condition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from kubernetes_asyncio import client
+
+from computedomain.api import names
+from computedomain.kube import DOMAINS, EVENTS, NODES, PODS, Kube, claims, resource_slices
+from computedomain.plugin.app import Plugin
+from computedomain.plugin.health import StaticHealth
+from computedomain.plugin.settings import PluginSettings
+from support.pluginkubelet import FakeKubelet, kubelet
+from support.pluginview import PROC_DEVICES, channel_config, daemon_config
+from support.waiting import eventually
+
+pytestmark = pytest.mark.cluster
+
+VERSION = "v1"
+CLIQUE = "7d9c0f3e-1111-4222-8333-944455556666.3"
+NOT_READY_TOLERATIONS = [
+    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
+]
+Object = dict[str, Any]
+
+
+@dataclass
+class RunningPlugin:
+    node: str
+    node_uid: str
+    root: Path
+    settings: PluginSettings
+    plugin: Plugin
+    kube: Kube
+
+    @property
+    def cdi(self) -> Path:
+        return self.settings.cdi_root
+
+    def spec(self, claim_uid: str) -> Path:
+        return self.cdi / f"k8s.compute-domain.nvidia.com-claim_{claim_uid}.json"
+
+
+@pytest_asyncio.fixture
+async def kube(api: client.ApiClient) -> AsyncIterator[Kube]:
+    kube = Kube(api, field_manager="plugin-test")
+    yield kube
+    await kube.close()
+
+
+@pytest_asyncio.fixture
+async def plugin(api: client.ApiClient, kube: Kube, operator_ready: str) -> AsyncIterator[RunningPlugin]:
+    node = f"plugin-{uuid.uuid4().hex[:6]}"
+    created = await kube.create(
+        NODES,
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": node,
+                "labels": {names.GPU_CLIQUE_LABEL: CLIQUE, names.GPU_PRESENT_LABEL: "true"},
+            },
+        },
+    )
+    # Unix socket paths must stay under 108 bytes.
+    with tempfile.TemporaryDirectory(prefix="cdp-", dir="/tmp") as scratch:
+        root = Path(scratch)
+        (root / "proc").mkdir()
+        (root / "proc" / "devices").write_text(PROC_DEVICES)
+        (root / "boot_id").write_text("boot-a\n")
+        caps = root / "driver" / "proc" / "driver" / "nvidia" / "capabilities"
+        caps.mkdir(parents=True)
+        (caps / "fabric-imex-mgmt").write_text("DeviceFileMinor: 7\n")
+        settings = PluginSettings.from_env(
+            {
+                "NODE_NAME": node,
+                "NAMESPACE": operator_ready,
+                "KUBELET_ROOT_DIR": str(root / "kubelet"),
+                "CDI_ROOT": str(root / "cdi"),
+                "DRIVER_ROOT": str(root / "driver"),
+                "PROC_DEVICES": str(root / "proc" / "devices"),
+                "BOOT_ID_FILE": str(root / "boot_id"),
+                "STATE_DIR": str(root / "state"),
+                "HTTP_PORT": "0",
+                "PREPARE_WAIT_SECONDS": "20",
+                "EVENT_INTERVAL_SECONDS": "1",
+            }
+        )
+        plugin = Plugin(settings, api, health=StaticHealth())
+        task = asyncio.create_task(plugin.run(handle_signals=False))
+
+        async def ready() -> bool:
+            if task.done():
+                raise AssertionError(f"plugin exited with {task.result()}")
+            return plugin.readiness()[0]
+
+        try:
+            await eventually(ready, timeout=60, what="plugin ready")
+            yield RunningPlugin(node, created["metadata"]["uid"], root, settings, plugin, kube)
+        finally:
+            plugin.stop.set()
+            assert await asyncio.wait_for(task, 30) == 0
+            with contextlib.suppress(Exception):
+                await kube.delete(resource_slices(VERSION), f"compute-domain.nvidia.com-{node}")
+            await kube.delete(NODES, node)
+
+
+async def create_domain(kube: Kube, namespace: str, name: str = "cd") -> Object:
+    return await kube.create(
+        DOMAINS,
+        {
+            "apiVersion": names.API_VERSION,
+            "kind": names.DOMAIN_KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"channel": {"resourceClaimTemplate": {"name": f"{name}-channel"}}},
+        },
+    )
+
+
+async def allocated_claim(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    node: str,
+    device: str,
+    parameters: Object,
+    reserved_for: list[Object] | None = None,
+) -> Object:
+    """A ResourceClaim with `device` allocated on `node`, written as the scheduler writes it."""
+    request = "channel" if device == "channel-0" else "daemon"
+    device_class = names.CHANNEL_DEVICE_CLASS if request == "channel" else names.DAEMON_DEVICE_CLASS
+    opaque = {"driver": names.DRIVER, "parameters": parameters}
+    claim = await kube.create(
+        claims(VERSION),
+        {
+            "apiVersion": f"resource.k8s.io/{VERSION}",
+            "kind": "ResourceClaim",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "devices": {
+                    "requests": [{"name": request, "exactly": {"deviceClassName": device_class}}],
+                    "config": [{"requests": [request], "opaque": opaque}],
+                }
+            },
+        },
+    )
+    claim["status"] = {
+        "allocation": {
+            "devices": {
+                "results": [{"request": request, "driver": names.DRIVER, "pool": node, "device": device}],
+                "config": [{"source": "FromClaim", "requests": [request], "opaque": opaque}],
+            },
+            "nodeSelector": {
+                "nodeSelectorTerms": [
+                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+                ]
+            },
+        },
+        "reservedFor": reserved_for or [],
+    }
+    return await kube.call("PUT", claims(VERSION).path(namespace, name, "status"), body=claim)
+
+
+async def pod(
+    kube: Kube, namespace: str, name: str, node: str, labels: dict[str, str] | None = None
+) -> Object:
+    return await kube.create(
+        PODS,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+            "spec": {
+                "nodeName": node,
+                "tolerations": NOT_READY_TOLERATIONS,
+                "containers": [{"name": "c", "image": "registry.example/none:1"}],
+            },
+        },
+    )
+
+
+async def set_ready(kube: Kube, obj: Object) -> None:
+    meta = obj["metadata"]
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    status = {
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+        }
+    }
+    await kube.patch(PODS, meta["name"], meta["namespace"], status, subresource="status")
+
+
+def ref(claim: Object) -> tuple[str, str, str]:
+    meta = claim["metadata"]
+    return meta["namespace"], meta["name"], meta["uid"]
+
+
+async def test_registers_and_keeps_its_resource_slice(plugin: RunningPlugin) -> None:
+    async with kubelet(plugin.settings.registration_socket) as kl:
+        info = await kl.get_info()
+        await kl.notify(True)
+    assert info.name == "compute-domain.nvidia.com"
+    assert info.endpoint == str(plugin.settings.dra_socket)
+    assert plugin.plugin.readiness() == (True, "registered")
+
+    kind = resource_slices(VERSION)
+    name = f"compute-domain.nvidia.com-{plugin.node}"
+    first = await plugin.kube.get(kind, name)
+    assert first is not None
+    assert first["spec"]["pool"]["name"] == plugin.node
+    assert [d["name"] for d in first["spec"]["devices"]] == ["channel-0", "daemon-0"]
+    assert first["metadata"]["ownerReferences"][0]["uid"] == plugin.node_uid
+
+    # The kubelet deletes its node's slices when it starts: the plugin puts it back.
+    await plugin.kube.delete(kind, name)
+
+    async def republished() -> Object | None:
+        again = await plugin.kube.get(kind, name)
+        return again if again and again["metadata"]["uid"] != first["metadata"]["uid"] else None
+
+    again = await eventually(republished, timeout=15, what="the slice republished")
+    assert again["spec"]["devices"] == first["spec"]["devices"]
+
+    # Someone edits it: the plugin restores its devices.
+    edited = dict(again)
+    edited["spec"] = {**again["spec"], "devices": again["spec"]["devices"][:1]}
+    await plugin.kube.call("PUT", kind.path(None, name), body=edited)
+
+    async def restored() -> bool:
+        current = await plugin.kube.get(kind, name)
+        return current is not None and len(current["spec"]["devices"]) == 2
+
+    await eventually(restored, timeout=15, what="the slice restored")
+
+
+async def test_channel_claim_waits_for_the_daemon_and_gets_its_channel(
+    plugin: RunningPlugin, namespace: str, operator_ready: str
+) -> None:
+    kube = plugin.kube
+    domain = await create_domain(kube, namespace)
+    uid = domain["metadata"]["uid"]
+    worker = await pod(kube, namespace, "worker-0", plugin.node)
+    claim = await allocated_claim(
+        kube,
+        namespace,
+        "worker-0-channel",
+        plugin.node,
+        "channel-0",
+        channel_config(uid),
+        [{"resource": "pods", "name": "worker-0", "uid": worker["metadata"]["uid"]}],
+    )
+    daemon = await pod(
+        kube, operator_ready, f"daemon-{uuid.uuid4().hex[:6]}", plugin.node, {names.DOMAIN_LABEL: uid}
+    )
+    try:
+        kl: FakeKubelet
+        async with kubelet(plugin.settings.registration_socket) as kl:
+            prepare = asyncio.create_task(kl.prepare([ref(claim)]))
+
+            async def waiting_event() -> Object | None:
+                items, _ = await kube.list(EVENTS, namespace, field_selector="involvedObject.name=worker-0")
+                return next((e for e in items if e["reason"] == "WaitingForIMEXDaemon"), None)
+
+            event = await eventually(waiting_event, timeout=15, what="the waiting Event on the pod")
+            assert f"IMEX daemon of ComputeDomain {namespace}/cd on node {plugin.node}" in event["message"]
+            assert not prepare.done()
+
+            ready_at = time.monotonic()
+            await set_ready(kube, daemon)
+            answer = (await prepare)[claim["metadata"]["uid"]]
+            assert time.monotonic() - ready_at < 2.0
+
+            assert answer.error == ""
+            [device] = answer.devices
+            claim_uid = claim["metadata"]["uid"]
+            assert list(device.cdi_device_ids) == [
+                f"k8s.compute-domain.nvidia.com/claim={claim_uid}-channel-0"
+            ]
+            spec = json.loads(plugin.spec(claim_uid).read_text())
+            assert spec["devices"][0]["containerEdits"]["deviceNodes"] == [
+                {
+                    "path": "/dev/nvidia-caps-imex-channels/channel0",
+                    "type": "c",
+                    "major": 234,
+                    "minor": 0,
+                    "fileMode": 0o666,
+                }
+            ]
+
+            # Asked again (a kubelet restart): the same answer, from the checkpoint.
+            again = (await kl.prepare([ref(claim)], "v1beta1"))[claim_uid]
+            assert list(again.devices[0].cdi_device_ids) == list(device.cdi_device_ids)
+
+            unprepared = await kl.unprepare([ref(claim)])
+            assert unprepared[claim_uid].error == ""
+            assert not plugin.spec(claim_uid).exists()
+    finally:
+        await kube.delete(PODS, daemon["metadata"]["name"], operator_ready)
+
+
+async def test_bad_claims_get_their_own_errors_and_the_plugin_stays_up(
+    plugin: RunningPlugin, namespace: str, operator_ready: str
+) -> None:
+    kube = plugin.kube
+    domain = await create_domain(kube, namespace)
+    uid = domain["metadata"]["uid"]
+    missing = await allocated_claim(
+        kube, namespace, "missing", plugin.node, "channel-0", channel_config(str(uuid.uuid4()))
+    )
+    strict = await allocated_claim(
+        kube, namespace, "strict", plugin.node, "channel-0", channel_config(uid, unexpectedField="x")
+    )
+    other_ns = await allocated_claim(
+        kube, operator_ready, f"elsewhere-{uid[:6]}", plugin.node, "channel-0", channel_config(uid)
+    )
+    try:
+        async with kubelet(plugin.settings.registration_socket) as kl:
+            answers = await kl.prepare([ref(missing), ref(strict), ref(other_ns)])
+            info = await kl.get_info()
+    finally:
+        await kube.delete(claims(VERSION), other_ns["metadata"]["name"], operator_ready)
+
+    assert "no ComputeDomain has that UID" in answers[missing["metadata"]["uid"]].error
+    assert (
+        'strict decoding error: unknown field "unexpectedField"' in answers[strict["metadata"]["uid"]].error
+    )
+    assert f"is in namespace {namespace}, not in the claim's namespace {operator_ready}" in (
+        answers[other_ns["metadata"]["uid"]].error
+    )
+    assert info.name == "compute-domain.nvidia.com"
+    assert not list(plugin.cdi.glob("*.json")) if plugin.cdi.exists() else True
+
+
+async def test_daemon_claim_gets_domain_and_clique(
+    plugin: RunningPlugin, operator_ready: str, namespace: str
+) -> None:
+    kube = plugin.kube
+    domain = await create_domain(kube, namespace)
+    uid = domain["metadata"]["uid"]
+    claim = await allocated_claim(
+        kube, operator_ready, f"daemon-{uid[:8]}", plugin.node, "daemon-0", daemon_config(uid)
+    )
+    try:
+        async with kubelet(plugin.settings.registration_socket) as kl:
+            answer = (await kl.prepare([ref(claim)]))[claim["metadata"]["uid"]]
+    finally:
+        await kube.delete(claims(VERSION), claim["metadata"]["name"], operator_ready)
+    assert answer.error == ""
+    edits = json.loads(plugin.spec(claim["metadata"]["uid"]).read_text())["devices"][0]["containerEdits"]
+    assert f"CLIQUE_ID={CLIQUE}" in edits["env"]
+    assert f"COMPUTE_DOMAIN_UUID={uid}" in edits["env"]
+    assert f"COMPUTE_DOMAIN_NAMESPACE={namespace}" in edits["env"]
+    assert edits["deviceNodes"][0]["path"] == "/dev/nvidia-caps/nvidia-cap7"
+    assert (plugin.settings.state / "domains" / uid).is_dir()
