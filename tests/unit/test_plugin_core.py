@@ -283,3 +283,32 @@ async def test_unprepare_waits_for_a_prepare_of_the_same_claim(node: Node) -> No
     await unprepare
     assert not node.specs.path(claim["metadata"]["uid"]).exists()
     assert node.checkpoint.claims == {}
+
+
+async def test_calls_for_one_claim_queue_behind_each_other(node: Node) -> None:
+    domain = node.view.add_domain("team", "cd")
+    claim = node.view.add_claim(allocated_claim("team", "c", "channel-0", channel_config(domain.uid)))
+    order: list[str] = []
+
+    async def call(kind: str) -> None:
+        if kind == "prepare":
+            await node.core.prepare([ref(claim)])
+        else:
+            await node.core.unprepare([ref(claim)])
+        order.append(kind)
+
+    first = asyncio.create_task(call("prepare"))
+
+    async def started() -> bool:
+        return claim["metadata"]["uid"] in node.checkpoint.claims
+
+    await eventually(started, timeout=1.0, interval=0.01, what="prepare started")
+    rest = [asyncio.create_task(call(kind)) for kind in ("unprepare", "prepare", "unprepare")]
+    done, _ = await asyncio.wait(rest, timeout=0.2)
+    assert not done
+    node.view.set_ready(domain.uid)
+    await asyncio.gather(first, *rest)
+
+    assert order == ["prepare", "unprepare", "prepare", "unprepare"]
+    assert node.checkpoint.claims == {}
+    assert node.core._claim_locks == {}

@@ -74,7 +74,12 @@ class Plugin:
 
         try:
             start("stop", self.stop.wait())
-            version = await discover_resource_version(self.kube)
+            discovery = asyncio.create_task(discover_resource_version(self.kube))
+            await asyncio.wait({discovery, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+            if not discovery.done():
+                discovery.cancel()
+                return 0
+            version = discovery.result()
             if version is None:
                 log.error("the API server serves no resource.k8s.io version this plugin knows")
                 return 1

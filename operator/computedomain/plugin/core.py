@@ -74,7 +74,7 @@ class Core:
         self.prepare_wait = prepare_wait
         self.events = RateLimit(event_interval)
         self.clock = clock
-        self._claim_locks: dict[str, asyncio.Lock] = {}
+        self._claim_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._checkpoint_lock = asyncio.Lock()
 
     # --- kubelet calls ----------------------------------------------------------------------------
@@ -90,12 +90,16 @@ class Core:
         return {claim.uid: error for claim, error in zip(claims, errors, strict=True)}
 
     async def _locked(self, uid: str, work: Callable[[ClaimRef], Awaitable[Any]], claim: ClaimRef) -> Any:
-        lock = self._claim_locks.setdefault(uid, asyncio.Lock())
+        # One lock per claim, kept while anyone holds or awaits it (counted), then dropped.
+        entry = self._claim_locks.setdefault(uid, (asyncio.Lock(), [0]))
+        lock, users = entry
+        users[0] += 1
         try:
             async with lock:
                 return await work(claim)
         finally:
-            if not lock.locked() and self._claim_locks.get(uid) is lock:
+            users[0] -= 1
+            if users[0] == 0:
                 del self._claim_locks[uid]
 
     # --- prepare ----------------------------------------------------------------------------------

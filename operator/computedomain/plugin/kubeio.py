@@ -54,10 +54,14 @@ async def retrying(what: str, call: Callable[[], Awaitable[T]], budget: float = 
             await asyncio.sleep(delay)
 
 
-async def discover_resource_version(kube: Kube) -> str | None:
-    """The preferred `resource.k8s.io` version the API server serves, or None."""
+async def discover_resource_version(kube: Kube, budget: float = float("inf")) -> str | None:
+    """The preferred `resource.k8s.io` version the API server serves, or None.
+
+    An API server that is away is waited for (up to `budget` seconds): a plugin that starts before
+    it must not crash-loop.
+    """
     try:
-        group = await retrying("discovery", lambda: kube.call("GET", f"/apis/{RESOURCE_GROUP}"), 60.0)
+        group = await retrying("discovery", lambda: kube.call("GET", f"/apis/{RESOURCE_GROUP}"), budget)
     except KubeError as error:
         if error.status == 404:
             return None
