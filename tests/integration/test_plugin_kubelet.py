@@ -10,6 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -18,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
+from cdtestbed.cluster import free_port
 from computedomain.api import names
 from computedomain.kube import DOMAINS, EVENTS, NODES, PODS, Kube, claims, resource_slices
 from computedomain.plugin.app import Plugin
@@ -29,9 +35,12 @@ from computedomain.plugin.health import StaticHealth
 from computedomain.plugin.settings import PluginSettings
 from support.pluginkubelet import FakeKubelet, kubelet
 from support.pluginview import PROC_DEVICES, channel_config, daemon_config
+from support.testbed import Testbed
 from support.waiting import eventually
 
 pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
 
 VERSION = "v1"
 CLIQUE = "7d9c0f3e-1111-4222-8333-944455556666.3"
@@ -371,3 +380,65 @@ async def test_daemon_claim_gets_domain_and_clique(
     assert f"COMPUTE_DOMAIN_NAMESPACE={namespace}" in edits["env"]
     assert edits["deviceNodes"][0]["path"] == "/dev/nvidia-caps/nvidia-cap7"
     assert (plugin.settings.state / "domains" / uid).is_dir()
+
+
+async def test_entry_point_serves_and_stops_cleanly(
+    cluster: Testbed, kube: Kube, operator_ready: str
+) -> None:
+    node = f"plugin-{uuid.uuid4().hex[:6]}"
+    await kube.create(NODES, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="cdp-", dir="/tmp") as scratch:
+        root = Path(scratch)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO / "operator"),
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "NODE_NAME": node,
+            "NAMESPACE": operator_ready,
+            "KUBELET_ROOT_DIR": str(root / "kubelet"),
+            "CDI_ROOT": str(root / "cdi"),
+            "STATE_DIR": str(root / "state"),
+            "HTTP_PORT": str(port),
+            "HEALTH_SOURCE": "static",
+            "LOG_FORMAT": "json",
+        }
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        log = root / "plugin.log"
+        with log.open("wb") as out:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "computedomain.plugin", env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+
+            async def ready() -> bool:
+                assert process.returncode is None, log.read_text()
+                try:
+                    async with (
+                        aiohttp.ClientSession() as session,
+                        session.get(f"http://127.0.0.1:{port}/readyz") as response,
+                    ):
+                        return response.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await eventually(ready, timeout=60, what="the plugin process ready")
+            registration = root / "kubelet" / "plugins_registry" / "compute-domain.nvidia.com-reg.sock"
+            async with kubelet(registration) as kl:
+                assert (await kl.get_info()).name == "compute-domain.nvidia.com"
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{port}/metrics") as response,
+            ):
+                assert "computedomain_plugin_slice_publishes_total" in await response.text()
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(process.wait(), 20) == 0
+            assert not registration.exists()
+            lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+            assert any("published ResourceSlice" in line["msg"] for line in lines)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            await kube.delete(resource_slices(VERSION), f"compute-domain.nvidia.com-{node}")
+            await kube.delete(NODES, node)

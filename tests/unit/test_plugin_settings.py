@@ -70,3 +70,16 @@ def test_every_bad_variable_is_named_in_one_error() -> None:
         "HEALTH_SOURCE='dcgm': must be nvml or static",
     ):
         assert expected in message
+
+
+def test_entry_point_refuses_bad_settings(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from computedomain.plugin.__main__ import main
+
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    monkeypatch.setenv("LOG_FORMAT", "xml")
+    assert main([]) == 2
+    error = capsys.readouterr().err
+    assert "NODE_NAME is required" in error
+    assert "LOG_FORMAT='xml'" in error
