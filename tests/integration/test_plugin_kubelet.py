@@ -145,15 +145,12 @@ async def create_domain(kube: Kube, namespace: str, name: str = "cd") -> Object:
 
 
 async def allocated_claim(
-    kube: Kube,
-    namespace: str,
-    name: str,
-    node: str,
-    device: str,
-    parameters: Object,
-    reserved_for: list[Object] | None = None,
-) -> Object:
-    """A ResourceClaim with `device` allocated on `node`, written as the scheduler writes it."""
+    kube: Kube, namespace: str, name: str, node: str, device: str, parameters: Object
+) -> tuple[Object, Object]:
+    """A ResourceClaim with `device` allocated on `node` for a pod that uses it (`<name>-pod`).
+
+    Written as the scheduler would: the allocation, and the pod in `reservedFor`.
+    """
     request = "channel" if device == "channel-0" else "daemon"
     device_class = names.CHANNEL_DEVICE_CLASS if request == "channel" else names.DAEMON_DEVICE_CLASS
     opaque = {"driver": names.DRIVER, "parameters": parameters}
@@ -171,6 +168,7 @@ async def allocated_claim(
             },
         },
     )
+    consumer = await pod(kube, namespace, f"{name}-pod", node, claim=name)
     claim["status"] = {
         "allocation": {
             "devices": {
@@ -183,27 +181,42 @@ async def allocated_claim(
                 ]
             },
         },
-        "reservedFor": reserved_for or [],
+        "reservedFor": [{"resource": "pods", "name": f"{name}-pod", "uid": consumer["metadata"]["uid"]}],
     }
-    return await kube.call("PUT", claims(VERSION).path(namespace, name, "status"), body=claim)
+    allocated = await kube.call("PUT", claims(VERSION).path(namespace, name, "status"), body=claim)
+    return allocated, consumer
 
 
 async def pod(
-    kube: Kube, namespace: str, name: str, node: str, labels: dict[str, str] | None = None
+    kube: Kube,
+    namespace: str,
+    name: str,
+    node: str,
+    labels: dict[str, str] | None = None,
+    claim: str | None = None,
 ) -> Object:
+    """A pod bound to `node` (which nothing runs), using `claim` if given."""
+    container: Object = {"name": "c", "image": "registry.example/none:1"}
+    spec: Object = {"nodeName": node, "tolerations": NOT_READY_TOLERATIONS, "containers": [container]}
+    if claim:
+        spec["resourceClaims"] = [{"name": "imex", "resourceClaimName": claim}]
+        container["resources"] = {"claims": [{"name": "imex"}]}
     return await kube.create(
         PODS,
         {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
-            "spec": {
-                "nodeName": node,
-                "tolerations": NOT_READY_TOLERATIONS,
-                "containers": [{"name": "c", "image": "registry.example/none:1"}],
-            },
+            "spec": spec,
         },
     )
+
+
+async def delete_all(kube: Kube, namespace: str, objects: list[Object]) -> None:
+    """Delete claims and pods a test made outside its own namespace."""
+    for obj in objects:
+        kind = PODS if obj["kind"] == "Pod" else claims(VERSION)
+        await kube.delete(kind, obj["metadata"]["name"], namespace)
 
 
 async def set_ready(kube: Kube, obj: Object) -> None:
@@ -267,16 +280,10 @@ async def test_channel_claim_waits_for_the_daemon_and_gets_its_channel(
     kube = plugin.kube
     domain = await create_domain(kube, namespace)
     uid = domain["metadata"]["uid"]
-    worker = await pod(kube, namespace, "worker-0", plugin.node)
-    claim = await allocated_claim(
-        kube,
-        namespace,
-        "worker-0-channel",
-        plugin.node,
-        "channel-0",
-        channel_config(uid),
-        [{"resource": "pods", "name": "worker-0", "uid": worker["metadata"]["uid"]}],
+    claim, worker = await allocated_claim(
+        kube, namespace, "worker-0-channel", plugin.node, "channel-0", channel_config(uid)
     )
+    worker_name = worker["metadata"]["name"]
     daemon = await pod(
         kube, operator_ready, f"daemon-{uuid.uuid4().hex[:6]}", plugin.node, {names.DOMAIN_LABEL: uid}
     )
@@ -286,7 +293,9 @@ async def test_channel_claim_waits_for_the_daemon_and_gets_its_channel(
             prepare = asyncio.create_task(kl.prepare([ref(claim)]))
 
             async def waiting_event() -> Object | None:
-                items, _ = await kube.list(EVENTS, namespace, field_selector="involvedObject.name=worker-0")
+                items, _ = await kube.list(
+                    EVENTS, namespace, field_selector=f"involvedObject.name={worker_name}"
+                )
                 return next((e for e in items if e["reason"] == "WaitingForIMEXDaemon"), None)
 
             event = await eventually(waiting_event, timeout=15, what="the waiting Event on the pod")
@@ -332,13 +341,13 @@ async def test_bad_claims_get_their_own_errors_and_the_plugin_stays_up(
     kube = plugin.kube
     domain = await create_domain(kube, namespace)
     uid = domain["metadata"]["uid"]
-    missing = await allocated_claim(
+    missing, _ = await allocated_claim(
         kube, namespace, "missing", plugin.node, "channel-0", channel_config(str(uuid.uuid4()))
     )
-    strict = await allocated_claim(
+    strict, _ = await allocated_claim(
         kube, namespace, "strict", plugin.node, "channel-0", channel_config(uid, unexpectedField="x")
     )
-    other_ns = await allocated_claim(
+    other_ns, other_pod = await allocated_claim(
         kube, operator_ready, f"elsewhere-{uid[:6]}", plugin.node, "channel-0", channel_config(uid)
     )
     try:
@@ -346,7 +355,7 @@ async def test_bad_claims_get_their_own_errors_and_the_plugin_stays_up(
             answers = await kl.prepare([ref(missing), ref(strict), ref(other_ns)])
             info = await kl.get_info()
     finally:
-        await kube.delete(claims(VERSION), other_ns["metadata"]["name"], operator_ready)
+        await delete_all(kube, operator_ready, [other_pod, other_ns])
 
     assert "no ComputeDomain has that UID" in answers[missing["metadata"]["uid"]].error
     assert (
@@ -356,7 +365,7 @@ async def test_bad_claims_get_their_own_errors_and_the_plugin_stays_up(
         answers[other_ns["metadata"]["uid"]].error
     )
     assert info.name == "compute-domain.nvidia.com"
-    assert not list(plugin.cdi.glob("*.json")) if plugin.cdi.exists() else True
+    assert not plugin.cdi.exists() or not list(plugin.cdi.glob("*.json"))
 
 
 async def test_daemon_claim_gets_domain_and_clique(
@@ -365,14 +374,14 @@ async def test_daemon_claim_gets_domain_and_clique(
     kube = plugin.kube
     domain = await create_domain(kube, namespace)
     uid = domain["metadata"]["uid"]
-    claim = await allocated_claim(
+    claim, consumer = await allocated_claim(
         kube, operator_ready, f"daemon-{uid[:8]}", plugin.node, "daemon-0", daemon_config(uid)
     )
     try:
         async with kubelet(plugin.settings.registration_socket) as kl:
             answer = (await kl.prepare([ref(claim)]))[claim["metadata"]["uid"]]
     finally:
-        await kube.delete(claims(VERSION), claim["metadata"]["name"], operator_ready)
+        await delete_all(kube, operator_ready, [consumer, claim])
     assert answer.error == ""
     edits = json.loads(plugin.spec(claim["metadata"]["uid"]).read_text())["devices"][0]["containerEdits"]
     assert f"CLIQUE_ID={CLIQUE}" in edits["env"]
