@@ -18,6 +18,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,21 +76,45 @@ async def kube(api: client.ApiClient) -> AsyncIterator[Kube]:
     await kube.close()
 
 
-@pytest_asyncio.fixture
-async def plugin(api: client.ApiClient, kube: Kube, operator_ready: str) -> AsyncIterator[RunningPlugin]:
-    node = f"plugin-{uuid.uuid4().hex[:6]}"
-    created = await kube.create(
-        NODES,
+@asynccontextmanager
+async def start_plugin(
+    api: client.ApiClient, kube: Kube, node: str, node_uid: str, root: Path, operator_namespace: str
+) -> AsyncIterator[RunningPlugin]:
+    """Run the plugin in this process on files under `root` until the block ends."""
+    settings = PluginSettings.from_env(
         {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": node,
-                "labels": {names.GPU_CLIQUE_LABEL: CLIQUE, names.GPU_PRESENT_LABEL: "true"},
-            },
-        },
+            "NODE_NAME": node,
+            "NAMESPACE": operator_namespace,
+            "KUBELET_ROOT_DIR": str(root / "kubelet"),
+            "CDI_ROOT": str(root / "cdi"),
+            "DRIVER_ROOT": str(root / "driver"),
+            "PROC_DEVICES": str(root / "proc" / "devices"),
+            "BOOT_ID_FILE": str(root / "boot_id"),
+            "STATE_DIR": str(root / "state"),
+            "HTTP_PORT": "0",
+            "PREPARE_WAIT_SECONDS": "20",
+            "EVENT_INTERVAL_SECONDS": "1",
+        }
     )
-    # Unix socket paths must stay under 108 bytes.
+    plugin = Plugin(settings, api, health=StaticHealth())
+    task = asyncio.create_task(plugin.run(handle_signals=False))
+
+    async def ready() -> bool:
+        if task.done():
+            raise AssertionError(f"plugin exited with {task.result()}")
+        return plugin.readiness()[0]
+
+    try:
+        await eventually(ready, timeout=60, what="plugin ready")
+        yield RunningPlugin(node, node_uid, root, settings, plugin, kube)
+    finally:
+        plugin.stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
+@pytest_asyncio.fixture
+async def node_root() -> AsyncIterator[Path]:
+    """A node's files: /proc/devices, boot ID, the driver's capability file (short path: sockets)."""
     with tempfile.TemporaryDirectory(prefix="cdp-", dir="/tmp") as scratch:
         root = Path(scratch)
         (root / "proc").mkdir()
@@ -98,38 +123,29 @@ async def plugin(api: client.ApiClient, kube: Kube, operator_ready: str) -> Asyn
         caps = root / "driver" / "proc" / "driver" / "nvidia" / "capabilities"
         caps.mkdir(parents=True)
         (caps / "fabric-imex-mgmt").write_text("DeviceFileMinor: 7\n")
-        settings = PluginSettings.from_env(
-            {
-                "NODE_NAME": node,
-                "NAMESPACE": operator_ready,
-                "KUBELET_ROOT_DIR": str(root / "kubelet"),
-                "CDI_ROOT": str(root / "cdi"),
-                "DRIVER_ROOT": str(root / "driver"),
-                "PROC_DEVICES": str(root / "proc" / "devices"),
-                "BOOT_ID_FILE": str(root / "boot_id"),
-                "STATE_DIR": str(root / "state"),
-                "HTTP_PORT": "0",
-                "PREPARE_WAIT_SECONDS": "20",
-                "EVENT_INTERVAL_SECONDS": "1",
-            }
-        )
-        plugin = Plugin(settings, api, health=StaticHealth())
-        task = asyncio.create_task(plugin.run(handle_signals=False))
+        yield root
 
-        async def ready() -> bool:
-            if task.done():
-                raise AssertionError(f"plugin exited with {task.result()}")
-            return plugin.readiness()[0]
 
-        try:
-            await eventually(ready, timeout=60, what="plugin ready")
-            yield RunningPlugin(node, created["metadata"]["uid"], root, settings, plugin, kube)
-        finally:
-            plugin.stop.set()
-            assert await asyncio.wait_for(task, 30) == 0
-            with contextlib.suppress(Exception):
-                await kube.delete(resource_slices(VERSION), f"compute-domain.nvidia.com-{node}")
-            await kube.delete(NODES, node)
+@pytest_asyncio.fixture
+async def node(kube: Kube) -> AsyncIterator[tuple[str, str]]:
+    """A Node object of its own, in a clique, that no kubelet runs: (name, uid)."""
+    name = f"plugin-{uuid.uuid4().hex[:6]}"
+    labels = {names.GPU_CLIQUE_LABEL: CLIQUE, names.GPU_PRESENT_LABEL: "true"}
+    created = await kube.create(
+        NODES, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+    )
+    yield name, created["metadata"]["uid"]
+    with contextlib.suppress(Exception):
+        await kube.delete(resource_slices(VERSION), f"compute-domain.nvidia.com-{name}")
+    await kube.delete(NODES, name)
+
+
+@pytest_asyncio.fixture
+async def plugin(
+    api: client.ApiClient, kube: Kube, node: tuple[str, str], node_root: Path, operator_ready: str
+) -> AsyncIterator[RunningPlugin]:
+    async with start_plugin(api, kube, *node, node_root, operator_ready) as running:
+        yield running
 
 
 async def create_domain(kube: Kube, namespace: str, name: str = "cd") -> Object:
@@ -451,3 +467,44 @@ async def test_entry_point_serves_and_stops_cleanly(
                 await process.wait()
             await kube.delete(resource_slices(VERSION), f"compute-domain.nvidia.com-{node}")
             await kube.delete(NODES, node)
+
+
+async def test_a_restarted_plugin_finishes_what_the_killed_one_began(
+    api: client.ApiClient,
+    kube: Kube,
+    node: tuple[str, str],
+    node_root: Path,
+    namespace: str,
+    operator_ready: str,
+) -> None:
+    domain = await create_domain(kube, namespace)
+    uid = domain["metadata"]["uid"]
+    claim, _ = await allocated_claim(kube, namespace, "w-channel", node[0], "channel-0", channel_config(uid))
+    daemon = await pod(
+        kube, operator_ready, f"daemon-{uuid.uuid4().hex[:6]}", node[0], {names.DOMAIN_LABEL: uid}
+    )
+    claim_uid = claim["metadata"]["uid"]
+    try:
+        async with start_plugin(api, kube, *node, node_root, operator_ready) as first:
+            async with kubelet(first.settings.registration_socket) as kl:
+                waiting = asyncio.create_task(kl.prepare([ref(claim)]))
+
+                async def started() -> bool:
+                    return first.plugin.core is not None and claim_uid in first.plugin.core.checkpoint.claims
+
+                await eventually(started, timeout=10, what="the prepare under way")
+            # The kubelet's connection drops with the plugin.
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await waiting
+        async with start_plugin(api, kube, *node, node_root, operator_ready) as second:
+            assert second.plugin.core is not None
+            assert second.plugin.core.checkpoint.claims[claim_uid].state == "PrepareStarted"
+            await set_ready(kube, daemon)
+            async with kubelet(second.settings.registration_socket) as kl:
+                answer = (await kl.prepare([ref(claim)]))[claim_uid]
+            assert answer.error == ""
+            assert second.spec(claim_uid).exists()
+            assert second.plugin.core.checkpoint.claims[claim_uid].state == "PrepareCompleted"
+    finally:
+        await kube.delete(PODS, daemon["metadata"]["name"], operator_ready)
