@@ -75,6 +75,8 @@ class Core:
         self.events = RateLimit(event_interval)
         self.clock = clock
         self._claim_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        # Set by an unprepare to cut short the prepare of the same claim that waits for its daemon.
+        self._aborts: dict[str, asyncio.Event] = {}
         self._checkpoint_lock = asyncio.Lock()
 
     # --- kubelet calls ----------------------------------------------------------------------------
@@ -85,7 +87,13 @@ class Core:
         return {claim.uid: outcome for claim, outcome in zip(claims, outcomes, strict=True)}
 
     async def unprepare(self, claims: Sequence[ClaimRef]) -> dict[str, str]:
-        """Unprepare every claim (in parallel); an error message per claim UID ('' when done)."""
+        """Unprepare every claim (in parallel); an error message per claim UID ('' when done).
+
+        A prepare of the same claim that still waits for its daemon gives up first (the pod is gone).
+        """
+        for claim in claims:
+            if claim.uid in self._aborts:
+                self._aborts[claim.uid].set()
         errors = await asyncio.gather(*(self._locked(c.uid, self._unprepare_one, c) for c in claims))
         return {claim.uid: error for claim, error in zip(claims, errors, strict=True)}
 
@@ -111,6 +119,7 @@ class Core:
             metrics.PREPARES.labels(result="cached").inc()
             return Outcome(record.devices)
         started = time.monotonic()
+        self._aborts[ref.uid] = asyncio.Event()
         try:
             devices = await self._prepare_claim(ref)
         except _Refused as refused:
@@ -121,6 +130,8 @@ class Core:
             log.exception("claim %s (%s): prepare failed", ref, ref.uid)
             metrics.PREPARES.labels(result="error").inc()
             return Outcome(error=f"prepare of claim {ref} failed: {error}")
+        finally:
+            self._aborts.pop(ref.uid, None)
         metrics.PREPARES.labels(result="prepared").inc()
         metrics.PREPARE_SECONDS.observe(time.monotonic() - started)
         return Outcome(devices)
@@ -209,8 +220,11 @@ class Core:
             await post("Normal", REASON_WAITING, f"Waiting for {what} to be ready ({elapsed:.0f}s so far)")
 
         started = time.monotonic()
-        ready = await wait_for_daemon(self.view, domain.uid, self.prepare_wait, waiting)
+        abort = self._aborts.get(ref.uid)
+        ready = await wait_for_daemon(self.view, domain.uid, self.prepare_wait, waiting, abort=abort)
         metrics.GATE_SECONDS.observe(time.monotonic() - started)
+        if abort is not None and abort.is_set() and not ready:
+            raise _Refused(f"ResourceClaim {ref}: unprepared while it waited for {what}")
         if not ready:
             message = f"{what} is not ready after {self.prepare_wait:.0f}s; the kubelet will try again"
             await post("Warning", REASON_NOT_READY, message)

@@ -6,6 +6,7 @@ Ready condition arrives over the watch; while it lasts, the claim's pods get rat
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -21,8 +22,10 @@ async def wait_for_daemon(
     timeout: float,
     on_wait: Callable[[float], Awaitable[None]],
     clock: Callable[[], float] = time.monotonic,
+    abort: asyncio.Event | None = None,
 ) -> bool:
-    """True once the domain's daemon on this node is Ready; False after `timeout` seconds.
+    """True once the domain's daemon on this node is Ready; False after `timeout` seconds, or within
+    a second of `abort` being set.
 
     `on_wait(elapsed)` runs on every pass while not ready (it decides itself whether to post).
     """
@@ -31,6 +34,8 @@ async def wait_for_daemon(
         version = view.changes.version
         if view.daemon_ready(domain_uid):
             return True
+        if abort is not None and abort.is_set():
+            return False
         elapsed = clock() - start
         remaining = timeout - elapsed
         if remaining <= 0:
