@@ -78,6 +78,7 @@ class EnvSettings(BaseModel):
                 problems.append(f"  {variable}={value!r}: {error}")
         given = dict(overrides or {})
         raw.update(given)
+        problems.extend(f"  {problem}" for problem in cls.missing(raw))
         try:
             settings = cls.model_validate(raw)
         except ValidationError as error:
@@ -86,6 +87,13 @@ class EnvSettings(BaseModel):
         if problems:
             raise SettingsError(cls._report(problems))
         return settings
+
+    @classmethod
+    def missing(cls, raw: Mapping[str, Any]) -> list[str]:
+        """Problems of presence that depend on other settings (e.g. "NODE_NAME is required unless
+        --no-kube"), found from the values as given so that they are reported with every other problem.
+        None by default."""
+        return []
 
     @classmethod
     def _report(cls, problems: list[str]) -> str:
