@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from computedomain.agent.nvml import PynvmlSource
 from computedomain.agent.report import render_report, render_text
 from computedomain.envsettings import SettingsError
 from computedomain.logs import configure_logging
+from computedomain.shutdown import ignore_further_signals, stop_on_signals
 
 # Same status as argparse's usage errors: the agent cannot start as configured.
 EXIT_USAGE = 2
@@ -152,9 +152,11 @@ async def _run(options: Options, sink: CliqueSink | None) -> int:
         return EXIT_PROBLEM if result.is_problem or not synced else EXIT_OK
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await run_loop(options.settings, source, sink, stop, report if not options.kube else None)
+    stop_on_signals(loop, stop)
+    try:
+        await run_loop(options.settings, source, sink, stop, report if not options.kube else None)
+    finally:
+        ignore_further_signals(loop)
     return EXIT_OK
 
 

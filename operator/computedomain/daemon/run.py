@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -21,6 +20,7 @@ from computedomain.daemon.settings import DaemonSettings, SettingsError
 from computedomain.kube import Kube, KubeError, is_transient
 from computedomain.kube.backoff import Backoff
 from computedomain.kube.config import load_api_client
+from computedomain.shutdown import ignore_further_signals, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,6 @@ T = TypeVar("T")
 # be in effect yet. Transient failures (a restarting API server, throttling) are retried for as long as
 # they last.
 STARTUP_ATTEMPTS = 5
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopRequested(Exception):
@@ -158,8 +157,7 @@ async def run_command(settings: DaemonSettings) -> int:
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in _SIGNALS:
-        loop.add_signal_handler(signum, stop.set)
+    stop_on_signals(loop, stop)
     try:
         async with await load_api_client() as api:
             kube_client = Kube(api, field_manager=kube.FIELD_MANAGER)
@@ -177,19 +175,6 @@ async def run_command(settings: DaemonSettings) -> int:
         log.error("exiting: API server answered %d: %s", err.status, err)
         return 1
     finally:
-        _ignore_further_signals(loop)
+        ignore_further_signals(loop)
     log.info("terminated; exiting")
     return 0
-
-
-def _ignore_further_signals(loop: asyncio.AbstractEventLoop) -> None:
-    """From here to the process's end, SIGTERM and SIGINT change nothing: stopping is under way.
-
-    Removing the loop's handlers alone would restore the default action, and a second SIGTERM (a
-    kubelet or a person repeating it) arriving before the interpreter exits would kill the daemon by
-    the signal instead of letting it exit 0.
-    """
-    for signum in _SIGNALS:
-        with contextlib.suppress(ValueError, RuntimeError):
-            loop.remove_signal_handler(signum)
-        signal.signal(signum, signal.SIG_IGN)
