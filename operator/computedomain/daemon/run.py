@@ -47,7 +47,7 @@ async def _with_retries(
     while True:
         try:
             return await call()
-        except (KubeError, aiohttp.ClientError, OSError, TimeoutError) as err:
+        except (KubeError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as err:
             if not is_transient(err):
                 refusals += 1
                 if refusals >= STARTUP_ATTEMPTS:
