@@ -210,25 +210,27 @@ async def test_a_token_without_a_node_changes_nothing(bed: AgentBed, tmp_path: P
     assert names.GPU_CLIQUE_LABEL not in await labels_of(bed.api, NODE_A)
 
 
+def node_event(namespace: str) -> Any:
+    """An Event about node A in `namespace`, its reference valid there (the API server requires a
+    reference without a namespace to be posted in `default`, one with a namespace in that one)."""
+    reference = {"apiVersion": "v1", "kind": "Node", "name": NODE_A}
+    if namespace != "default":
+        reference["namespace"] = namespace
+    body = {"metadata": {"generateName": f"{NODE_A}."}, "involvedObject": reference, "reason": "Probe"}
+    return cast(Any, body)
+
+
 async def test_rbac_keeps_the_agents_events_in_its_namespace(
     bed: AgentBed, agent_a: client.ApiClient
 ) -> None:
     core = client.CoreV1Api(agent_a)
-    event = {
-        "metadata": {"generateName": f"{NODE_A}."},
-        "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": NODE_A},
-        "reason": "Probe",
-        "message": "m",
-    }
     message = await forbidden_message(
-        core.create_namespaced_event("default", cast(Any, event), dry_run="All")
+        core.create_namespaced_event("default", node_event("default"), dry_run="All")
     )
     assert message is not None
     assert 'cannot create resource "events"' in message
-    assert (
-        await forbidden_message(core.create_namespaced_event(bed.namespace, cast(Any, event), dry_run="All"))
-        is None
-    )
+    allowed = core.create_namespaced_event(bed.namespace, node_event(bed.namespace), dry_run="All")
+    assert await forbidden_message(allowed) is None
 
 
 async def test_the_policy_leaves_everyone_else_alone(bed: AgentBed, agent_a: client.ApiClient) -> None:

@@ -137,7 +137,13 @@ async def test_sets_the_label_by_server_side_apply_then_stays_quiet(
     assert fake.labels[names.GPU_CLIQUE_LABEL] == CLIQUE
     assert [e["reason"] for e in fake.events] == ["NVLinkCliqueDetected"]
     event = fake.events[0]
-    assert event["involvedObject"] == {"apiVersion": "v1", "kind": "Node", "name": NODE, "uid": "node-uid-1"}
+    assert event["involvedObject"] == {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "name": NODE,
+        "uid": "node-uid-1",
+        "namespace": AGENT_NAMESPACE,
+    }
     assert event["type"] == "Normal"
     # A Node has no namespace: the Event goes to the agent's own, where its RBAC lets it post.
     assert event["metadata"]["namespace"] == AGENT_NAMESPACE
@@ -208,11 +214,13 @@ def test_node_event_names_the_node_and_is_valid_core_v1() -> None:
     event = node_event("gb200-r1-n03", "3f0c-uid", spec, now, AGENT_NAMESPACE)
     assert event["metadata"]["namespace"] == AGENT_NAMESPACE
     assert event["metadata"]["name"].startswith("gb200-r1-n03.")
+    # The API server takes an Event outside `default` only if its reference names the same namespace.
     assert event["involvedObject"] == {
         "apiVersion": "v1",
         "kind": "Node",
         "name": "gb200-r1-n03",
         "uid": "3f0c-uid",
+        "namespace": AGENT_NAMESPACE,
     }
     assert (event["type"], event["reason"]) == ("Warning", "NVLinkCliqueInvalid")
     assert len(event["message"]) == 1024

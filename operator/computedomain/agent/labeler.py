@@ -40,9 +40,15 @@ def _utc_now() -> datetime:
 
 
 def node_event(node_name: str, node_uid: str, spec: EventSpec, now: datetime, namespace: str) -> Object:
-    """The core/v1 Event about the agent's Node, posted in the agent's own `namespace` (a Node has none)."""
+    """The core/v1 Event about the agent's Node, posted in the agent's own `namespace` (a Node has none).
+
+    The API server accepts an Event whose reference has no namespace only in `default` (or, for
+    Events with an eventTime, `kube-system`); one in any other namespace must name that namespace in
+    its reference. So the Node's reference carries the agent's namespace: the kind, name and uid still
+    identify the Node, and `kubectl events -n <namespace> --for node/<name>` finds them.
+    """
     return render_event(
-        Involved(api_version="v1", kind="Node", name=node_name, uid=node_uid),
+        Involved(api_version="v1", kind="Node", name=node_name, uid=node_uid, namespace=namespace),
         event_type=spec.type,
         reason=spec.reason,
         message=spec.message,
