@@ -23,7 +23,7 @@ from cdtestbed.topology import FakeNode, node_manifest, nvl72_racks, rack_clique
 from computedomain.api import names
 from fakenvml.build import compiler
 from fakenvml.config import NVML_ERROR_DRIVER_NOT_LOADED, FakeGpu, FakeGpuNode
-from support.agent import AgentBed, AgentProcess, api_writes
+from support.agent import AGENT_NAMESPACE, AgentBed, AgentProcess, api_writes
 from support.testbed import local_cluster
 from support.waiting import eventually
 
@@ -104,8 +104,9 @@ async def wait_label(api: client.ApiClient, node: str, value: str | None, agent:
 
 
 async def node_events(api: client.ApiClient, node: str) -> list[Any]:
+    """The agent's Events about `node`: in the agent's own namespace, which the chart gives it."""
     listing = await client.CoreV1Api(api).list_namespaced_event(
-        "default", field_selector=f"involvedObject.kind=Node,involvedObject.name={node}"
+        AGENT_NAMESPACE, field_selector=f"involvedObject.kind=Node,involvedObject.name={node}"
     )
     return sorted(listing.items, key=lambda e: e.metadata.creation_timestamp)
 
@@ -143,6 +144,7 @@ async def test_every_agent_labels_its_own_node(bed: AgentBed, fleet: dict[str, A
         assert event.type == "Normal"
         assert event.source.component == names.AGENT_FIELD_MANAGER
         assert event.involved_object.uid == (await client.CoreV1Api(bed.api).read_node(node)).metadata.uid
+        assert event.metadata.namespace == bed.namespace
     assert (await node_labels(bed.api, SPARE)).get(names.GPU_CLIQUE_LABEL) is None
 
 

@@ -93,8 +93,12 @@ async def bed(
         )
 
 
-async def patch(api: client.ApiClient, namespace: str, name: str, body: dict[str, Any]) -> Any:
-    return await client.CoreV1Api(api).patch_namespaced_pod(name, namespace, body, **MERGE_PATCH_ARGS)
+async def patch(api: client.ApiClient, namespace: str, name: str, body: Any) -> Any:
+    """A merge patch, or a JSON patch when `body` is a list of operations."""
+    content: dict[str, Any] = (
+        {"_content_type": "application/json-patch+json"} if isinstance(body, list) else MERGE_PATCH_ARGS
+    )
+    return await client.CoreV1Api(api).patch_namespaced_pod(name, namespace, body, **content)
 
 
 async def labels_of(bed: Bed, name: str) -> dict[str, str]:
@@ -121,21 +125,22 @@ async def test_a_daemon_cannot_change_another_pod(bed: Bed, target: str) -> None
     assert await labels_of(bed, target) == before
 
 
-OTHER_CHANGES: dict[str, tuple[dict[str, Any], str]] = {
+OTHER_CHANGES: dict[str, tuple[Any, str]] = {
     "a domain label": (
         {"metadata": {"labels": {names.DOMAIN_LABEL: "victim-uid"}}},
         f"{ONLY_THE_LABEL}; it also tried to change the labels: {names.DOMAIN_LABEL}",
     ),
     "an annotation": ({"metadata": {"annotations": {"x": "y"}}}, "not its annotations"),
     "a finalizer": ({"metadata": {"finalizers": ["example.com/keep"]}}, "finalizers"),
-    "its image": ({"spec": {"containers": [{"name": "main", "image": "evil.example/x:1"}]}}, "or spec"),
+    "its image": (
+        [{"op": "replace", "path": "/spec/containers/0/image", "value": "evil.example/x:1"}],
+        "or spec",
+    ),
 }
 
 
 @pytest.mark.parametrize("change", OTHER_CHANGES.values(), ids=OTHER_CHANGES.keys())
-async def test_a_daemon_cannot_change_anything_else_on_its_pod(
-    bed: Bed, change: tuple[dict[str, Any], str]
-) -> None:
+async def test_a_daemon_cannot_change_anything_else_on_its_pod(bed: Bed, change: tuple[Any, str]) -> None:
     body, expected = change
     message = await forbidden_message(patch(bed.daemon, bed.namespace, "daemon-own", body))
     assert message is not None

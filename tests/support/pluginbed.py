@@ -80,7 +80,7 @@ async def start_plugin(
         }
     )
     plugin = Plugin(settings, api, health=StaticHealth())
-    task = asyncio.create_task(plugin.run(handle_signals=False))
+    task = asyncio.create_task(plugin.run())
 
     async def ready() -> bool:
         if task.done():

@@ -143,9 +143,15 @@ def test_controller_rbac_is_exactly_what_it_needs(default_render: list[Manifest]
 
 def test_node_agent_and_daemon_rbac(default_render: list[Manifest]) -> None:
     agent = only(default_render, "ClusterRole", "node-agent")
-    assert rules_of(agent) == sorted(
-        [rule("", "nodes", "get list watch patch"), rule("", "events", "create patch")]
-    )
+    assert rules_of(agent) == [rule("", "nodes", "get list watch patch")]
+    # Events only in the agent's own namespace, where the DaemonSet tells it to post them.
+    agent_role = only(default_render, "Role", "node-agent")
+    assert agent_role["metadata"]["namespace"] == NAMESPACE
+    assert rules_of(agent_role) == [rule("", "events", "create")]
+    agent_pod = only(default_render, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(agent_pod)["POD_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
     daemon_role = only(default_render, "Role", "imex-daemon")
     assert rules_of(daemon_role) == sorted(
         [rule(names.GROUP, names.CLIQUE_PLURAL, "get list watch"), rule("", "pods", "get patch")]

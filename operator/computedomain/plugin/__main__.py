@@ -16,13 +16,20 @@ from computedomain.kube.config import load_api_client
 from computedomain.logs import configure_logging
 from computedomain.plugin.app import Plugin
 from computedomain.plugin.settings import PluginSettings, SettingsError
+from computedomain.shutdown import ignore_further_signals, stop_on_signals
 
 logger = logging.getLogger("computedomain.plugin")
 
 
 async def _main(settings: PluginSettings) -> int:
+    loop = asyncio.get_running_loop()
     async with await load_api_client() as api:
-        return await Plugin(settings, api).run()
+        plugin = Plugin(settings, api)
+        stop_on_signals(loop, plugin.stop)
+        try:
+            return await plugin.run()
+        finally:
+            ignore_further_signals(loop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"computedomain-kubelet-plugin: invalid configuration:\n{error}", file=sys.stderr)
         return 2
-    configure_logging("json" if settings.json_logs else "plain", args.log_level)
+    configure_logging("json" if settings.json_logs else "text", args.log_level)
     logger.info(
         "starting: node=%s kubelet root=%s CDI root=%s driver root=%s state=%s",
         settings.node_name,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Coroutine
 from typing import Any
 
@@ -58,12 +57,8 @@ class Plugin:
         self.registered = registered
         metrics.REGISTERED.set(1 if registered else 0)
 
-    async def run(self, handle_signals: bool = True) -> int:
-        """Serve until SIGTERM/SIGINT (or `stop`); 1 when a part of the plugin failed."""
-        if handle_signals:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop.set)
+    async def run(self) -> int:
+        """Serve until `stop` is set; 1 when a part of the plugin failed."""
         runner = None
         if self.settings.http_port:
             runner = await http.serve(http.make_app(self.readiness), self.settings.http_port)

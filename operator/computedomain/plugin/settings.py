@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from computedomain.api import names
+from computedomain.envsettings import Converter, EnvSettings, SettingsError
+from computedomain.logs import JSON, parse_log_format
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -38,14 +40,16 @@ ENV_NAMES: dict[str, str] = {
 }
 
 
-class SettingsError(ValueError):
-    """The environment does not describe a usable plugin; the message lists every problem."""
+def _log_format_is_json(value: str) -> bool:
+    return parse_log_format(value) == JSON
 
 
-class PluginSettings(BaseModel):
+class PluginSettings(EnvSettings):
     """Everything the kubelet plugin is configured with. Build it with `PluginSettings.from_env`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    env_names: ClassVar[Mapping[str, str]] = ENV_NAMES
+    converters: ClassVar[Mapping[str, Converter]] = {"json_logs": _log_format_is_json}
+    title: ClassVar[str] = "kubelet plugin settings"
 
     node_name: str = Field(min_length=1, description="Name of the node this plugin serves.")
     namespace: str = Field(
@@ -160,57 +164,5 @@ class PluginSettings(BaseModel):
         """The driver root as the container runtime on the host sees it."""
         return self.host_driver_root or self.driver_root
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> PluginSettings:
-        """Build the settings from environment variables; empty variables count as unset.
 
-        Raises SettingsError naming each bad variable.
-        """
-        raw: dict[str, Any] = {}
-        problems: list[str] = []
-        for field, variable in ENV_NAMES.items():
-            value = env.get(variable, "").strip()
-            if not value:
-                continue
-            convert = _CONVERTERS.get(field)
-            try:
-                raw[field] = convert(value) if convert else value
-            except ValueError as error:
-                problems.append(f"  {variable}={value!r}: {error}")
-        try:
-            settings = cls.model_validate(raw)
-        except ValidationError as error:
-            problems.extend(_explain(error, env))
-            raise SettingsError(_report(problems)) from None
-        if problems:
-            raise SettingsError(_report(problems))
-        return settings
-
-
-def _report(problems: list[str]) -> str:
-    return "\n".join(["invalid kubelet plugin settings:", *problems])
-
-
-def _log_format_is_json(value: str) -> bool:
-    lowered = value.lower()
-    if lowered not in ("json", "text"):
-        raise ValueError("must be json or text")
-    return lowered == "json"
-
-
-_CONVERTERS: dict[str, Callable[[str], Any]] = {"json_logs": _log_format_is_json}
-
-
-def _explain(error: ValidationError, env: Mapping[str, str]) -> list[str]:
-    lines = []
-    for problem in error.errors():
-        field = str(problem["loc"][0]) if problem["loc"] else ""
-        variable = ENV_NAMES.get(field)
-        message = str(problem["msg"]).removeprefix("Value error, ")
-        if variable is None:
-            lines.append(f"  {message}")
-        elif problem["type"] == "missing":
-            lines.append(f"  {variable} is required")
-        else:
-            lines.append(f"  {variable}={env.get(variable, '').strip()!r}: {message}")
-    return lines
+__all__ = ["ENV_NAMES", "PluginSettings", "SettingsError"]
