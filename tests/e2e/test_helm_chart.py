@@ -23,11 +23,12 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from cdtestbed.cluster import ClusterOptions, LocalCluster
 from cdtestbed.controller_process import ControllerProcess
-from cdtestbed.dra import device_classes, publish_slices
+from cdtestbed.dra import publish_slices
 from cdtestbed.nodes import add_ready_nodes
 from cdtestbed.tools import COMPLETE_ANNOTATION, repo_root
 from cdtestbed.topology import nvl72_racks
 from computedomain.api import names
+from computedomain.dra.deviceclasses import device_classes
 from support.chart import CHART, Object, Tooling, deployment_env
 from support.examples import delete_namespace
 from support.serviceaccount import (

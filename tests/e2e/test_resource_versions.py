@@ -27,9 +27,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from cdtestbed.cluster import ClusterOptions, LocalCluster
 from cdtestbed.controller_process import ControllerProcess
-from cdtestbed.dra import device_classes, publish_slices
+from cdtestbed.dra import publish_slices
 from cdtestbed.install import apply_crds, ensure_namespace
 from computedomain.api import names
+from computedomain.dra.deviceclasses import device_classes
+from computedomain.dra.slices import resource_slices, slice_name
 from conftest import controller_env
 from support.chart import Object, Tooling
 from support.testbed import local_cluster
@@ -239,8 +241,15 @@ async def test_controller_and_chart_speak_the_served_version(
         assert written_in(live, "helm") == {f"{RESOURCE_GROUP}/{version}"}
     # The kubelet-plugin double's ResourceSlices have this version's shape too.
     await publish_slices(api, ["gb200-dra-n00"], version)
-    devices = (await get(api, version, "resourceslices", f"{names.DRIVER}-gb200-dra-n00"))["spec"]["devices"]
+    devices = (await get(api, version, "resourceslices", slice_name("gb200-dra-n00")))["spec"]["devices"]
     assert [d["name"] for d in devices] == ["channel-0", "daemon-0"]
+    # A node with every channel published: the server takes each of its slices as rendered.
+    custom = client.CustomObjectsApi(api)
+    for body in resource_slices("gb200-dra-n01", version, channels=2048):
+        await custom.create_cluster_custom_object(RESOURCE_GROUP, version, "resourceslices", body)
+        live = await get(api, version, "resourceslices", body["metadata"]["name"])
+        assert live["spec"]["devices"] == body["spec"]["devices"]
+        assert live["spec"]["pool"] == body["spec"]["pool"]
 
     controller = start_controller(cluster)
     try:
