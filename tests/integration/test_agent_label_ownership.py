@@ -8,19 +8,17 @@ then neither claims in an Event that it removed it nor keeps trying.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
 import pytest
-import pytest_asyncio
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
-from cdtestbed.cluster import ClusterOptions, LocalCluster
+from cdtestbed.cluster import ClusterOptions
 from computedomain.agent.clique import CliqueResult, Reason
 from computedomain.agent.labeler import NodeLabeler
 from computedomain.api import names
 from support.agent import MERGE_PATCH_ARGS, api_writes
-from support.testbed import local_cluster
+from support.testbed import ControlPlane, private_control_plane
 
 pytestmark = pytest.mark.cluster
 
@@ -31,16 +29,7 @@ NO_FABRIC = CliqueResult(None, Reason.NO_FABRIC, "none of the 4 GPUs is in a mul
 _names = (f"gb200-labeler-{i}" for i in itertools.count())
 
 
-@pytest.fixture(scope="module")
-def private_cluster() -> Iterator[LocalCluster]:
-    with local_cluster(ClusterOptions(controllers=False), prefix="labeler-") as cluster:
-        yield cluster
-
-
-@pytest_asyncio.fixture(scope="module")
-async def api(private_cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
-    async with await config.new_client_from_config(config_file=str(private_cluster.kubeconfig)) as api:
-        yield api
+plane = private_control_plane("labeler-", ClusterOptions(controllers=False))
 
 
 async def new_node(api: client.ApiClient, clique: str | None = None) -> str:
@@ -67,34 +56,33 @@ async def agent_events(api: client.ApiClient, node: str) -> list[str]:
     return [e.reason for e in listing.items if e.source.component == names.AGENT_FIELD_MANAGER]
 
 
-async def test_label_of_its_own_comes_and_goes(api: client.ApiClient, private_cluster: LocalCluster) -> None:
+async def test_label_of_its_own_comes_and_goes(plane: ControlPlane) -> None:
+    api = plane.api
     node = await new_node(api)
     labeler = NodeLabeler(api, node)
     assert await labeler.sync(FOUND)
     assert await label(api, node) == CLIQUE
-    writes = api_writes(private_cluster.kubeconfig, "nodes")
+    writes = api_writes(plane.cluster.kubeconfig, "nodes")
     assert await labeler.sync(FOUND)
-    assert api_writes(private_cluster.kubeconfig, "nodes") == writes
+    assert api_writes(plane.cluster.kubeconfig, "nodes") == writes
     assert await labeler.sync(NO_FABRIC)
     assert await label(api, node) is None
     assert await agent_events(api, node) == ["NVLinkCliqueDetected", "NVLinkCliqueRemoved"]
 
 
-async def test_someone_elses_label_is_left_alone(
-    api: client.ApiClient, private_cluster: LocalCluster
-) -> None:
+async def test_someone_elses_label_is_left_alone(plane: ControlPlane) -> None:
+    api = plane.api
     node = await new_node(api, CLIQUE)
     labeler = NodeLabeler(api, node)
-    writes = api_writes(private_cluster.kubeconfig, "nodes")
+    writes = api_writes(plane.cluster.kubeconfig, "nodes")
     assert await labeler.sync(NO_FABRIC)
     assert await label(api, node) == CLIQUE
-    assert api_writes(private_cluster.kubeconfig, "nodes") == writes
+    assert api_writes(plane.cluster.kubeconfig, "nodes") == writes
     assert await agent_events(api, node) == []
 
 
-async def test_a_label_held_with_someone_else_stays_when_the_clique_goes(
-    api: client.ApiClient, private_cluster: LocalCluster
-) -> None:
+async def test_a_label_held_with_someone_else_stays_when_the_clique_goes(plane: ControlPlane) -> None:
+    api = plane.api
     node = await new_node(api, CLIQUE)
     labeler = NodeLabeler(api, node)
     # Same value: the agent applies once to hold the field too, which changes nothing visible.
@@ -104,12 +92,13 @@ async def test_a_label_held_with_someone_else_stays_when_the_clique_goes(
     assert await label(api, node) == CLIQUE
     # It let go of its share; the other writer's label stays, and no Event claims it was removed.
     assert await agent_events(api, node) == []
-    writes = api_writes(private_cluster.kubeconfig, "nodes")
+    writes = api_writes(plane.cluster.kubeconfig, "nodes")
     assert await labeler.sync(NO_FABRIC)
-    assert api_writes(private_cluster.kubeconfig, "nodes") == writes
+    assert api_writes(plane.cluster.kubeconfig, "nodes") == writes
 
 
-async def test_a_different_value_is_taken_over(api: client.ApiClient) -> None:
+async def test_a_different_value_is_taken_over(plane: ControlPlane) -> None:
+    api = plane.api
     node = await new_node(api, OTHER)
     labeler = NodeLabeler(api, node)
     assert await labeler.sync(FOUND)
@@ -120,12 +109,11 @@ async def test_a_different_value_is_taken_over(api: client.ApiClient) -> None:
     assert await agent_events(api, node) == ["NVLinkCliqueDetected", "NVLinkCliqueRemoved"]
 
 
-async def test_a_restarted_agent_on_a_healthy_node_stays_quiet(
-    api: client.ApiClient, private_cluster: LocalCluster
-) -> None:
+async def test_a_restarted_agent_on_a_healthy_node_stays_quiet(plane: ControlPlane) -> None:
+    api = plane.api
     node = await new_node(api)
     assert await NodeLabeler(api, node).sync(FOUND)
-    writes = api_writes(private_cluster.kubeconfig, "nodes")
+    writes = api_writes(plane.cluster.kubeconfig, "nodes")
     assert await NodeLabeler(api, node).sync(FOUND)
-    assert api_writes(private_cluster.kubeconfig, "nodes") == writes
+    assert api_writes(plane.cluster.kubeconfig, "nodes") == writes
     assert await agent_events(api, node) == ["NVLinkCliqueDetected"]
