@@ -7,16 +7,16 @@ With that token the agent may set and remove the `nvidia.com/gpu.clique` label o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
-from cdtestbed.cluster import ClusterOptions, LocalCluster
+from cdtestbed.cluster import ClusterOptions
 from cdtestbed.topology import FakeNode, node_manifest
 from computedomain.agent.clique import CliqueResult, Reason
 from computedomain.agent.labeler import NodeLabeler
@@ -24,7 +24,7 @@ from computedomain.api import names
 from computedomain.kube import APPLY, Kube
 from support.agent import MERGE_PATCH_ARGS, AgentBed, forbidden_message
 from support.kubelet import account_token, token_client
-from support.testbed import local_cluster
+from support.testbed import ControlPlane, private_control_plane
 
 pytestmark = pytest.mark.cluster
 
@@ -37,23 +37,17 @@ WAIT = 60.0
 ONLY_THE_LABEL = f"the node agent may change only the {names.GPU_CLIQUE_LABEL} label of its node"
 
 
-@pytest.fixture(scope="module")
-def private_cluster() -> Iterator[LocalCluster]:
-    with local_cluster(ClusterOptions(controllers=False), prefix="admission-") as cluster:
-        yield cluster
+plane = private_control_plane("admission-", ClusterOptions(controllers=False))
 
 
 @pytest_asyncio.fixture(scope="module")
-async def bed(
-    private_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[AgentBed]:
-    async with await config.new_client_from_config(config_file=str(private_cluster.kubeconfig)) as api:
-        for name in (NODE_A, NODE_B):
-            node = FakeNode(name, "", "NVIDIA-GB200", extra_labels={"team": "blue"})
-            await client.CoreV1Api(api).create_node(node_manifest(node))  # type: ignore[arg-type]
-        bed = AgentBed(api, private_cluster.kubeconfig, tmp_path_factory.mktemp("admission"))
-        await bed.install()
-        yield bed
+async def bed(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> AgentBed:
+    for name in (NODE_A, NODE_B):
+        node = FakeNode(name, "", "NVIDIA-GB200", extra_labels={"team": "blue"})
+        await client.CoreV1Api(plane.api).create_node(node_manifest(node))  # type: ignore[arg-type]
+    bed = AgentBed(plane.api, plane.cluster.kubeconfig, tmp_path_factory.mktemp("admission"))
+    await bed.install()
+    return bed
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -8,12 +8,12 @@ then neither claims in an Event that it removed it nor keeps trying.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from cdtestbed.cluster import ClusterOptions, LocalCluster
 from computedomain.agent.clique import CliqueResult, Reason
@@ -21,7 +21,7 @@ from computedomain.agent.labeler import NodeLabeler
 from computedomain.api import names
 from computedomain.kube import Kube
 from support.agent import MERGE_PATCH_ARGS, api_writes
-from support.testbed import local_cluster
+from support.testbed import ControlPlane, private_control_plane
 
 pytestmark = pytest.mark.cluster
 
@@ -34,16 +34,17 @@ _names = (f"gb200-labeler-{i}" for i in itertools.count())
 AGENT_NAMESPACE = "kube-system"
 
 
-@pytest.fixture(scope="module")
-def private_cluster() -> Iterator[LocalCluster]:
-    with local_cluster(ClusterOptions(controllers=False), prefix="labeler-") as cluster:
-        yield cluster
+plane = private_control_plane("labeler-", ClusterOptions(controllers=False))
 
 
-@pytest_asyncio.fixture(scope="module")
-async def api(private_cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
-    async with await config.new_client_from_config(config_file=str(private_cluster.kubeconfig)) as api:
-        yield api
+@pytest.fixture
+def private_cluster(plane: ControlPlane) -> LocalCluster:
+    return plane.cluster
+
+
+@pytest.fixture
+def api(plane: ControlPlane) -> client.ApiClient:
+    return plane.api
 
 
 @pytest_asyncio.fixture

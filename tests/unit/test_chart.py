@@ -148,7 +148,7 @@ def test_node_agent_and_daemon_rbac(default_render: list[Manifest]) -> None:
     agent_role = only(default_render, "Role", "node-agent")
     assert agent_role["metadata"]["namespace"] == NAMESPACE
     assert rules_of(agent_role) == [rule("", "events", "create")]
-    agent_pod = only(default_render, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]
+    agent_pod = only(default_render, "DaemonSet", "node-agent")["spec"]["template"]["spec"]["containers"][0]
     assert env_of(agent_pod)["POD_NAMESPACE"]["valueFrom"] == {
         "fieldRef": {"fieldPath": "metadata.namespace"}
     }
