@@ -287,9 +287,13 @@ class KubeletNodes:
         self._spawn(kubelet, "kubelet", args, joined=True)
 
     def _spawn(self, kubelet: KubeletNode, name: str, args: Sequence[str], joined: bool = False) -> None:
+        # An empty working directory of its own: nsenter would otherwise start the process in "/",
+        # where a path bug (a relative glob, a relative remove) would hit the host.
+        cwd = kubelet.short / "cwd"
+        cwd.mkdir(exist_ok=True)
         if joined:
             holder = kubelet.processes["namespace"].pid
-            args = ["nsenter", f"--target={holder}", "--mount", "--", *args]
+            args = ["nsenter", f"--target={holder}", "--mount", f"--wd={cwd}", "--", *args]
         log = self.cluster.logs / f"{name}-{kubelet.name}.log"
         with log.open("ab") as out:
             kubelet.processes[name] = subprocess.Popen(
@@ -297,6 +301,7 @@ class KubeletNodes:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                cwd=cwd,
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )

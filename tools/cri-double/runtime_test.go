@@ -75,6 +75,13 @@ func TestCreateContainerRecordsCDIResolution(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	status, err := rt.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: resp.ContainerId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lp := status.Status.GetLogPath(); !filepath.IsAbs(lp) || !strings.HasPrefix(lp, state) {
+		t.Fatalf("log path %q: the kubelet removes <log path>* with a container, so it must be absolute and ours", lp)
+	}
 	data, err := os.ReadFile(filepath.Join(state, "containers", resp.ContainerId+".json"))
 	if err != nil {
 		t.Fatal(err)
@@ -199,5 +206,18 @@ func TestPodIPStaysOnLoopback(t *testing.T) {
 	ip, err := podIP(netip.MustParsePrefix("127.2.0.0/16"), 300)
 	if err != nil || ip.String() != "127.2.1.45" {
 		t.Fatalf("podIP = %v, %v", ip, err)
+	}
+}
+
+func TestLogPathIsNeverRelative(t *testing.T) {
+	for _, c := range []struct{ dir, rel, want string }{
+		{"/var/log/pods/ns_p_u", "main/0.log", "/var/log/pods/ns_p_u/main/0.log"},
+		{"", "", "/state/logs/id.cri.log"},
+		{"relative", "main/0.log", "/state/logs/id.cri.log"},
+		{"/var/log/pods/ns_p_u", "", "/state/logs/id.cri.log"},
+	} {
+		if got := logPath("/state", "id", c.dir, c.rel); got != c.want {
+			t.Errorf("logPath(%q, %q) = %q, want %q", c.dir, c.rel, got, c.want)
+		}
 	}
 }
