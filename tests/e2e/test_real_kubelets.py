@@ -5,6 +5,7 @@ pods, report loopback pod IPs, run mapped containers as host processes and answe
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ipaddress
 import os
 import shutil
@@ -209,6 +210,33 @@ async def test_container_state_follows_its_process_exit_code(
     await client.CoreV1Api(kube).create_namespaced_pod(ns, cast(Any, manifest))
     pod = await pod_where(kube, ns, "exits", lambda p: p.status.phase == "Failed", "phase Failed")
     assert pod.status.container_statuses[0].state.terminated.exit_code == 3
+
+
+@needs_kubelet
+@pytest.mark.cluster
+@pytest.mark.e2e
+async def test_restarted_kubelet_keeps_its_running_pod(
+    kube: client.ApiClient, kubelet_bed: tuple[LocalCluster, KubeletNodes], ns: str
+) -> None:
+    """The runtime outlives a kubelet restart, as containerd does: the pod keeps its container and IP."""
+    node = kubelet_bed[1].running[1]
+    manifest = pod_manifest("steady", node.name, {"command": ["sleep", "3600"]})
+    await client.CoreV1Api(kube).create_namespaced_pod(ns, cast(Any, manifest))
+    before = await pod_where(kube, ns, "steady", ready, "Ready")
+    restarted = datetime.datetime.now(datetime.UTC)
+    await asyncio.to_thread(kubelet_bed[1].restart_kubelet, node.name)
+    leases = client.CoordinationV1Api(kube)
+
+    async def renewed_by_new_kubelet() -> bool:
+        lease = await leases.read_namespaced_lease(node.name, "kube-node-lease")
+        return bool(lease.spec.renew_time > restarted)
+
+    await eventually(renewed_by_new_kubelet, timeout=WAIT, what="the restarted kubelet renewing its lease")
+    await wait_nodes_ready(kube, [node.name], timeout=WAIT)
+    after = await pod_where(kube, ns, "steady", ready, "Ready after the kubelet restart")
+    assert after.status.pod_ip == before.status.pod_ip
+    assert after.status.container_statuses[0].restart_count == 0
+    assert len(node.records(ns, "steady")) == 1
 
 
 @needs_kubelet
