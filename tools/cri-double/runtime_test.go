@@ -221,3 +221,24 @@ func TestLogPathIsNeverRelative(t *testing.T) {
 		}
 	}
 }
+
+func TestHostEnvPointsAtTheAPIServerAndHostPaths(t *testing.T) {
+	mounts := []Mount{{ContainerPath: "/imexd", HostPath: "/host/imex"}}
+	env := hostEnv([]string{"KUBERNETES_SERVICE_HOST=10.0.0.1", "KUBERNETES_PORT_443_TCP_ADDR=10.0.0.1",
+		"KUBERNETES_NODE=keep", "CONFIG=/imexd/config.cfg"}, mounts, "127.0.0.1:6443", "/state/rec.json")
+	for _, want := range []string{"KUBERNETES_SERVICE_HOST=127.0.0.1", "KUBERNETES_SERVICE_PORT=6443",
+		"KUBERNETES_NODE=keep", "CONFIG=/host/imex/config.cfg", "CRI_DOUBLE_RECORD=/state/rec.json",
+		`CRI_DOUBLE_MOUNTS=[{"containerPath":"/imexd","hostPath":"/host/imex"}]`} {
+		if !slices.Contains(env, want) {
+			t.Errorf("env lacks %q: %v", want, env)
+		}
+	}
+	for _, kv := range env {
+		if strings.Contains(kv, "10.0.0.1") {
+			t.Errorf("service IP left in %q", kv)
+		}
+	}
+	if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
+		t.Errorf("no PATH in %v", env)
+	}
+}
