@@ -27,10 +27,11 @@ tools: ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok
 	tools/build.sh
 
 .PHONY: lint
-lint: venv ## ruff (lint + format check) and mypy --strict
+lint: venv ## ruff (lint + format check), mypy --strict and the import rules
 	$(VENV)/bin/ruff check operator testbed tests bench
 	$(VENV)/bin/ruff format --check operator testbed tests bench
 	$(VENV)/bin/mypy
+	PYTHONPATH=operator:testbed $(VENV)/bin/lint-imports
 
 .PHONY: fmt
 fmt: venv ## Format and auto-fix with ruff
@@ -40,6 +41,10 @@ fmt: venv ## Format and auto-fix with ruff
 .PHONY: crds
 crds: venv ## Regenerate crds/ from the pydantic models
 	$(PY) -m computedomain.api.crd write crds
+
+.PHONY: protos
+protos: venv ## Regenerate the kubelet plugin's gRPC stubs from its vendored kubelet protos
+	$(PY) scripts/gen_protos.py
 
 .PHONY: test
 test: venv tools ## Run the whole test suite (unit, control plane, end to end)

@@ -10,7 +10,6 @@ from typing import Any, cast
 
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio import client, config
 
 from cdtestbed.cluster import LocalCluster
 from cdtestbed.controller_process import ControllerProcess
@@ -24,7 +23,7 @@ from computedomain.controller.settings import Settings
 from conftest import controller_env
 from support.domains import FOREIGN_UID, Cluster, Object, condition, domain_manifest, unique
 from support.observe import RECONCILES, WRITES, StatusChanges, quiet
-from support.testbed import local_cluster
+from support.testbed import ControlPlane, private_control_plane
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -39,18 +38,15 @@ def node(slot: int) -> str:
     return RACK[slot].name
 
 
-@pytest.fixture(scope="module")
-def private_cluster() -> Iterator[LocalCluster]:
-    with local_cluster(prefix="cluster-domain-") as cluster:
-        yield cluster
+plane = private_control_plane("cluster-domain-")
 
 
 @pytest_asyncio.fixture(scope="module")
-async def private_api(private_cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
-    async with await config.new_client_from_config(config_file=str(private_cluster.kubeconfig)) as api:
-        await add_ready_nodes(api, RACK + PLAIN)
-        await prepare_operator(api, OPERATOR_NAMESPACE, [n.name for n in RACK + PLAIN])
-        yield api
+async def prepared(plane: ControlPlane) -> ControlPlane:
+    """The private control plane with its fake nodes Ready and the operator's prerequisites in place."""
+    await add_ready_nodes(plane.api, RACK + PLAIN)
+    await prepare_operator(plane.api, OPERATOR_NAMESPACE, [n.name for n in RACK + PLAIN])
+    return plane
 
 
 class Controllers:
@@ -77,16 +73,16 @@ class Controllers:
 
 
 @pytest.fixture
-def controllers(private_cluster: LocalCluster, private_api: client.ApiClient) -> Iterator[Controllers]:
-    started = Controllers(private_cluster)
+def controllers(prepared: ControlPlane) -> Iterator[Controllers]:
+    started = Controllers(prepared.cluster)
     yield started
     for process in list(started.running):
         started.stop(process)
 
 
 @pytest_asyncio.fixture
-async def cd(private_api: client.ApiClient) -> Cluster:
-    return Cluster(private_api, OPERATOR_NAMESPACE)
+async def cd(prepared: ControlPlane) -> Cluster:
+    return Cluster(prepared.api, OPERATOR_NAMESPACE)
 
 
 @pytest_asyncio.fixture

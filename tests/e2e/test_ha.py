@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from cdtestbed.cluster import LocalCluster
 from cdtestbed.controller_process import ControllerProcess
 from cdtestbed.install import apply_crds, ensure_namespace
 from computedomain.api import names
 from conftest import DAEMON_IMAGE, controller_env
-from support.testbed import local_cluster
+from support.testbed import ControlPlane, private_control_plane
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -26,18 +25,15 @@ LEASE = "computedomain-controller"
 TAKEOVER_LIMIT = 20.0
 
 
-@pytest.fixture(scope="module")
-def private_cluster() -> Iterator[LocalCluster]:
-    with local_cluster(prefix="cluster-ha-") as cluster:
-        yield cluster
+plane = private_control_plane("cluster-ha-")
 
 
 @pytest_asyncio.fixture(scope="module")
-async def private_api(private_cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
-    async with await config.new_client_from_config(config_file=str(private_cluster.kubeconfig)) as api:
-        await apply_crds(api)
-        await ensure_namespace(api, NAMESPACE)
-        yield api
+async def prepared(plane: ControlPlane) -> ControlPlane:
+    """The private control plane with the CRDs and the controller's namespace."""
+    await apply_crds(plane.api)
+    await ensure_namespace(plane.api, NAMESPACE)
+    return plane
 
 
 def _replica(cluster: LocalCluster, name: str) -> ControllerProcess:
@@ -70,14 +66,12 @@ async def _create_domain(api: client.ApiClient, namespace: str, name: str) -> No
     )
 
 
-async def test_one_leader_and_standby_takes_over_when_it_dies(
-    private_cluster: LocalCluster, private_api: client.ApiClient
-) -> None:
-    replicas = {name: _replica(private_cluster, name) for name in ("replica-a", "replica-b")}
+async def test_one_leader_and_standby_takes_over_when_it_dies(prepared: ControlPlane) -> None:
+    replicas = {name: _replica(prepared.cluster, name) for name in ("replica-a", "replica-b")}
     for replica in replicas.values():
         replica.start()
     try:
-        holder = await eventually(lambda: _holder(private_api), timeout=30, what="a lease holder")
+        holder = await eventually(lambda: _holder(prepared.api), timeout=30, what="a lease holder")
         leader_name = next(name for name in replicas if holder.startswith(f"{name}-"))
         standby_name = next(name for name in replicas if name != leader_name)
         leader, standby = replicas[leader_name], replicas[standby_name]
@@ -88,10 +82,10 @@ async def test_one_leader_and_standby_takes_over_when_it_dies(
         assert leader.get("/readyz")[0] == 200
         assert standby.get("/readyz")[0] == 200
 
-        await client.CoreV1Api(private_api).create_namespace({"metadata": {"name": "ha"}})
-        await _create_domain(private_api, "ha", "before")
+        await client.CoreV1Api(prepared.api).create_namespace({"metadata": {"name": "ha"}})
+        await _create_domain(prepared.api, "ha", "before")
         await eventually(
-            lambda: _domain_reconciled(private_api, "ha", "before"), timeout=30, what="reconcile"
+            lambda: _domain_reconciled(prepared.api, "ha", "before"), timeout=30, what="reconcile"
         )
         assert standby.metric("computedomain_reconcile_total") == 0
 
@@ -100,7 +94,7 @@ async def test_one_leader_and_standby_takes_over_when_it_dies(
         killed = time.monotonic()
 
         async def standby_holds() -> bool:
-            current = await _holder(private_api)
+            current = await _holder(prepared.api)
             return bool(current and current.startswith(f"{standby_name}-"))
 
         await eventually(
@@ -109,9 +103,9 @@ async def test_one_leader_and_standby_takes_over_when_it_dies(
         takeover = time.monotonic() - killed
         assert takeover < TAKEOVER_LIMIT, f"takeover took {takeover:.1f}s"
 
-        await _create_domain(private_api, "ha", "after")
+        await _create_domain(prepared.api, "ha", "after")
         await eventually(
-            lambda: _domain_reconciled(private_api, "ha", "after"), timeout=30, what="new leader works"
+            lambda: _domain_reconciled(prepared.api, "ha", "after"), timeout=30, what="new leader works"
         )
         assert standby.metric("computedomain_leader") == 1
     finally:
@@ -119,18 +113,16 @@ async def test_one_leader_and_standby_takes_over_when_it_dies(
             replica.stop()
 
 
-async def test_clean_shutdown_hands_over_at_once(
-    private_cluster: LocalCluster, private_api: client.ApiClient
-) -> None:
-    first, second = _replica(private_cluster, "first"), _replica(private_cluster, "second")
+async def test_clean_shutdown_hands_over_at_once(prepared: ControlPlane) -> None:
+    first, second = _replica(prepared.cluster, "first"), _replica(prepared.cluster, "second")
     first.start()
     try:
-        await eventually(lambda: _holder_is(private_api, "first-"), timeout=30, what="first replica to lead")
+        await eventually(lambda: _holder_is(prepared.api, "first-"), timeout=30, what="first replica to lead")
         second.start()
         assert first.stop() == 0  # SIGTERM: releases the lease on the way out
         released = time.monotonic()
         await eventually(
-            lambda: _holder_is(private_api, "second-"), timeout=15, interval=0.1, what="handover"
+            lambda: _holder_is(prepared.api, "second-"), timeout=15, interval=0.1, what="handover"
         )
         # A released lease is taken on the standby's next retry, not after the lease duration.
         assert time.monotonic() - released < 6

@@ -12,22 +12,23 @@ be denied, and every permission the chart grants it must have been used by the f
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
 import yaml
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from cdtestbed.cluster import ClusterOptions, LocalCluster
+from cdtestbed.cluster import ClusterOptions
 from cdtestbed.controller_process import ControllerProcess
-from cdtestbed.dra import device_classes, publish_slices
+from cdtestbed.dra import publish_slices
 from cdtestbed.nodes import add_ready_nodes
 from cdtestbed.tools import COMPLETE_ANNOTATION, repo_root
 from cdtestbed.topology import nvl72_racks
 from computedomain.api import names
+from computedomain.dra.deviceclasses import device_classes
 from support.chart import CHART, Object, Tooling, deployment_env
 from support.examples import delete_namespace
 from support.serviceaccount import (
@@ -39,7 +40,7 @@ from support.serviceaccount import (
     unneeded,
     username,
 )
-from support.testbed import local_cluster
+from support.testbed import ControlPlane, private_control_plane
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -71,24 +72,20 @@ CHART_KINDS = {
 # --- fixtures -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def private_cluster() -> Iterator[LocalCluster]:
-    """A control plane of our own (the session's already has the CRDs and a controller)."""
-    with local_cluster(ClusterOptions(audit=True), prefix="cluster-chart-") as cluster:
-        yield cluster
+# A control plane of our own (the session's already has the CRDs and a controller), with audit logs.
+plane = private_control_plane("cluster-chart-", ClusterOptions(audit=True))
 
 
 @pytest_asyncio.fixture(scope="module")
-async def admin(private_cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
+async def admin(plane: ControlPlane) -> client.ApiClient:
     """An admin client of the private cluster, whose fake GPU nodes are Ready."""
-    async with await config.new_client_from_config(config_file=str(private_cluster.kubeconfig)) as api:
-        await add_ready_nodes(api, NODES)
-        yield api
+    await add_ready_nodes(plane.api, NODES)
+    return plane.api
 
 
 @pytest.fixture(scope="module")
-def tools(private_cluster: LocalCluster) -> Tooling:
-    return Tooling(private_cluster.kubeconfig, private_cluster.workdir / "helm")
+def tools(plane: ControlPlane) -> Tooling:
+    return Tooling(plane.cluster.kubeconfig, plane.cluster.workdir / "helm")
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -206,7 +203,7 @@ async def test_install_creates_the_operator(
 
 
 async def test_controller_runs_a_domain_under_the_chart_rbac(
-    private_cluster: LocalCluster, admin: client.ApiClient, tools: Tooling, release: list[Object]
+    plane: ControlPlane, admin: client.ApiClient, tools: Tooling, release: list[Object]
 ) -> None:
     live = await deployment(admin, release)
     account = live["spec"]["template"]["spec"]["serviceAccountName"]
@@ -216,9 +213,9 @@ async def test_controller_runs_a_domain_under_the_chart_rbac(
     # The pod's port would clash with other processes here; the test bed picks a free one.
     env.pop("HTTP_PORT")
     kubeconfig = await service_account_kubeconfig(
-        admin, private_cluster.kubeconfig, NAMESPACE, account, private_cluster.workdir / "kubeconfig-sa"
+        admin, plane.cluster.kubeconfig, NAMESPACE, account, plane.cluster.workdir / "kubeconfig-sa"
     )
-    controller = ControllerProcess(kubeconfig, private_cluster.logs / "controller.log", env)
+    controller = ControllerProcess(kubeconfig, plane.cluster.logs / "controller.log", env)
     controller.start()
     user = username(NAMESPACE, account)
     try:
@@ -239,7 +236,7 @@ async def test_controller_runs_a_domain_under_the_chart_rbac(
     finally:
         code = controller.stop()
         # Checked even when the flow failed: a denial is the likeliest cause, and says what to fix.
-        events = audit_events(private_cluster.audit_log, user)
+        events = audit_events(plane.cluster.audit_log, user)
         denied = sorted({permission_of(e) for e in events if e.get("responseStatus", {}).get("code") == 403})
         assert not denied, f"the chart's RBAC denied the controller {denied}; see {controller.log}"
     assert code == 0, f"controller exited with {code}; see {controller.log}"

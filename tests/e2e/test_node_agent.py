@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
-from cdtestbed.cluster import ClusterOptions, LocalCluster
+from cdtestbed.cluster import ClusterOptions
 from cdtestbed.topology import FakeNode, node_manifest, nvl72_racks, rack_clique_id
 from computedomain.api import names
 from fakenvml.build import compiler
 from fakenvml.config import NVML_ERROR_DRIVER_NOT_LOADED, FakeGpu, FakeGpuNode
-from support.agent import AgentBed, AgentProcess, api_writes
-from support.testbed import local_cluster
+from support.agent import AGENT_NAMESPACE, AgentBed, AgentProcess, api_writes
+from support.testbed import ControlPlane, private_control_plane
 from support.waiting import eventually
 
 pytestmark = [
@@ -48,29 +48,23 @@ def tray(clique: str = RACK_CLIQUE, **changes: Any) -> FakeGpuNode:
     return FakeGpuNode(cluster_uuid=cluster_uuid, clique_id=int(clique_id), **changes)
 
 
-@pytest.fixture(scope="module")
-def private_cluster() -> Iterator[LocalCluster]:
-    with local_cluster(ClusterOptions(controllers=False), prefix="agent-") as cluster:
-        yield cluster
+plane = private_control_plane("agent-", ClusterOptions(controllers=False))
 
 
 @pytest_asyncio.fixture(scope="module")
-async def bed(
-    private_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[AgentBed]:
-    async with await config.new_client_from_config(config_file=str(private_cluster.kubeconfig)) as api:
-        core = client.CoreV1Api(api)
-        for node in NODES:
-            await core.create_node(node_manifest(node))  # type: ignore[arg-type]
-        bed = AgentBed(api, private_cluster.kubeconfig, tmp_path_factory.mktemp("agents"))
-        await bed.install()
-        probe = await bed.pod_client(await bed.agent_pod(SPARE))
-        async with probe:
-            await bed.wait_policy_enforced(probe, FLEET[0], timeout=WAIT)
-        try:
-            yield bed
-        finally:
-            bed.stop_agents()
+async def bed(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentBed]:
+    core = client.CoreV1Api(plane.api)
+    for node in NODES:
+        await core.create_node(node_manifest(node))  # type: ignore[arg-type]
+    bed = AgentBed(plane.api, plane.cluster.kubeconfig, tmp_path_factory.mktemp("agents"))
+    await bed.install()
+    probe = await bed.pod_client(await bed.agent_pod(SPARE))
+    async with probe:
+        await bed.wait_policy_enforced(probe, FLEET[0], timeout=WAIT)
+    try:
+        yield bed
+    finally:
+        bed.stop_agents()
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -104,8 +98,9 @@ async def wait_label(api: client.ApiClient, node: str, value: str | None, agent:
 
 
 async def node_events(api: client.ApiClient, node: str) -> list[Any]:
+    """The agent's Events about `node`: in the agent's own namespace, which the chart gives it."""
     listing = await client.CoreV1Api(api).list_namespaced_event(
-        "default", field_selector=f"involvedObject.kind=Node,involvedObject.name={node}"
+        AGENT_NAMESPACE, field_selector=f"involvedObject.kind=Node,involvedObject.name={node}"
     )
     return sorted(listing.items, key=lambda e: e.metadata.creation_timestamp)
 
@@ -143,6 +138,7 @@ async def test_every_agent_labels_its_own_node(bed: AgentBed, fleet: dict[str, A
         assert event.type == "Normal"
         assert event.source.component == names.AGENT_FIELD_MANAGER
         assert event.involved_object.uid == (await client.CoreV1Api(bed.api).read_node(node)).metadata.uid
+        assert event.metadata.namespace == bed.namespace
     assert (await node_labels(bed.api, SPARE)).get(names.GPU_CLIQUE_LABEL) is None
 
 

@@ -15,24 +15,25 @@ test_helm_chart.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from cdtestbed.cluster import ClusterOptions, LocalCluster
 from cdtestbed.controller_process import ControllerProcess
-from cdtestbed.dra import device_classes, publish_slices
+from cdtestbed.dra import publish_slices
 from cdtestbed.install import apply_crds, ensure_namespace
 from computedomain.api import names
+from computedomain.dra.deviceclasses import device_classes
+from computedomain.dra.slices import resource_slices, slice_name
 from conftest import controller_env
 from support.chart import Object, Tooling
-from support.testbed import local_cluster
+from support.testbed import ControlPlane, control_plane
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -69,23 +70,16 @@ SERVERS = {
 NO_RESOURCE_API = Server("resource.k8s.io/v1=false", (), None)
 
 
-@contextmanager
-def api_server(server: Server) -> Iterator[LocalCluster]:
-    """A private API server (no controllers, no nodes) serving what `server` says."""
+@pytest_asyncio.fixture
+async def admin(request: pytest.FixtureRequest) -> AsyncIterator[ControlPlane]:
+    """A private API server (no controllers, no nodes) serving what the test's parameter says."""
+    server: Server = request.param
     # RBAC alone: the Node authorizer never gets ready with resource.k8s.io/v1 switched off.
     options = ClusterOptions(
         runtime_config=server.runtime_config, controllers=False, authorization_mode="RBAC"
     )
-    with local_cluster(options, prefix="cluster-dra-") as cluster:
-        yield cluster
-
-
-@pytest_asyncio.fixture
-async def admin(request: pytest.FixtureRequest) -> AsyncIterator[tuple[LocalCluster, client.ApiClient]]:
-    """The private API server of the test's parameter, and an admin client of it."""
-    with api_server(request.param) as cluster:
-        async with await config.new_client_from_config(config_file=str(cluster.kubeconfig)) as api:
-            yield cluster, api
+    async with control_plane(options, prefix="cluster-dra-") as plane:
+        yield plane
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -222,9 +216,9 @@ async def settled(controller: ControllerProcess) -> float:
 
 @pytest.mark.parametrize("admin", list(SERVERS.values()), ids=list(SERVERS), indirect=True)
 async def test_controller_and_chart_speak_the_served_version(
-    admin: tuple[LocalCluster, client.ApiClient], request: pytest.FixtureRequest
+    admin: ControlPlane, request: pytest.FixtureRequest
 ) -> None:
-    cluster, api = admin
+    cluster, api = admin.cluster, admin.api
     server: Server = request.node.callspec.params["admin"]
     version = server.picked
     assert version is not None
@@ -239,8 +233,15 @@ async def test_controller_and_chart_speak_the_served_version(
         assert written_in(live, "helm") == {f"{RESOURCE_GROUP}/{version}"}
     # The kubelet-plugin double's ResourceSlices have this version's shape too.
     await publish_slices(api, ["gb200-dra-n00"], version)
-    devices = (await get(api, version, "resourceslices", f"{names.DRIVER}-gb200-dra-n00"))["spec"]["devices"]
+    devices = (await get(api, version, "resourceslices", slice_name("gb200-dra-n00")))["spec"]["devices"]
     assert [d["name"] for d in devices] == ["channel-0", "daemon-0"]
+    # A node with every channel published: the server takes each of its slices as rendered.
+    custom = client.CustomObjectsApi(api)
+    for body in resource_slices("gb200-dra-n01", version, channels=2048):
+        await custom.create_cluster_custom_object(RESOURCE_GROUP, version, "resourceslices", body)
+        live = await get(api, version, "resourceslices", body["metadata"]["name"])
+        assert live["spec"]["devices"] == body["spec"]["devices"]
+        assert live["spec"]["pool"] == body["spec"]["pool"]
 
     controller = start_controller(cluster)
     try:
@@ -297,9 +298,9 @@ async def test_controller_and_chart_speak_the_served_version(
 
 @pytest.mark.parametrize("admin", [NO_RESOURCE_API], ids=["none"], indirect=True)
 async def test_without_a_resource_api_the_domain_says_so(
-    admin: tuple[LocalCluster, client.ApiClient],
+    admin: ControlPlane,
 ) -> None:
-    cluster, api = admin
+    cluster, api = admin.cluster, admin.api
     assert await served_versions(api) == ()
 
     tools = Tooling(cluster.kubeconfig, cluster.workdir / "helm")

@@ -7,24 +7,24 @@ With that token the agent may set and remove the `nvidia.com/gpu.clique` label o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
-from cdtestbed.cluster import ClusterOptions, LocalCluster
+from cdtestbed.cluster import ClusterOptions
 from cdtestbed.topology import FakeNode, node_manifest
 from computedomain.agent.clique import CliqueResult, Reason
 from computedomain.agent.labeler import NodeLabeler
-from computedomain.agent.nodeplan import APPLY_CONTENT_TYPE
 from computedomain.api import names
+from computedomain.kube import APPLY, Kube
 from support.agent import MERGE_PATCH_ARGS, AgentBed, forbidden_message
 from support.kubelet import account_token, token_client
-from support.testbed import local_cluster
+from support.testbed import ControlPlane, private_control_plane
 
 pytestmark = pytest.mark.cluster
 
@@ -37,23 +37,17 @@ WAIT = 60.0
 ONLY_THE_LABEL = f"the node agent may change only the {names.GPU_CLIQUE_LABEL} label of its node"
 
 
-@pytest.fixture(scope="module")
-def private_cluster() -> Iterator[LocalCluster]:
-    with local_cluster(ClusterOptions(controllers=False), prefix="admission-") as cluster:
-        yield cluster
+plane = private_control_plane("admission-", ClusterOptions(controllers=False))
 
 
 @pytest_asyncio.fixture(scope="module")
-async def bed(
-    private_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[AgentBed]:
-    async with await config.new_client_from_config(config_file=str(private_cluster.kubeconfig)) as api:
-        for name in (NODE_A, NODE_B):
-            node = FakeNode(name, "", "NVIDIA-GB200", extra_labels={"team": "blue"})
-            await client.CoreV1Api(api).create_node(node_manifest(node))  # type: ignore[arg-type]
-        bed = AgentBed(api, private_cluster.kubeconfig, tmp_path_factory.mktemp("admission"))
-        await bed.install()
-        yield bed
+async def bed(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> AgentBed:
+    for name in (NODE_A, NODE_B):
+        node = FakeNode(name, "", "NVIDIA-GB200", extra_labels={"team": "blue"})
+        await client.CoreV1Api(plane.api).create_node(node_manifest(node))  # type: ignore[arg-type]
+    bed = AgentBed(plane.api, plane.cluster.kubeconfig, tmp_path_factory.mktemp("admission"))
+    await bed.install()
+    return bed
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -64,6 +58,16 @@ async def agent_a(bed: AgentBed) -> AsyncIterator[client.ApiClient]:
         yield api
 
 
+@pytest_asyncio.fixture
+async def agent_kube(agent_a: client.ApiClient) -> AsyncIterator[Kube]:
+    """The agent's client layer on its credentials, with its field manager, as the agent builds it."""
+    kube = Kube(agent_a, field_manager=names.AGENT_FIELD_MANAGER)
+    try:
+        yield kube
+    finally:
+        await kube.close()
+
+
 async def labels_of(api: client.ApiClient, node: str) -> dict[str, str]:
     return dict((await client.CoreV1Api(api).read_node(node)).metadata.labels or {})
 
@@ -72,18 +76,17 @@ def merge_patch(api: client.ApiClient, node: str, body: dict[str, Any]) -> Any:
     return client.CoreV1Api(api).patch_node(node, body, **MERGE_PATCH_ARGS)
 
 
-async def test_agent_sets_and_removes_its_own_nodes_clique_label(
-    bed: AgentBed, agent_a: client.ApiClient
-) -> None:
-    labeler = NodeLabeler(agent_a, NODE_A)
+async def test_agent_sets_and_removes_its_own_nodes_clique_label(bed: AgentBed, agent_kube: Kube) -> None:
+    labeler = NodeLabeler(agent_kube, NODE_A, bed.namespace)
     assert await labeler.sync(FOUND)
     assert (await labels_of(bed.api, NODE_A))[names.GPU_CLIQUE_LABEL] == CLIQUE
     assert await labeler.sync(NO_FABRIC)
     labels = await labels_of(bed.api, NODE_A)
     assert names.GPU_CLIQUE_LABEL not in labels
     assert labels["team"] == "blue"
+    # Posted in the agent's own namespace, the only one where the chart's RBAC lets it post Events.
     events = await client.CoreV1Api(bed.api).list_namespaced_event(
-        "default", field_selector=f"involvedObject.name={NODE_A}"
+        bed.namespace, field_selector=f"involvedObject.name={NODE_A}"
     )
     assert [e.reason for e in events.items if e.source.component == names.AGENT_FIELD_MANAGER] == [
         "NVLinkCliqueDetected",
@@ -91,7 +94,9 @@ async def test_agent_sets_and_removes_its_own_nodes_clique_label(
     ]
 
 
-async def test_agent_cannot_label_another_node(bed: AgentBed, agent_a: client.ApiClient) -> None:
+async def test_agent_cannot_label_another_node(
+    bed: AgentBed, agent_a: client.ApiClient, agent_kube: Kube
+) -> None:
     message = await forbidden_message(
         merge_patch(agent_a, NODE_B, {"metadata": {"labels": {names.GPU_CLIQUE_LABEL: CLIQUE}}})
     )
@@ -101,7 +106,7 @@ async def test_agent_cannot_label_another_node(bed: AgentBed, agent_a: client.Ap
     )
     assert bed.policy_name in message
     # The agent's own code, pointed at the wrong node, gets nowhere either.
-    assert not await NodeLabeler(agent_a, NODE_B).sync(FOUND)
+    assert not await NodeLabeler(agent_kube, NODE_B, bed.namespace).sync(FOUND)
     assert names.GPU_CLIQUE_LABEL not in await labels_of(bed.api, NODE_B)
 
 
@@ -160,7 +165,7 @@ async def test_agent_cannot_apply_another_label_with_its_own(
         "kind": "Node",
         "metadata": {"name": NODE_A, "labels": {names.GPU_CLIQUE_LABEL: CLIQUE, "team": "red"}},
     }
-    apply: dict[str, Any] = {"_content_type": APPLY_CONTENT_TYPE}
+    apply: dict[str, Any] = {"_content_type": APPLY}
     message = await forbidden_message(
         client.CoreV1Api(agent_a).patch_node(
             NODE_A, body, field_manager=names.AGENT_FIELD_MANAGER, force=True, **apply
@@ -197,6 +202,29 @@ async def test_a_token_without_a_node_changes_nothing(bed: AgentBed, tmp_path: P
     assert message is not None
     assert "the node agent may change nodes only from a pod bound to a node" in message
     assert names.GPU_CLIQUE_LABEL not in await labels_of(bed.api, NODE_A)
+
+
+def node_event(namespace: str) -> Any:
+    """An Event about node A in `namespace`, its reference valid there (the API server requires a
+    reference without a namespace to be posted in `default`, one with a namespace in that one)."""
+    reference = {"apiVersion": "v1", "kind": "Node", "name": NODE_A}
+    if namespace != "default":
+        reference["namespace"] = namespace
+    body = {"metadata": {"generateName": f"{NODE_A}."}, "involvedObject": reference, "reason": "Probe"}
+    return cast(Any, body)
+
+
+async def test_rbac_keeps_the_agents_events_in_its_namespace(
+    bed: AgentBed, agent_a: client.ApiClient
+) -> None:
+    core = client.CoreV1Api(agent_a)
+    message = await forbidden_message(
+        core.create_namespaced_event("default", node_event("default"), dry_run="All")
+    )
+    assert message is not None
+    assert 'cannot create resource "events"' in message
+    allowed = core.create_namespaced_event(bed.namespace, node_event(bed.namespace), dry_run="All")
+    assert await forbidden_message(allowed) is None
 
 
 async def test_the_policy_leaves_everyone_else_alone(bed: AgentBed, agent_a: client.ApiClient) -> None:

@@ -19,6 +19,7 @@ from cdtestbed.topology import FakeNode, rack_clique_id
 from computedomain.api import names
 from computedomain.daemon import kube
 from computedomain.daemon.config import DaemonEntry
+from computedomain.kube import Kube
 from support import testbed
 from support.agent import MERGE_PATCH_ARGS, forbidden_message, kubectl, render_chart
 from support.kubelet import pod_token, token_client
@@ -86,36 +87,49 @@ async def daemon_api(
     """The daemon's credentials: a token bound to its pod."""
     token = await pod_token(api, daemon_pod)
     async with await token_client(cluster.kubeconfig, token, tmp_path / "kubeconfig") as daemon:
+        daemon_kube = Kube(daemon, field_manager=kube.FIELD_MANAGER)
+
         # RBAC objects just applied reach the authorizer's cache a moment later.
         async def allowed() -> bool:
-            return await forbidden_message(kube.read_node_clique(daemon, NODE)) is None
+            return await forbidden_message(kube.read_node_clique(daemon_kube, NODE)) is None
 
-        await eventually(allowed, timeout=WAIT, what="the daemon's RBAC in effect")
+        try:
+            await eventually(allowed, timeout=WAIT, what="the daemon's RBAC in effect")
+        finally:
+            await daemon_kube.close()
         yield daemon
 
 
+@pytest_asyncio.fixture
+async def daemon_kube(daemon_api: client.ApiClient) -> AsyncIterator[Kube]:
+    """The daemon's client layer, as `run` builds it, on the daemon's credentials."""
+    daemon_kube = Kube(daemon_api, field_manager=kube.FIELD_MANAGER)
+    try:
+        yield daemon_kube
+    finally:
+        await daemon_kube.close()
+
+
 async def test_daemon_labels_its_own_pod(
-    api: client.ApiClient, daemon_api: client.ApiClient, daemon_pod: dict[str, Any], namespace: str
+    api: client.ApiClient, daemon_kube: Kube, daemon_pod: dict[str, Any], namespace: str
 ) -> None:
     name = daemon_pod["metadata"]["name"]
-    await kube.label_own_pod(daemon_api, namespace, name, CLIQUE)
+    await kube.label_own_pod(daemon_kube, namespace, name, CLIQUE)
     pod = await client.CoreV1Api(api).read_namespaced_pod(name, namespace)
     assert pod.metadata.labels == {names.CLIQUE_LABEL: CLIQUE}
     # A node without NVLink fabric: the label is present and empty, as the controller expects.
-    await kube.label_own_pod(daemon_api, namespace, name, "")
+    await kube.label_own_pod(daemon_kube, namespace, name, "")
     pod = await client.CoreV1Api(api).read_namespaced_pod(name, namespace)
     assert pod.metadata.labels == {names.CLIQUE_LABEL: ""}
 
 
-async def test_daemon_reads_its_nodes_clique(
-    fake_nodes: list[FakeNode], daemon_api: client.ApiClient
-) -> None:
-    assert await kube.read_node_clique(daemon_api, "gb200-r1-n05") == CLIQUE
-    assert await kube.read_node_clique(daemon_api, NODE) == ""
+async def test_daemon_reads_its_nodes_clique(fake_nodes: list[FakeNode], daemon_kube: Kube) -> None:
+    assert await kube.read_node_clique(daemon_kube, "gb200-r1-n05") == CLIQUE
+    assert await kube.read_node_clique(daemon_kube, NODE) == ""
 
 
 async def test_daemon_follows_only_its_clique(
-    api: client.ApiClient, daemon_api: client.ApiClient, namespace: str
+    api: client.ApiClient, daemon_kube: Kube, namespace: str
 ) -> None:
     custom = client.CustomObjectsApi(api)
     mine, other = names.clique_name(DOMAIN_UID, CLIQUE), names.clique_name(DOMAIN_UID, rack_clique_id(0))
@@ -123,7 +137,7 @@ async def test_daemon_follows_only_its_clique(
     history: list[tuple[DaemonEntry, ...]] = []
 
     async def follow() -> None:
-        async for daemons in kube.watch_clique(daemon_api, namespace, mine):
+        async for daemons in kube.watch_clique(daemon_kube, namespace, mine):
             history.append(daemons)
             await seen.put(daemons)
 

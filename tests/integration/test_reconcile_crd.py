@@ -71,6 +71,24 @@ async def test_a_missing_template_name_is_rejected(cd: Cluster, namespace: str) 
     assert "spec.channel.resourceClaimTemplate.name: Required value" in message
 
 
+@pytest.mark.parametrize("name", ["Bad_Name.", "x" * 254, "-lead", "trail-", "UPPER"])
+async def test_a_template_name_the_api_server_would_refuse_is_rejected(
+    cd: Cluster, namespace: str, name: str
+) -> None:
+    manifest = domain_manifest(unique("cd"), namespace)
+    manifest["spec"]["channel"]["resourceClaimTemplate"] = {"name": name}
+    message = await rejection(cd, manifest)
+    assert "spec.channel.resourceClaimTemplate.name" in message
+    assert ("Too long" in message) if len(name) > 253 else ("DNS-1123 subdomain" in message)
+
+
+async def test_a_valid_dotted_template_name_is_accepted(cd: Cluster, namespace: str) -> None:
+    manifest = domain_manifest(unique("cd"), namespace)
+    manifest["spec"]["channel"]["resourceClaimTemplate"] = {"name": "team.a-1.channel"}
+    created = await cd.create_domain(manifest)
+    assert created["spec"]["channel"]["resourceClaimTemplate"]["name"] == "team.a-1.channel"
+
+
 async def test_the_spec_is_immutable(cd: Cluster, namespace: str) -> None:
     name = unique("cd")
     uid = (await cd.create_domain(domain_manifest(name, namespace, num_nodes=2)))["metadata"]["uid"]

@@ -23,6 +23,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from cdtestbed.tools import Tools, repo_root
+from computedomain.kube import KubeError
 from fakenvml.build import build_fake_nvml
 from fakenvml.config import FakeGpuNode
 from support.kubelet import (
@@ -130,13 +131,18 @@ def fake_nvml_dir() -> Path:
 
 
 async def forbidden_message(call: Any) -> str | None:
-    """Await `call`; the API server's message if it answered 403 Forbidden, None if it succeeded."""
+    """Await `call` (of the generated client or of `computedomain.kube`); the API server's message if
+    it answered 403 Forbidden, None if it succeeded."""
     try:
         await call
     except ApiException as err:
         if err.status != 403:
             raise
         return str(yaml.safe_load(err.body or "{}").get("message", ""))
+    except KubeError as err:
+        if err.status != 403:
+            raise
+        return str(err)
     return None
 
 

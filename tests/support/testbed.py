@@ -6,10 +6,14 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+from kubernetes_asyncio import client, config
 
 from cdtestbed.cluster import STATE_FILE, ClusterOptions, LocalCluster
 from cdtestbed.tools import Tools, repo_root
@@ -86,3 +90,37 @@ def testbed() -> Iterator[Testbed]:
         return
     with local_cluster() as cluster:
         yield Testbed(cluster.kubeconfig, cluster.logs, cluster)
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """A private control plane and an admin client of it."""
+
+    cluster: LocalCluster
+    api: client.ApiClient
+
+
+@asynccontextmanager
+async def control_plane(
+    options: ClusterOptions | None = None, prefix: str = "cluster-"
+) -> AsyncIterator[ControlPlane]:
+    """Start a private control plane and open an admin client of it for the duration of the block."""
+    with local_cluster(options, prefix=prefix) as cluster:
+        async with await config.new_client_from_config(config_file=str(cluster.kubeconfig)) as api:
+            yield ControlPlane(cluster, api)
+
+
+def private_control_plane(prefix: str, options: ClusterOptions | None = None) -> Callable[..., Any]:
+    """A module-scoped fixture yielding a `ControlPlane` of the module's own.
+
+    For tests that need a control plane set up differently from the session's or that must not share
+    it. Assign it in the module (`plane = private_control_plane("cluster-ha-")`); the attribute's name
+    is the fixture's name. `prefix` names the control plane's folder under .work/tests.
+    """
+
+    @pytest_asyncio.fixture(scope="module")
+    async def fixture() -> AsyncIterator[ControlPlane]:
+        async with control_plane(options, prefix) as plane:
+            yield plane
+
+    return fixture

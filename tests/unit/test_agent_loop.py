@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from computedomain.agent.__main__ import parse_bool, parse_options
+from computedomain.agent.__main__ import parse_options
 from computedomain.agent.clique import CliqueResult, Reason
 from computedomain.agent.gpus import FabricInfo, FabricState, GpuInfo, NodeGpus, NvmlCallError, NvmlStatus
 from computedomain.agent.loop import AgentSettings, NvmlRequiredError, next_delay, run_loop
@@ -59,11 +58,11 @@ class RecordingSink:
         return self.answers.pop(0) if self.answers else True
 
 
-BASE = AgentSettings("gb200-r1-n03", interval=LONG, retry_interval=0.0, require_nvml=True)
+BASE = AgentSettings(node_name="gb200-r1-n03", interval=LONG, retry_interval=0.0, require_nvml=True)
 
 
 def settings(**overrides: Any) -> AgentSettings:
-    return dataclasses.replace(BASE, **overrides)
+    return BASE.model_copy(update=overrides)
 
 
 async def run(source: ScriptedSource, sink: RecordingSink, agent: AgentSettings) -> None:
@@ -73,19 +72,31 @@ async def run(source: ScriptedSource, sink: RecordingSink, agent: AgentSettings)
 class TestNextDelay:
     def test_stable_answer_waits_the_interval(self) -> None:
         result = CliqueResult("c.1", Reason.CLIQUE_FOUND, "m")
-        assert next_delay(result, True, AgentSettings("n", 60, 5)) == 60
+        assert next_delay(result, True, AgentSettings(node_name="n", interval=60, retry_interval=5)) == 60
 
     @pytest.mark.parametrize("reason", [Reason.REGISTRATION_IN_PROGRESS, Reason.NVML_CALL_FAILED])
     def test_transient_answer_rechecks_sooner(self, reason: Reason) -> None:
-        assert next_delay(CliqueResult(None, reason, "m"), True, AgentSettings("n", 60, 5)) == 5
+        assert (
+            next_delay(
+                CliqueResult(None, reason, "m"),
+                True,
+                AgentSettings(node_name="n", interval=60, retry_interval=5),
+            )
+            == 5
+        )
 
     def test_failed_write_rechecks_sooner(self) -> None:
         result = CliqueResult(None, Reason.NO_FABRIC, "m")
-        assert next_delay(result, False, AgentSettings("n", 60, 5)) == 5
+        assert next_delay(result, False, AgentSettings(node_name="n", interval=60, retry_interval=5)) == 5
 
     def test_retry_never_exceeds_interval(self) -> None:
         assert (
-            next_delay(CliqueResult(None, Reason.NVML_CALL_FAILED, "m"), True, AgentSettings("n", 2, 5)) == 2
+            next_delay(
+                CliqueResult(None, Reason.NVML_CALL_FAILED, "m"),
+                True,
+                AgentSettings(node_name="n", interval=2, retry_interval=5),
+            )
+            == 2
         )
 
 
@@ -145,20 +156,52 @@ async def test_reporter_sees_every_check_without_a_sink() -> None:
     assert seen == [Reason.REGISTRATION_IN_PROGRESS, Reason.CLIQUE_FOUND]
 
 
+AGENT_ENV = {"NODE_NAME": "gb200-r1-n03", "POD_NAMESPACE": "gpu-operator"}
+
+
 class TestOptions:
     def test_defaults(self) -> None:
-        options = parse_options([], {"NODE_NAME": "gb200-r1-n03"})
-        assert options.settings == AgentSettings("gb200-r1-n03", 60.0, 5.0, True)
-        assert (options.once, options.kube, options.json, options.log_format) == (False, True, False, "plain")
+        options = parse_options([], AGENT_ENV)
+        assert options.settings == AgentSettings(
+            node_name="gb200-r1-n03",
+            namespace="gpu-operator",
+            interval=60.0,
+            retry_interval=5.0,
+            require_nvml=True,
+            log_format="text",
+            log_level="INFO",
+            kube=True,
+        )
+        assert (options.once, options.kube, options.json) == (False, True, False)
 
-    def test_env_turns_off_the_nvml_requirement_and_the_flag_wins(self) -> None:
-        env = {"NODE_NAME": "n", "REQUIRE_NVML": "false", "LOG_FORMAT": "json"}
-        options = parse_options([], env)
-        assert not options.settings.require_nvml
-        assert options.log_format == "json"
-        assert parse_options(["--require-nvml"], env).settings.require_nvml
+    def test_every_setting_comes_from_the_environment(self) -> None:
+        env = {
+            **AGENT_ENV,
+            "CHECK_INTERVAL_SECONDS": "30",
+            "RETRY_INTERVAL_SECONDS": "0.5",
+            "REQUIRE_NVML": "false",
+            "LOG_FORMAT": "JSON",
+            "LOG_LEVEL": "debug",
+        }
+        settings = parse_options([], env).settings
+        assert (settings.interval, settings.retry_interval, settings.require_nvml) == (30.0, 0.5, False)
+        assert (settings.log_format, settings.log_level) == ("json", "DEBUG")
 
-    def test_once_without_kube_needs_no_node_name(self) -> None:
+    def test_options_override_the_environment(self) -> None:
+        env = {**AGENT_ENV, "REQUIRE_NVML": "false", "LOG_FORMAT": "json", "CHECK_INTERVAL_SECONDS": "30"}
+        argv = ["--require-nvml", "--interval", "1", "--retry-interval", "0.5", "--node-name", "other"]
+        settings = parse_options([*argv, "--log-format", "text", "--log-level", "WARNING"], env).settings
+        assert settings.require_nvml
+        assert (settings.interval, settings.retry_interval, settings.node_name) == (1.0, 0.5, "other")
+        assert (settings.log_format, settings.log_level) == ("text", "WARNING")
+        assert not parse_options(["--no-require-nvml"], {**AGENT_ENV}).settings.require_nvml
+
+    @pytest.mark.parametrize(("given", "expected"), [("plain", "text"), ("text", "text"), ("json", "json")])
+    def test_log_formats_of_the_chart_and_the_old_plain(self, given: str, expected: str) -> None:
+        assert parse_options([], {**AGENT_ENV, "LOG_FORMAT": given}).settings.log_format == expected
+        assert parse_options(["--log-format", given], AGENT_ENV).settings.log_format == expected
+
+    def test_once_without_kube_needs_no_node_name_nor_namespace(self) -> None:
         options = parse_options(["--once", "--no-kube", "--json", "--no-require-nvml"], {})
         assert (options.once, options.kube, options.json, options.settings.require_nvml) == (
             True,
@@ -168,23 +211,37 @@ class TestOptions:
         )
 
     @pytest.mark.parametrize(
-        ("argv", "env"),
+        ("argv", "env", "named"),
         [
-            ([], {}),
-            ([], {"NODE_NAME": "n", "REQUIRE_NVML": "maybe"}),
-            (["--interval", "0"], {"NODE_NAME": "n"}),
+            ([], {"POD_NAMESPACE": "ns"}, "NODE_NAME is required"),
+            ([], {"NODE_NAME": "n"}, "POD_NAMESPACE is required"),
+            ([], {**AGENT_ENV, "REQUIRE_NVML": "maybe"}, "REQUIRE_NVML='maybe': must be true or false"),
+            (["--interval", "0"], AGENT_ENV, "--interval=0.0: Input should be greater than 0"),
+            ([], {**AGENT_ENV, "CHECK_INTERVAL_SECONDS": "soon"}, "CHECK_INTERVAL_SECONDS='soon'"),
+            (["--log-format", "xml"], AGENT_ENV, "--log-format='xml': must be json or text"),
+            ([], {**AGENT_ENV, "LOG_LEVEL": "loud"}, "LOG_LEVEL='loud'"),
         ],
     )
     def test_invalid_input_exits_2(
-        self, argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+        self, argv: list[str], env: dict[str, str], named: str, capsys: pytest.CaptureFixture[str]
     ) -> None:
         with pytest.raises(SystemExit) as exited:
             parse_options(argv, env)
         assert exited.value.code == 2
-        assert "computedomain-agent: error:" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "computedomain-agent: error: invalid agent settings:" in err
+        assert named in err
 
-    @pytest.mark.parametrize(
-        ("text", "value"), [("1", True), ("TRUE", True), (" yes ", True), ("0", False), ("off", False)]
-    )
-    def test_parse_bool(self, text: str, value: bool) -> None:
-        assert parse_bool(text) is value
+    def test_every_bad_variable_is_named_in_one_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        env = {
+            "CHECK_INTERVAL_SECONDS": "0",
+            "RETRY_INTERVAL_SECONDS": "-1",
+            "REQUIRE_NVML": "maybe",
+            "LOG_FORMAT": "xml",
+            "LOG_LEVEL": "loud",
+        }
+        with pytest.raises(SystemExit):
+            parse_options([], env)
+        err = capsys.readouterr().err
+        for variable in (*env, "NODE_NAME", "POD_NAMESPACE"):
+            assert variable in err, variable

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from computedomain.agent.clique import CliqueResult, Reason
 from computedomain.agent.nodeplan import (
-    EVENT_NAMESPACE,
     EventSpec,
     LabelAction,
     LabelPlan,
@@ -17,7 +15,6 @@ from computedomain.agent.nodeplan import (
     owns_label,
     plan_event,
     plan_label,
-    render_event,
     render_label_apply,
     state_key,
 )
@@ -170,31 +167,3 @@ class TestPlanEvent:
         assert (spec.type, spec.reason) == ("Normal", "NVLinkCliqueRemoved")
         assert str(result.reason) in spec.message
         assert plan_event(state_key(PENDING), result, changed_label=False) is None
-
-
-def test_event_names_the_node_and_is_valid_core_v1() -> None:
-    now = datetime(2025, 3, 1, 12, 30, 5, 123456, tzinfo=timezone(timedelta(hours=2)))
-    spec = EventSpec("Warning", "NVLinkCliqueInvalid", "x" * 5000)
-    event = render_event("gb200-r1-n03", "3f0c-uid", spec, now)
-    assert event["metadata"]["namespace"] == EVENT_NAMESPACE == "default"
-    assert event["metadata"]["name"].startswith("gb200-r1-n03.")
-    assert event["involvedObject"] == {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "name": "gb200-r1-n03",
-        "uid": "3f0c-uid",
-    }
-    assert (event["type"], event["reason"]) == ("Warning", "NVLinkCliqueInvalid")
-    assert len(event["message"]) == 1024
-    assert event["firstTimestamp"] == event["lastTimestamp"] == "2025-03-01T10:30:05Z"
-    assert event["source"] == {"component": names.AGENT_FIELD_MANAGER, "host": "gb200-r1-n03"}
-    assert event["count"] == 1
-
-
-def test_event_names_differ_in_time_and_fit_an_object_name() -> None:
-    spec = EventSpec("Normal", "NVLinkCliqueDetected", "m")
-    now = datetime(2025, 3, 1, tzinfo=UTC)
-    first = render_event("n", "u", spec, now)["metadata"]["name"]
-    second = render_event("n", "u", spec, now + timedelta(microseconds=1))["metadata"]["name"]
-    assert first != second
-    assert len(render_event("a" * 253, "u", spec, now)["metadata"]["name"]) <= 253

@@ -2,106 +2,29 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from cdtestbed.tools import Tools
 from computedomain.api import names
-
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "computedomain-operator"
-NAMESPACE = "cd-system"
-RELEASE = "cdop"
-WILDCARD = "*"
-# What `helm template` needs to stand in for a cluster of each resource.k8s.io generation. Offline,
-# Helm claims every API version it knows; the Kubernetes version is what tells them apart.
-CLUSTER_V1 = ("--kube-version", "1.34.0", "--api-versions", "resource.k8s.io/v1")
-CLUSTER_V1BETA2 = ("--kube-version", "1.33.0", "--api-versions", "resource.k8s.io/v1beta2")
-CLUSTER_V1BETA1 = ("--kube-version", "1.32.0", "--api-versions", "resource.k8s.io/v1beta1")
-
-Manifest = dict[str, Any]
-# One RBAC rule as (apiGroups, resources, resourceNames, verbs).
-Rule = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]
-
-
-def find_helm() -> Path | None:
-    """The helm binary of the tool cache (`make tools`), else one on PATH."""
-    cached = Tools.default().directory / "bin" / "helm"
-    if cached.exists():
-        return cached
-    found = shutil.which("helm")
-    return Path(found) if found else None
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    path = find_helm()
-    if path is None:
-        pytest.skip("helm binary not found (neither in the tool cache nor on PATH): run `make tools`")
-    return path
-
-
-def run_template(helm: Path, *args: str, namespace: str = NAMESPACE) -> subprocess.CompletedProcess[str]:
-    """Run `helm template` of the chart; the caller looks at the outcome."""
-    command = [str(helm), "template", RELEASE, str(CHART), "--namespace", namespace, *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-
-
-def render(helm: Path, *args: str) -> list[Manifest]:
-    """The chart's objects for these `helm template` arguments; fails the test if rendering fails."""
-    result = run_template(helm, *args)
-    assert result.returncode == 0, f"helm template {' '.join(args)} failed:\n{result.stderr}"
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def only(manifests: list[Manifest], kind: str, name_part: str = "") -> Manifest:
-    """The one object of `kind` whose name contains `name_part`."""
-    found = [m for m in manifests if m["kind"] == kind and name_part in m["metadata"]["name"]]
-    assert len(found) == 1, (
-        f"expected one {kind} named *{name_part}*, found {[m['metadata']['name'] for m in found]}"
-    )
-    return found[0]
-
-
-def rules_of(role: Manifest) -> list[Rule]:
-    """A role's rules as (apiGroups, resources, resourceNames, verbs), sorted, for exact comparison."""
-    return sorted(
-        (
-            tuple(rule.get("apiGroups", [])),
-            tuple(rule.get("resources", [])),
-            tuple(rule.get("resourceNames", [])),
-            tuple(sorted(rule.get("verbs", []))),
-        )
-        for rule in role["rules"]
-    )
-
-
-def rule(group: str, resource: str, verbs: str, resource_names: tuple[str, ...] = ()) -> Rule:
-    return ((group,), (resource,), resource_names, tuple(sorted(verbs.split())))
-
-
-def env_of(container: Manifest) -> dict[str, Manifest]:
-    return {entry["name"]: entry for entry in container.get("env", [])}
-
-
-def walk(node: Any) -> Iterator[Any]:
-    """Every value nested in `node`, `node` included."""
-    yield node
-    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-    for child in children:
-        yield from walk(child)
-
-
-@pytest.fixture(scope="module")
-def default_render(helm: Path) -> list[Manifest]:
-    return render(helm, *CLUSTER_V1)
-
+from support.chartrender import (
+    CHART,
+    CLUSTER_V1,
+    CLUSTER_V1BETA1,
+    CLUSTER_V1BETA2,
+    NAMESPACE,
+    RELEASE,
+    WILDCARD,
+    Manifest,
+    env_of,
+    only,
+    render,
+    rule,
+    rules_of,
+    run_template,
+    walk,
+)
 
 # --- chart hygiene ----------------------------------------------------------------------------------
 
@@ -220,9 +143,15 @@ def test_controller_rbac_is_exactly_what_it_needs(default_render: list[Manifest]
 
 def test_node_agent_and_daemon_rbac(default_render: list[Manifest]) -> None:
     agent = only(default_render, "ClusterRole", "node-agent")
-    assert rules_of(agent) == sorted(
-        [rule("", "nodes", "get list watch patch"), rule("", "events", "create patch")]
-    )
+    assert rules_of(agent) == [rule("", "nodes", "get list watch patch")]
+    # Events only in the agent's own namespace, where the DaemonSet tells it to post them.
+    agent_role = only(default_render, "Role", "node-agent")
+    assert agent_role["metadata"]["namespace"] == NAMESPACE
+    assert rules_of(agent_role) == [rule("", "events", "create")]
+    agent_pod = only(default_render, "DaemonSet", "node-agent")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(agent_pod)["POD_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
     daemon_role = only(default_render, "Role", "imex-daemon")
     assert rules_of(daemon_role) == sorted(
         [rule(names.GROUP, names.CLIQUE_PLURAL, "get list watch"), rule("", "pods", "get patch")]
@@ -374,7 +303,7 @@ def test_values_reach_the_controller(helm: Path) -> None:
 
 
 def test_node_agent_daemonset(default_render: list[Manifest]) -> None:
-    pod = only(default_render, "DaemonSet")["spec"]["template"]["spec"]
+    pod = only(default_render, "DaemonSet", "node-agent")["spec"]["template"]["spec"]
     agent = pod["containers"][0]
     assert agent["command"] == ["computedomain-agent"]
     env = env_of(agent)
@@ -401,18 +330,22 @@ def test_node_agent_daemonset(default_render: list[Manifest]) -> None:
 
 def test_node_agent_driver_root_and_switch(helm: Path) -> None:
     moved = render(helm, *CLUSTER_V1, "--set", "nodeAgent.driverRoot=/run/nvidia/driver")
-    volumes = {v["name"]: v for v in only(moved, "DaemonSet")["spec"]["template"]["spec"]["volumes"]}
+    volumes = {
+        v["name"]: v for v in only(moved, "DaemonSet", "node-agent")["spec"]["template"]["spec"]["volumes"]
+    }
     assert volumes["driver-root"]["hostPath"]["path"] == "/run/nvidia/driver"
 
     disabled = render(helm, *CLUSTER_V1, "--set", "nodeAgent.enabled=false")
     kinds = [(m["kind"], m["metadata"]["name"]) for m in disabled]
     assert not [k for k in kinds if "node-agent" in k[1]], kinds
-    assert not any(kind == "DaemonSet" for kind, _ in kinds)
+    assert [name for kind, name in kinds if kind == "DaemonSet"] == [
+        f"{RELEASE}-computedomain-operator-kubelet-plugin"
+    ]
 
 
 def test_node_agent_admission_policy(default_render: list[Manifest]) -> None:
-    policy = only(default_render, "ValidatingAdmissionPolicy")
-    binding = only(default_render, "ValidatingAdmissionPolicyBinding")
+    policy = only(default_render, "ValidatingAdmissionPolicy", "node-agent")
+    binding = only(default_render, "ValidatingAdmissionPolicyBinding", "node-agent")
     assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
 

@@ -1,7 +1,8 @@
 """The daemon's API layer against a scripted stand-in for the API server (aiohttp test server).
 
 Only the clique endpoint and the pod patch are served; the stand-in checks the requests and answers with
-lists, watch streams, an expired watch (410) and a server error.
+lists, watch streams, an expired watch (410) and a server error. The stream folds changes that arrive
+while its consumer is busy, so the consumer here reads every list as soon as it comes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from kubernetes_asyncio import client
 from computedomain.api import names
 from computedomain.daemon import kube
 from computedomain.daemon.config import DaemonEntry
+from computedomain.kube import Kube, KubeError
+from computedomain.kube import informer as informer_module
+from computedomain.kube.backoff import Backoff
 
 NAMESPACE = "dra-driver"
 CLIQUE_NAME = "0c9d7c4e-7b1a-4a63-9a55-1f1f0d6f2a10.7d3b.32766"
@@ -50,6 +54,7 @@ class ScriptedApiServer:
     def __init__(self) -> None:
         self.requests: list[dict[str, str]] = []
         self.patches: list[tuple[str, str, Any]] = []
+        self.field_managers: list[str] = []
 
     async def cliques(self, request: web.Request) -> web.StreamResponse:
         query = dict(request.query)
@@ -78,6 +83,8 @@ class ScriptedApiServer:
         if step == 5:
             assert query["resourceVersion"] == "20"
             return await self.stream(request, event_line("DELETED", clique("21", 0, 1, 2)))
+        if "watch" in query:
+            return await self.stream(request)
         return listing("30")
 
     async def stream(self, request: web.Request, *lines: bytes) -> web.StreamResponse:
@@ -92,22 +99,38 @@ class ScriptedApiServer:
     async def patch_pod(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.patches.append((request.match_info["name"], request.content_type, body))
+        self.field_managers.append(request.query.get("fieldManager", ""))
         return web.json_response(
             {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": request.match_info["name"]}}
         )
 
+    async def get_node(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name == "gone":
+            return web.json_response(
+                {"kind": "Status", "code": 404, "reason": "NotFound", "message": 'nodes "gone" not found'},
+                status=404,
+            )
+        labels = {names.GPU_CLIQUE_LABEL: "7d3b.32766"} if name == "labelled" else {}
+        return web.json_response(
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+        )
+
 
 @pytest.fixture
-async def server() -> AsyncIterator[tuple[ScriptedApiServer, client.ApiClient]]:
+async def server() -> AsyncIterator[tuple[ScriptedApiServer, Kube]]:
     scripted = ScriptedApiServer()
     app = web.Application()
     app.router.add_get(CLIQUE_PATH, scripted.cliques)
     app.router.add_patch(f"/api/v1/namespaces/{NAMESPACE}/pods/{{name}}", scripted.patch_pod)
+    app.router.add_get("/api/v1/nodes/{name}", scripted.get_node)
     test_server = TestServer(app)
     await test_server.start_server()
     configuration = client.Configuration(host=str(test_server.make_url("")).rstrip("/"))
     api = client.ApiClient(configuration=configuration)
-    yield scripted, api
+    kube_client = Kube(api, field_manager=kube.FIELD_MANAGER)
+    yield scripted, kube_client
+    await kube_client.close()
     await api.close()
     await test_server.close()
 
@@ -117,25 +140,26 @@ def indices(daemons: tuple[DaemonEntry, ...]) -> list[int | None]:
 
 
 async def test_watch_lists_watches_relists_on_410_and_retries_errors(
-    server: tuple[ScriptedApiServer, client.ApiClient], monkeypatch: pytest.MonkeyPatch
+    server: tuple[ScriptedApiServer, Kube], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scripted, api = server
-    monkeypatch.setattr(kube, "BACKOFF_INITIAL", 0.01)
+    scripted, kube_client = server
+    monkeypatch.setattr(informer_module, "Backoff", lambda **_: Backoff(initial=0.01, maximum=0.01))
     seen: list[list[int | None]] = []
-    stream = kube.watch_clique(api, NAMESPACE, CLIQUE_NAME)
+    stream = kube.watch_clique(kube_client, NAMESPACE, CLIQUE_NAME)
     async for daemons in stream:
-        seen.append(indices(daemons))
-        if len(seen) == 5:
+        if not seen or indices(daemons) != seen[-1]:
+            seen.append(indices(daemons))
+        if len(seen) == 4:
             break
     await stream.aclose()
     # list, MODIFIED, (410: list again, 500: back off, list), DELETED
-    assert seen == [[0], [0, 1], [0, 1, 2], [], []]
-    assert len(scripted.requests) == 6
+    assert seen == [[0], [0, 1], [0, 1, 2], []]
+    assert len(scripted.requests) >= 5
 
 
-async def test_label_own_pod_sends_a_merge_patch(server: tuple[ScriptedApiServer, client.ApiClient]) -> None:
-    scripted, api = server
-    await kube.label_own_pod(api, NAMESPACE, "daemon-x7k2p", "7d3b.32766")
+async def test_label_own_pod_sends_a_merge_patch(server: tuple[ScriptedApiServer, Kube]) -> None:
+    scripted, kube_client = server
+    await kube.label_own_pod(kube_client, NAMESPACE, "daemon-x7k2p", "7d3b.32766")
     assert scripted.patches == [
         (
             "daemon-x7k2p",
@@ -143,14 +167,15 @@ async def test_label_own_pod_sends_a_merge_patch(server: tuple[ScriptedApiServer
             {"metadata": {"labels": {names.CLIQUE_LABEL: "7d3b.32766"}}},
         )
     ]
+    assert scripted.field_managers == [kube.FIELD_MANAGER]
 
 
-def test_backoff_grows_to_a_bound() -> None:
-    delay = 0.0
-    delays = []
-    for _ in range(12):
-        delay = kube.next_backoff(delay)
-        delays.append(delay)
-    assert delays[0] <= 2 * kube.BACKOFF_INITIAL * 1.25
-    assert max(delays) <= kube.BACKOFF_MAX * 1.25
-    assert delays[-1] >= kube.BACKOFF_MAX * 0.75
+async def test_node_clique_is_read_and_a_missing_node_is_an_error(
+    server: tuple[ScriptedApiServer, Kube],
+) -> None:
+    _, kube_client = server
+    assert await kube.read_node_clique(kube_client, "labelled") == "7d3b.32766"
+    assert await kube.read_node_clique(kube_client, "bare") == ""
+    with pytest.raises(KubeError) as missing:
+        await kube.read_node_clique(kube_client, "gone")
+    assert missing.value.status == 404

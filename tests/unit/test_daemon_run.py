@@ -14,21 +14,22 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from kubernetes_asyncio import client
 
 from computedomain.api import names
-from computedomain.daemon import kube
+from computedomain.daemon import kube, run
 from computedomain.daemon.config import DaemonEntry, hosts_in_file
 from computedomain.daemon.process import ImexFatalError
-from computedomain.daemon.run import run_daemon
+from computedomain.daemon.run import StopRequested, run_daemon
 from computedomain.daemon.settings import DaemonSettings, load_settings
+from computedomain.kube import Kube, KubeError
+from computedomain.kube.backoff import Backoff
 from fakes.imex.harness import FAKE_IMEX, events_of, wait_until
 
 DOMAIN_UID = "0c9d7c4e-7b1a-4a63-9a55-1f1f0d6f2a10"
 CLIQUE = "7d3b0f5e-2c41-4e8e-b8a7-5a3c1e9d0b22.32766"
 NODE = "gb200-n01"
 POD_IP = "10.244.3.17"
-NO_API = cast(client.ApiClient, object())
+NO_API = cast(Kube, object())
 
 
 @dataclass
@@ -40,14 +41,14 @@ class FakeCluster:
     watched: list[tuple[str, str]] = field(default_factory=list)
     lists: asyncio.Queue[tuple[DaemonEntry, ...]] = field(default_factory=asyncio.Queue)
 
-    async def label_own_pod(self, api: Any, namespace: str, pod_name: str, clique_id: str) -> None:
+    async def label_own_pod(self, kube: Any, namespace: str, pod_name: str, clique_id: str) -> None:
         self.labels.append((namespace, pod_name, clique_id))
 
-    async def read_node_clique(self, api: Any, node_name: str) -> str:
+    async def read_node_clique(self, kube: Any, node_name: str) -> str:
         return self.node_clique
 
     async def watch_clique(
-        self, api: Any, namespace: str, clique_name: str
+        self, kube: Any, namespace: str, clique_name: str
     ) -> AsyncIterator[tuple[DaemonEntry, ...]]:
         self.watched.append((namespace, clique_name))
         while True:
@@ -179,6 +180,43 @@ async def test_imex_that_cannot_start_ends_the_daemon(
     await cluster.lists.put((daemon(NODE, POD_IP, 0),))
     with pytest.raises(ImexFatalError, match="cannot start"):
         await asyncio.wait_for(task, 10)
+
+
+class Flaky:
+    """Fails with `errors` in order, then answers "ok"; counts the calls."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+FAST = Backoff(initial=0.001, maximum=0.001)
+
+
+async def test_transient_failures_are_retried_past_the_attempt_limit() -> None:
+    call = Flaky(*[KubeError(503, "unavailable")] * (run.STARTUP_ATTEMPTS * 2), ConnectionResetError())
+    assert await run._with_retries("reading", call, asyncio.Event(), FAST) == "ok"
+    assert call.calls == run.STARTUP_ATTEMPTS * 2 + 2
+
+
+async def test_a_lasting_refusal_ends_the_start_up() -> None:
+    call = Flaky(*[KubeError(403, "forbidden")] * run.STARTUP_ATTEMPTS)
+    with pytest.raises(KubeError, match="forbidden"):
+        await run._with_retries("reading", call, asyncio.Event(), FAST)
+    assert call.calls == run.STARTUP_ATTEMPTS
+
+
+async def test_stop_ends_the_retries() -> None:
+    stop = asyncio.Event()
+    stop.set()
+    with pytest.raises(StopRequested):
+        await run._with_retries("reading", Flaky(KubeError(503, "unavailable")), stop, FAST)
 
 
 def test_fake_imex_is_executable() -> None:

@@ -75,3 +75,26 @@ def test_missing_pod_identity_is_named() -> None:
 def test_bad_numbers_rejected(key: str, value: str) -> None:
     with pytest.raises(SettingsError, match=key):
         load_settings({key: value})
+
+
+def test_every_bad_variable_is_named_in_one_error() -> None:
+    env = {"MAX_NODES_PER_IMEX_DOMAIN": "eighteen", "LOG_VERBOSITY": "-1", "LOG_FORMAT": "xml"}
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env)
+    message = str(caught.value)
+    assert message.startswith("invalid daemon settings:")
+    assert "MAX_NODES_PER_IMEX_DOMAIN='eighteen'" in message
+    assert "LOG_VERBOSITY='-1'" in message
+    assert "LOG_FORMAT='xml': must be json or text" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("json", "json"), ("JSON", "json"), ("text", "text"), ("", "text")]
+)
+def test_log_format(text: str, expected: str) -> None:
+    assert load_settings({"LOG_FORMAT": text}).log_format == expected
+
+
+def test_settings_are_immutable() -> None:
+    with pytest.raises(ValueError, match="frozen"):
+        load_settings({}).node_name = "other"

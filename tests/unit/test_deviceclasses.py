@@ -1,7 +1,7 @@
-"""The test bed's DeviceClasses (`cdtestbed.dra.device_classes`) are the chart's.
+"""The DeviceClasses of `computedomain.dra.deviceclasses` are the chart's.
 
-Tests that install the DeviceClasses without Helm use the test bed's copy; if it drifted from the chart,
-they would pass against classes no real installation has.
+Tests that install the DeviceClasses without Helm use that copy; if it drifted from the chart, they
+would pass against classes no real installation has.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from cdtestbed.dra import device_classes
 from cdtestbed.tools import Tools, repo_root
+from computedomain.dra.deviceclasses import device_classes
 
 CHART = repo_root() / "charts" / "computedomain-operator"
 # `helm template` arguments that stand in for a cluster serving each resource.k8s.io version.
@@ -47,7 +47,7 @@ def chart_device_classes(helm: Path, version: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("version", sorted(CLUSTERS))
-def test_test_bed_device_classes_are_the_charts(helm: Path, version: str) -> None:
+def test_device_classes_are_the_charts(helm: Path, version: str) -> None:
     ours = sorted(device_classes(version), key=lambda c: str(c["metadata"]["name"]))
     chart = chart_device_classes(helm, version)
     assert len(chart) == 2

@@ -43,7 +43,7 @@ def test_an_event_about_a_node_goes_to_the_given_namespace() -> None:
         host="gb200-0",
     )
     assert event["metadata"]["namespace"] == "computedomain-system"
-    assert "namespace" not in event["involvedObject"]
+    assert event["involvedObject"]["namespace"] == "computedomain-system"
     assert event["source"] == {"component": "agent", "host": "gb200-0"}
     assert event["reportingInstance"] == "gb200-0"
 

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from computedomain.api import names
 from computedomain.api.models import (
+    ChannelTemplateRef,
     ComputeDomain,
     ComputeDomainChannelConfig,
     ComputeDomainClique,
@@ -179,3 +180,14 @@ def test_validate_rejects_an_empty_domain_id(
     config_type(domain_id=UID).validate()
     with pytest.raises(ValueError, match="domainID cannot be empty"):
         config_type().validate()
+
+
+@pytest.mark.parametrize("name", ["Bad_Name.", "x" * 254, "-a", "a-", "A", "a..b", ""])
+def test_a_template_name_the_api_server_would_refuse_is_invalid(name: str) -> None:
+    with pytest.raises(ValidationError):
+        ChannelTemplateRef.model_validate({"name": name})
+
+
+@pytest.mark.parametrize("name", ["a", "team.a-1.channel", "x" * 253])
+def test_dns_subdomain_template_names_are_valid(name: str) -> None:
+    assert ChannelTemplateRef.model_validate({"name": name}).name == name

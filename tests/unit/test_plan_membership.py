@@ -1,4 +1,4 @@
-"""Domain membership: which node a claim is allocated to, which labels change, which daemons are members."""
+"""Domain membership: which nodes are wanted, which labels change, which daemons are members."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from computedomain.api import names
 from computedomain.controller.plan.cliques import Member
-from computedomain.controller.plan.membership import claim_node, label_plan, members, wanted_nodes
+from computedomain.controller.plan.membership import label_plan, members, wanted_nodes
 
 UID = "0c9d7c4e-7b1a-4a63-9a55-1f1f0d6f2a10"
 OTHER = "9f0e2d1c-0000-4000-8000-000000000001"
@@ -50,24 +50,7 @@ def pod(
     return {"metadata": meta, "spec": {"nodeName": node} if node else {}, "status": status}
 
 
-# --- claim_node / wanted_nodes ------------------------------------------------------------------------
-
-
-def test_an_unallocated_claim_has_no_node() -> None:
-    assert claim_node(claim()) is None
-    assert claim_node({"metadata": {}}) is None
-
-
-def test_the_allocation_node_selector_names_the_node() -> None:
-    assert claim_node(claim(pool="pool-x", selector_node="gb200-n03")) == "gb200-n03"
-
-
-def test_without_a_node_selector_our_drivers_pool_is_the_node() -> None:
-    assert claim_node(claim(pool="gb200-n04")) == "gb200-n04"
-
-
-def test_another_drivers_pool_is_not_taken_for_a_node() -> None:
-    assert claim_node(claim(pool="shared-pool", driver="gpu.nvidia.com")) is None
+# --- wanted_nodes ----------------------------------------------------------------------------------
 
 
 def test_wanted_nodes_are_the_allocated_ones_without_duplicates() -> None:

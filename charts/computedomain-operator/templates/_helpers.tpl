@@ -39,6 +39,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s-node-agent" (include "computedomain-operator.fullname" .) -}}
 {{- end -}}
 
+{{- define "computedomain-operator.kubeletPluginName" -}}
+{{- printf "%s-kubelet-plugin" (include "computedomain-operator.fullname" .) -}}
+{{- end -}}
+
 {{- define "computedomain-operator.daemonName" -}}
 {{- printf "%s-imex-daemon" (include "computedomain-operator.fullname" .) -}}
 {{- end -}}

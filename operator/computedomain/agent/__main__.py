@@ -10,10 +10,10 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from computedomain.agent.clique import CliqueResult
 from computedomain.agent.gpus import NodeGpus
@@ -29,50 +29,45 @@ from computedomain.agent.loop import (
 )
 from computedomain.agent.nvml import PynvmlSource
 from computedomain.agent.report import render_report, render_text
+from computedomain.envsettings import SettingsError
 from computedomain.logs import configure_logging
+from computedomain.shutdown import ignore_further_signals, stop_on_signals
 
 # Same status as argparse's usage errors: the agent cannot start as configured.
 EXIT_USAGE = 2
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-# "text" is the chart's name (values.yaml `logFormat`) for what the agent calls "plain".
-LOG_FORMATS = ("plain", "text", "json")
 
 
 @dataclass(frozen=True)
 class Options:
-    """Parsed command line and environment."""
+    """Settings (environment, overridden by options) and what this run does with its reports."""
 
     settings: AgentSettings
     once: bool
-    kube: bool
     json: bool
-    log_format: str
-    log_level: str
+
+    @property
+    def kube(self) -> bool:
+        """True when the agent labels its Node (no `--no-kube`)."""
+        return self.settings.kube
 
 
-def parse_bool(text: str) -> bool:
-    """`true`/`false` and the usual spellings; ValueError otherwise."""
-    lowered = text.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(f"not a boolean: {text!r}")
-
-
-def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="computedomain-agent",
-        description="Find this node's NVLink clique with NVML and keep the nvidia.com/gpu.clique label true.",
+        description="Find this node's NVLink clique with NVML and keep the nvidia.com/gpu.clique label true. "
+        "Configured by environment variables (NODE_NAME, POD_NAMESPACE, CHECK_INTERVAL_SECONDS, "
+        "RETRY_INTERVAL_SECONDS, REQUIRE_NVML, LOG_FORMAT, LOG_LEVEL); the options below override them.",
     )
-    parser.add_argument("--node-name", default=env.get("NODE_NAME", ""), help="this node (env NODE_NAME)")
-    parser.add_argument("--interval", type=float, default=60.0, help="seconds between checks (default 60)")
+    # Defaults of None: an option not given leaves the environment's value (or the built-in default).
+    parser.add_argument("--node-name", help="this node (env NODE_NAME)")
+    parser.add_argument(
+        "--interval", type=float, help="seconds between checks (env CHECK_INTERVAL_SECONDS, else 60)"
+    )
     parser.add_argument(
         "--retry-interval",
         type=float,
-        default=5.0,
-        help="seconds to the next check after an NVML error or while registration is in progress (default 5)",
+        help="seconds to the next check after an NVML error or while registration is in progress "
+        "(env RETRY_INTERVAL_SECONDS, else 5)",
     )
     parser.add_argument("--once", action="store_true", help="check once, print a report, exit")
     parser.add_argument("--no-kube", action="store_true", help="do not touch the cluster; print reports")
@@ -80,43 +75,34 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--require-nvml",
         action=argparse.BooleanOptionalAction,
-        default=None,
-        help="exit 2 when NVML cannot be used (default: env REQUIRE_NVML, else true)",
+        help="exit 2 when NVML cannot be used (env REQUIRE_NVML, else true)",
     )
-    parser.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        default=env.get("LOG_FORMAT", "plain"),
-        help="plain (or text, as the chart's logFormat says) or json (default: env LOG_FORMAT, else plain)",
-    )
-    parser.add_argument("--log-level", default=env.get("LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-format", help="text (or plain) or json (env LOG_FORMAT, else text)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (env LOG_LEVEL, else INFO)")
     return parser
 
 
 def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> Options:
-    """Options from `argv` and `env`; exits with status 2 and a usage message when they are invalid."""
-    parser = _parser(env)
+    """Options from `argv` and `env`; exits with status 2 and a message naming every bad value when
+    they are invalid."""
+    parser = _parser()
     args = parser.parse_args(argv)
-    require = args.require_nvml
-    if require is None:
-        try:
-            require = parse_bool(env.get("REQUIRE_NVML", "true"))
-        except ValueError as err:
-            parser.error(f"REQUIRE_NVML: {err}")
-    if args.log_format not in LOG_FORMATS:
-        # argparse checks choices only for values given on the command line, not for env defaults.
-        parser.error(f"LOG_FORMAT: {args.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
-    if not args.no_kube and not args.node_name:
-        parser.error("the node name is required: set NODE_NAME or --node-name (or use --no-kube)")
-    if args.interval <= 0 or args.retry_interval < 0:
-        parser.error("--interval must be positive and --retry-interval not negative")
-    settings = AgentSettings(
-        node_name=args.node_name,
-        interval=args.interval,
-        retry_interval=args.retry_interval,
-        require_nvml=require,
-    )
-    return Options(settings, args.once, not args.no_kube, args.json, args.log_format, args.log_level)
+    given = {
+        "node_name": args.node_name,
+        "interval": args.interval,
+        "retry_interval": args.retry_interval,
+        "require_nvml": args.require_nvml,
+        "log_format": args.log_format,
+        "log_level": args.log_level,
+    }
+    overrides: dict[str, Any] = {field: value for field, value in given.items() if value is not None}
+    if args.no_kube:
+        overrides["kube"] = False
+    try:
+        settings = AgentSettings.from_env(env, overrides)
+    except SettingsError as err:
+        parser.error(str(err))
+    return Options(settings, args.once, args.json)
 
 
 def _printer(options: Options) -> Callable[[NodeGpus, CliqueResult], None]:
@@ -138,6 +124,8 @@ async def _with_sink(options: Options) -> int:
     from kubernetes_asyncio.config import ConfigException
 
     from computedomain.agent.labeler import NodeLabeler
+    from computedomain.api import names
+    from computedomain.kube import Kube
     from computedomain.kube.config import load_api_client
 
     try:
@@ -146,7 +134,12 @@ async def _with_sink(options: Options) -> int:
         print(f"computedomain-agent: no Kubernetes credentials: {err}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     async with api_client as api:
-        return await _run(options, NodeLabeler(api, options.settings.node_name))
+        kube = Kube(api, field_manager=names.AGENT_FIELD_MANAGER)
+        try:
+            settings = options.settings
+            return await _run(options, NodeLabeler(kube, settings.node_name, settings.namespace))
+        finally:
+            await kube.close()
 
 
 async def _run(options: Options, sink: CliqueSink | None) -> int:
@@ -159,16 +152,18 @@ async def _run(options: Options, sink: CliqueSink | None) -> int:
         return EXIT_PROBLEM if result.is_problem or not synced else EXIT_OK
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await run_loop(options.settings, source, sink, stop, report if not options.kube else None)
+    stop_on_signals(loop, stop)
+    try:
+        await run_loop(options.settings, source, sink, stop, report if not options.kube else None)
+    finally:
+        ignore_further_signals(loop)
     return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `computedomain-agent` console script; returns the exit code."""
     options = parse_options(sys.argv[1:] if argv is None else argv, os.environ)
-    configure_logging(options.log_format, options.log_level)
+    configure_logging(options.settings.log_format, options.settings.log_level)
     try:
         return asyncio.run(_with_sink(options))
     except NvmlRequiredError as err:

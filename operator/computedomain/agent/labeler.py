@@ -1,66 +1,88 @@
 """Keeps the `nvidia.com/gpu.clique` label of the agent's own Node true, and tells people when it changes.
 
 Only this Node is read or written, and only the one label (server-side apply, the agent's own field
-manager). The decisions live in `nodeplan`; this module only carries them out.
+manager). The decisions live in `nodeplan`; this module only carries them out. Every API failure is
+logged and reported as "not synced", so that the check loop retries soon: no failure ends the agent.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from computedomain.agent.clique import CliqueResult
 from computedomain.agent.nodeplan import (
-    APPLY_CONTENT_TYPE,
-    EVENT_NAMESPACE,
+    EventSpec,
     LabelAction,
     LabelPlan,
     StateKey,
     owns_label,
     plan_event,
     plan_label,
-    render_event,
     render_label_apply,
     state_key,
 )
 from computedomain.api import names
+from computedomain.kube import NODES, Kube, KubeError, Object
+from computedomain.kube.events import Involved, post_event, render_event
 
 log = logging.getLogger(__name__)
 
-_API_ERRORS = (ApiException, aiohttp.ClientError, asyncio.TimeoutError)
+# What a request to the API server may fail with: the server's refusal, or no answer at all.
+_API_ERRORS = (KubeError, aiohttp.ClientError, OSError, TimeoutError, ValueError)
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def node_event(node_name: str, node_uid: str, spec: EventSpec, now: datetime, namespace: str) -> Object:
+    """The core/v1 Event about the agent's Node, posted in the agent's own `namespace` (a Node has none).
+
+    The API server accepts an Event whose reference has no namespace only in `default` (or, for
+    Events with an eventTime, `kube-system`); one in any other namespace must name that namespace in
+    its reference. So the Node's reference carries the agent's namespace: the kind, name and uid still
+    identify the Node, and `kubectl events -n <namespace> --for node/<name>` finds them.
+    """
+    return render_event(
+        Involved(api_version="v1", kind="Node", name=node_name, uid=node_uid, namespace=namespace),
+        event_type=spec.type,
+        reason=spec.reason,
+        message=spec.message,
+        component=names.AGENT_FIELD_MANAGER,
+        now=now,
+        namespace=namespace,
+        host=node_name,
+    )
+
+
 class NodeLabeler:
-    """Brings one Node's clique label in line with a `CliqueResult`, writing only on change."""
+    """Brings one Node's clique label in line with a `CliqueResult`, writing only on change.
+
+    `kube` carries the agent's field manager; Events go to `namespace`, the agent's own.
+    """
 
     def __init__(
-        self, api: client.ApiClient, node_name: str, *, clock: Callable[[], datetime] = _utc_now
+        self, kube: Kube, node_name: str, namespace: str, *, clock: Callable[[], datetime] = _utc_now
     ) -> None:
-        self._api = api
-        self._core = client.CoreV1Api(api)
+        self._kube = kube
         self._node_name = node_name
+        self._namespace = namespace
         self._clock = clock
         self._reported: StateKey | None = None
 
     async def sync(self, result: CliqueResult) -> bool:
         """Apply the label decision for `result` and post an Event when due; False if the API failed."""
         try:
-            node: dict[str, Any] = self._api.sanitize_for_serialization(
-                await self._core.read_node(self._node_name)
-            )
+            node = await self._kube.get(NODES, self._node_name)
         except _API_ERRORS as err:
             log.warning("reading node %s failed: %s", self._node_name, _describe(err))
+            return False
+        if node is None:
+            log.warning("node %s does not exist", self._node_name)
             return False
         metadata = node.get("metadata") or {}
         live = (metadata.get("labels") or {}).get(names.GPU_CLIQUE_LABEL)
@@ -75,15 +97,11 @@ class NodeLabeler:
         # manager also set leaves it in place.
         spec = plan_event(self._reported, result, after != live)
         if spec is not None:
-            # A plain dict serialises as is; the client's stubs only admit its model class.
-            body: Any = render_event(self._node_name, str(metadata.get("uid", "")), spec, self._clock())
-            try:
-                await self._core.create_namespaced_event(EVENT_NAMESPACE, body)
-            except _API_ERRORS as err:
+            event = node_event(
+                self._node_name, str(metadata.get("uid", "")), spec, self._clock(), self._namespace
+            )
+            if not await post_event(self._kube, event):
                 # Left unrecorded, so the next check tries this Event again.
-                log.warning(
-                    "posting event %s on node %s failed: %s", spec.reason, self._node_name, _describe(err)
-                )
                 return True
         self._reported = state_key(result)
         return True
@@ -94,17 +112,12 @@ class NodeLabeler:
             if plan.action is LabelAction.LEAVE_FOREIGN:
                 log.debug("label %s=%s is not ours; leaving it", names.GPU_CLIQUE_LABEL, live)
             return True, live
-        body = render_label_apply(self._node_name, plan.value)
-        # The client's stubs omit `_content_type`; without it the client would send a strategic merge patch.
-        content_type: dict[str, Any] = {"_content_type": APPLY_CONTENT_TYPE}
         try:
-            answer = await self._core.patch_node(
-                self._node_name, body, field_manager=names.AGENT_FIELD_MANAGER, force=True, **content_type
-            )
+            answer = await self._kube.apply(NODES, render_label_apply(self._node_name, plan.value))
         except _API_ERRORS as err:
             log.warning("applying label on node %s failed: %s", self._node_name, _describe(err))
             return False, live
-        after: str | None = (answer.metadata.labels or {}).get(names.GPU_CLIQUE_LABEL)
+        after: str | None = ((answer.get("metadata") or {}).get("labels") or {}).get(names.GPU_CLIQUE_LABEL)
         if plan.action is LabelAction.REMOVE and after is not None:
             log.info(
                 "node %s label %s=%s stays: another field manager set it too; the agent no longer holds it",
@@ -124,6 +137,6 @@ class NodeLabeler:
 
 
 def _describe(err: BaseException) -> str:
-    if isinstance(err, ApiException):
-        return f"{err.status} {err.reason}"
+    if isinstance(err, KubeError):
+        return f"{err.status} {err}"
     return str(err) or type(err).__name__

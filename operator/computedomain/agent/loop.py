@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol
+
+from pydantic import Field, field_validator
 
 from computedomain.agent.clique import CliqueResult, Reason, derive_clique
 from computedomain.agent.gpus import NodeGpus
 from computedomain.agent.nvml import GpuSource
+from computedomain.envsettings import Converter, EnvSettings, parse_bool
+from computedomain.logs import TEXT, parse_log_format, parse_log_level
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +23,79 @@ EXIT_PROBLEM = 1
 EXIT_NVML_REQUIRED = 2
 
 
-@dataclass(frozen=True)
-class AgentSettings:
-    """How often to check, and whether a node without usable NVML is an error."""
+class AgentSettings(EnvSettings):
+    """Which node, how often to check, whether a node without usable NVML is an error, and how to log.
 
-    node_name: str
-    interval: float = 60.0
-    retry_interval: float = 5.0
-    require_nvml: bool = True
+    Read from the environment (`AgentSettings.from_env`); command-line options override it.
+    """
+
+    env_names: ClassVar[Mapping[str, str]] = {
+        "node_name": "NODE_NAME",
+        "namespace": "POD_NAMESPACE",
+        "interval": "CHECK_INTERVAL_SECONDS",
+        "retry_interval": "RETRY_INTERVAL_SECONDS",
+        "require_nvml": "REQUIRE_NVML",
+        "log_format": "LOG_FORMAT",
+        "log_level": "LOG_LEVEL",
+    }
+    converters: ClassVar[Mapping[str, Converter]] = {
+        "require_nvml": parse_bool,
+        "log_format": parse_log_format,
+        "log_level": parse_log_level,
+    }
+    option_names: ClassVar[Mapping[str, str]] = {
+        "node_name": "--node-name",
+        "interval": "--interval",
+        "retry_interval": "--retry-interval",
+        "require_nvml": "--require-nvml",
+        "log_format": "--log-format",
+        "log_level": "--log-level",
+    }
+    title: ClassVar[str] = "agent settings"
+
+    node_name: str = Field(default="", description="This node, whose clique label the agent keeps.")
+    namespace: str = Field(
+        default="", description="The agent's own namespace (its pod's), where its Events about the Node go."
+    )
+    interval: float = Field(default=60.0, gt=0, description="Seconds between checks.")
+    retry_interval: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds to the next check after an NVML error or a failed write, or while "
+        "registration is in progress.",
+    )
+    require_nvml: bool = Field(default=True, description="Exit 2 when NVML cannot be used.")
+    log_format: str = Field(default=TEXT, description="text or json.")
+    log_level: str = Field(default="INFO", description="A level name of the logging module.")
+    kube: bool = Field(default=True, description="Label the Node; without, only print reports.")
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        return parse_log_format(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        return parse_log_level(value)
+
+    @classmethod
+    def missing(cls, raw: Mapping[str, Any]) -> list[str]:
+        """Labelling the Node needs to know the node, and posting Events the agent's namespace."""
+        if not raw.get("kube", True):
+            return []
+        absent = [
+            variable
+            for field, variable in (("node_name", "NODE_NAME"), ("namespace", "POD_NAMESPACE"))
+            if not raw.get(field)
+        ]
+        if not absent:
+            return []
+        verb = "is" if len(absent) == 1 else "are"
+        return [
+            f"{' and '.join(absent)} {verb} required to label the node "
+            "(the chart's DaemonSet sets them; or use --no-kube)"
+        ]
 
 
 class CliqueSink(Protocol):

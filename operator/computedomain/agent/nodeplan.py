@@ -10,18 +10,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from computedomain.agent.clique import CliqueResult, Reason
 from computedomain.api import names
-
-APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
-# Events about cluster-scoped objects live in `default`, as the kubelet's Node events do.
-EVENT_NAMESPACE = "default"
-_EVENT_MESSAGE_LIMIT = 1024
-# Room for the dot and 16 hex digits within the 253 characters of an object name.
-_EVENT_NAME_NODE_PART = 236
 
 
 class LabelAction(enum.Enum):
@@ -134,28 +126,3 @@ def plan_event(previous: StateKey | None, result: CliqueResult, changed_label: b
     if changed_label:
         return EventSpec("Normal", "NVLinkCliqueRemoved", f"{reason}: {result.message}")
     return None
-
-
-def _timestamp(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def render_event(node_name: str, node_uid: str, spec: EventSpec, now: datetime) -> dict[str, Any]:
-    """A core/v1 Event about the Node, named like the kubelet names its own (`<node>.<hex time>`)."""
-    stamp = _timestamp(now)
-    nanos = int(now.timestamp() * 1_000_000_000)
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": f"{node_name[:_EVENT_NAME_NODE_PART]}.{nanos:x}", "namespace": EVENT_NAMESPACE},
-        "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node_name, "uid": node_uid},
-        "reason": spec.reason,
-        "message": spec.message[:_EVENT_MESSAGE_LIMIT],
-        "type": spec.type,
-        "source": {"component": names.AGENT_FIELD_MANAGER, "host": node_name},
-        "reportingComponent": names.AGENT_FIELD_MANAGER,
-        "reportingInstance": node_name,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }

@@ -6,6 +6,7 @@ Field names are snake_case in Python and camelCase on the wire. Every field desc
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -29,6 +30,15 @@ def _list_map(*keys: str) -> dict[str, Any]:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
 
 
+# An object name as the API server accepts it (DNS-1123 subdomain); `[.]` keeps the CEL literal free of
+# escapes.
+DNS_SUBDOMAIN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_MESSAGE = (
+    "must be a valid object name (DNS-1123 subdomain): at most 253 lower case letters, digits, '-' "
+    "and '.', starting and ending with a letter or digit"
+)
+
+
 class WireModel(BaseModel):
     """Base of every API model: camelCase on the wire, unknown fields ignored (objects evolve)."""
 
@@ -48,12 +58,25 @@ class ChannelTemplateRef(WireModel):
 
     name: str = Field(
         min_length=1,
+        max_length=253,
         description=(
             "Name of the ResourceClaimTemplate the operator creates in this ComputeDomain's namespace. "
             "Reference it from a pod's spec.resourceClaims[].resourceClaimTemplateName and list the "
             "claim in each container's resources.claims to give that container an IMEX channel."
         ),
+        # Checked at the door: a name the API server would refuse for the template could otherwise
+        # only show up later, as a failed write.
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": f"self.matches('{DNS_SUBDOMAIN}')", "message": DNS_MESSAGE}]
+        },
     )
+
+    @field_validator("name")
+    @classmethod
+    def _dns_subdomain(cls, value: str) -> str:
+        if not re.fullmatch(DNS_SUBDOMAIN, value):
+            raise ValueError(DNS_MESSAGE)
+        return value
 
 
 class ChannelSpec(WireModel):

@@ -12,16 +12,17 @@ from typing import Any
 import kopf
 from kubernetes_asyncio.client import ApiClient
 
-from computedomain.controller import http, metrics
+from computedomain import endpoints
+from computedomain.controller import metrics
 from computedomain.controller.events import EventRecorder
 from computedomain.controller.handlers import build_registry, kopf_settings
 from computedomain.controller.leader import LeaderElector, LeaseTiming
 from computedomain.controller.reconcile import Reconciler
-from computedomain.controller.render.dra import RESOURCE_GROUP, pick_resource_version
 from computedomain.controller.settings import Settings
 from computedomain.controller.sweep import sweep_forever
 from computedomain.controller.workqueue import WorkQueue
 from computedomain.controller.world import World
+from computedomain.dra.versions import RESOURCE_GROUP, pick_resource_version, served_versions
 from computedomain.kube import Kube, KubeError
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ async def discover_resource_version(kube: Kube) -> str | None:
         if error.status == 404:
             return None
         raise
-    return pick_resource_version(str(v.get("version", "")) for v in group.get("versions", []))
+    return pick_resource_version(served_versions(group))
 
 
 class Controller:
@@ -61,7 +62,7 @@ class Controller:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        runner = await http.serve(http.make_app(self.readiness), self.settings.http_port)
+        runner = await endpoints.serve(endpoints.make_app(self.readiness), self.settings.http_port)
         elector = None
         try:
             if self.settings.leader_election:

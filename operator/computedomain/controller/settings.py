@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable, Mapping
-from typing import Any, Self
+from collections.abc import Mapping
+from typing import ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from computedomain.api import names
+from computedomain.envsettings import Converter, EnvSettings, SettingsError, parse_bool, parse_csv
+from computedomain.logs import JSON, parse_log_format
 from computedomain.quantity import canonical_quantity, quantity_value
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _GATE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
 
 # Gates this controller cannot run without: it always shards peers into ComputeDomainCliques, which
 # the daemons only read when both are on.
@@ -51,8 +51,11 @@ ENV_NAMES: dict[str, str] = {
 }
 
 
-class SettingsError(ValueError):
-    """The environment does not describe a usable controller; the message lists every problem."""
+__all__ = ["ENV_NAMES", "REQUIRED_GATES", "Settings", "SettingsError", "parse_feature_gates"]
+
+
+def _log_format_is_json(value: str) -> bool:
+    return parse_log_format(value) == JSON
 
 
 def parse_feature_gates(text: str) -> dict[str, bool]:
@@ -69,10 +72,17 @@ def parse_feature_gates(text: str) -> dict[str, bool]:
     return gates
 
 
-class Settings(BaseModel):
-    """Everything the controller is configured with. Build it with `Settings.from_env(os.environ)`."""
+class Settings(EnvSettings):
+    """Everything the controller is configured with. Build it with `Settings.from_env(os.environ)`;
+    empty variables count as unset, and a `SettingsError` names each bad variable."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    env_names: ClassVar[Mapping[str, str]] = ENV_NAMES
+    converters: ClassVar[Mapping[str, Converter]] = {
+        "image_pull_secrets": parse_csv,
+        "json_logs": _log_format_is_json,
+        "leader_election": parse_bool,
+    }
+    title: ClassVar[str] = "controller settings"
 
     namespace: str = Field(
         default="computedomain-system",
@@ -114,7 +124,11 @@ class Settings(BaseModel):
     retry_period: float = Field(
         default=2.0, gt=0, description="Seconds between attempts to acquire or renew."
     )
-    pod_name: str = Field(min_length=1, description="Name of this controller pod, for the lease identity.")
+    pod_name: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="Name of this controller pod, for the lease identity (default: the host name).",
+    )
     sweep_interval: float = Field(
         default=600.0, gt=0, description="Seconds between sweeps for orphaned objects."
     )
@@ -174,74 +188,3 @@ class Settings(BaseModel):
     def gates(self) -> dict[str, bool]:
         """The feature gates as a mapping."""
         return parse_feature_gates(self.feature_gates)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Build the settings from environment variables; empty variables count as unset.
-
-        Raises SettingsError naming each bad variable.
-        """
-        raw: dict[str, Any] = {}
-        problems: list[str] = []
-        for field, variable in ENV_NAMES.items():
-            value = env.get(variable, "").strip()
-            if not value:
-                continue
-            convert = _CONVERTERS.get(field)
-            try:
-                raw[field] = convert(value) if convert else value
-            except ValueError as error:
-                problems.append(f"  {variable}={value!r}: {error}")
-        raw.setdefault("pod_name", socket.gethostname())
-        try:
-            settings = cls.model_validate(raw)
-        except ValidationError as error:
-            problems.extend(_explain(error, env))
-            raise SettingsError(_report(problems)) from None
-        if problems:
-            raise SettingsError(_report(problems))
-        return settings
-
-
-def _report(problems: list[str]) -> str:
-    return "\n".join(["invalid controller settings:", *problems])
-
-
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in value.split(",") if item.strip())
-
-
-def _log_format_is_json(value: str) -> bool:
-    lowered = value.lower()
-    if lowered not in ("json", "text"):
-        raise ValueError("must be json or text")
-    return lowered == "json"
-
-
-def _boolean(value: str) -> bool:
-    lowered = value.lower()
-    if lowered not in _TRUE + _FALSE:
-        raise ValueError("must be true or false")
-    return lowered in _TRUE
-
-
-_CONVERTERS: dict[str, Callable[[str], Any]] = {
-    "image_pull_secrets": _csv,
-    "json_logs": _log_format_is_json,
-    "leader_election": _boolean,
-}
-
-
-def _explain(error: ValidationError, env: Mapping[str, str]) -> list[str]:
-    lines = []
-    for problem in error.errors():
-        field = str(problem["loc"][0]) if problem["loc"] else ""
-        variable = ENV_NAMES.get(field)
-        message = str(problem["msg"]).removeprefix("Value error, ")
-        if variable is None:
-            lines.append(f"  {message}")
-        elif problem["type"] == "missing":
-            lines.append(f"  {variable} is required")
-        else:
-            lines.append(f"  {variable}={env.get(variable, '').strip()!r}: {message}")
-    return lines

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from computedomain.daemon.check import check_command
 from computedomain.daemon.run import run_command
 from computedomain.daemon.settings import SettingsError, load_settings
+from computedomain.logs import configure_logging
 
 # Verbosity at which debug logs appear (klog-style levels, as the DaemonSet passes LOG_VERBOSITY).
 DEBUG_VERBOSITY = 4
@@ -32,14 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(verbosity: int) -> None:
-    """Log to stderr; the daemon's debug lines from verbosity DEBUG_VERBOSITY on, the libraries' from
-    LIBRARY_DEBUG_VERBOSITY on."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbosity >= DEBUG_VERBOSITY else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def configure_daemon_logging(log_format: str, verbosity: int) -> None:
+    """Log to stderr in `log_format` (text or json); the daemon's debug lines from verbosity
+    DEBUG_VERBOSITY on, the libraries' from LIBRARY_DEBUG_VERBOSITY on."""
+    configure_logging(log_format, logging.DEBUG if verbosity >= DEBUG_VERBOSITY else logging.INFO)
     if verbosity < LIBRARY_DEBUG_VERBOSITY:
         for name in LIBRARY_LOGGERS:
             logging.getLogger(name).setLevel(logging.INFO)
@@ -53,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as err:
         print(f"compute-domain-daemon: {err}", file=sys.stderr)
         return 1
-    configure_logging(settings.log_verbosity if args.verbosity is None else args.verbosity)
+    verbosity = settings.log_verbosity if args.verbosity is None else args.verbosity
+    configure_daemon_logging(settings.log_format, verbosity)
     if args.command == "run":
         return asyncio.run(run_command(settings))
     return asyncio.run(check_command(settings))

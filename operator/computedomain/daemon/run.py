@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
+import aiohttp
 
 from computedomain.api import names
 from computedomain.daemon import kube
@@ -19,36 +17,57 @@ from computedomain.daemon.files import read_text, write_atomic
 from computedomain.daemon.peers import PeerTracker, apply_update
 from computedomain.daemon.process import ImexFatalError, ImexSupervisor, imex_argv
 from computedomain.daemon.settings import DaemonSettings, SettingsError
+from computedomain.kube import Kube, KubeError, is_transient
+from computedomain.kube.backoff import Backoff
 from computedomain.kube.config import load_api_client
+from computedomain.shutdown import ignore_further_signals, stop_on_signals
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Attempts at a start-up call the API server refuses (403, 404...): RBAC applied a moment ago may not
+# be in effect yet. Transient failures (a restarting API server, throttling) are retried for as long as
+# they last.
 STARTUP_ATTEMPTS = 5
 
 
-async def _with_retries(what: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Retry a start-up API call a few times; a lasting failure ends the daemon (the kubelet restarts it)."""
-    delay = 0.0
-    for attempt in range(1, STARTUP_ATTEMPTS + 1):
+class StopRequested(Exception):
+    """The daemon was told to stop while a start-up call was still being retried."""
+
+
+async def _with_retries(
+    what: str, call: Callable[[], Awaitable[T]], stop: asyncio.Event, backoff: Backoff | None = None
+) -> T:
+    """Run a start-up API call until it succeeds. A refusal that lasts STARTUP_ATTEMPTS attempts ends
+    the daemon (the kubelet restarts it); a transient failure never does. Raises StopRequested when
+    `stop` is set while waiting to retry."""
+    backoff = backoff or Backoff(initial=0.5, maximum=30.0)
+    refusals = 0
+    while True:
         try:
             return await call()
-        except (ApiException, OSError) as err:
-            if attempt == STARTUP_ATTEMPTS:
-                raise
-            delay = kube.next_backoff(delay)
-            log.warning("%s failed (attempt %d): %s; retrying in %.1fs", what, attempt, err, delay)
-            await asyncio.sleep(delay)
-    raise AssertionError("unreachable")
+        except (KubeError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as err:
+            if not is_transient(err):
+                refusals += 1
+                if refusals >= STARTUP_ATTEMPTS:
+                    raise
+            delay = backoff.next()
+            log.warning("%s failed: %s; retrying in %.1fs", what, str(err) or type(err).__name__, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            raise StopRequested(what)
 
 
-async def resolve_clique(settings: DaemonSettings, api: client.ApiClient) -> str:
+async def resolve_clique(settings: DaemonSettings, kube_client: Kube, stop: asyncio.Event) -> str:
     """The clique ID from the CDI edits, else from the node's `nvidia.com/gpu.clique` label."""
     if settings.clique_id is not None:
         return settings.clique_id
     clique = await _with_retries(
-        f"reading node {settings.node_name}", lambda: kube.read_node_clique(api, settings.node_name)
+        f"reading node {settings.node_name}",
+        lambda: kube.read_node_clique(kube_client, settings.node_name),
+        stop,
     )
     log.info("CLIQUE_ID not set by the kubelet plugin; node %s label gives %r", settings.node_name, clique)
     return clique
@@ -71,27 +90,29 @@ def write_imex_files(settings: DaemonSettings) -> None:
 
 
 async def follow_clique(
-    settings: DaemonSettings, api: client.ApiClient, tracker: PeerTracker, supervisor: ImexSupervisor
+    settings: DaemonSettings, kube_client: Kube, tracker: PeerTracker, supervisor: ImexSupervisor
 ) -> None:
     """Apply every change of this node's ComputeDomainClique to the hosts file and IMEX; never returns."""
     clique_name = names.clique_name(settings.domain_uid, tracker.clique_id)
     log.info("following ComputeDomainClique %s/%s", settings.pod_namespace, clique_name)
-    async for daemons in kube.watch_clique(api, settings.pod_namespace, clique_name):
+    async for daemons in kube.watch_clique(kube_client, settings.pod_namespace, clique_name):
         update = tracker.on_clique_change(daemons)
         if update is not None:
             await apply_update(update, supervisor, settings.hosts_file)
 
 
-async def run_daemon(settings: DaemonSettings, api: client.ApiClient, stop: asyncio.Event) -> None:
+async def run_daemon(settings: DaemonSettings, kube_client: Kube, stop: asyncio.Event) -> None:
     """Everything `run` does once the settings are valid, until `stop` is set.
 
-    Raises ImexFatalError when IMEX cannot be kept running.
+    Raises ImexFatalError when IMEX cannot be kept running, StopRequested when `stop` is set before
+    start-up finished.
     """
     settings.clique_file.unlink(missing_ok=True)
-    clique = await resolve_clique(settings, api)
+    clique = await resolve_clique(settings, kube_client, stop)
     await _with_retries(
         f"labelling pod {settings.pod_name}",
-        lambda: kube.label_own_pod(api, settings.pod_namespace, settings.pod_name, clique),
+        lambda: kube.label_own_pod(kube_client, settings.pod_namespace, settings.pod_name, clique),
+        stop,
     )
     write_atomic(settings.clique_file, clique)
     if not clique:
@@ -103,7 +124,7 @@ async def run_daemon(settings: DaemonSettings, api: client.ApiClient, stop: asyn
     supervisor = ImexSupervisor(imex_argv(settings.imex_binary, str(settings.config_file)))
     tracker = PeerTracker(settings.node_name, settings.pod_ip, clique, settings.max_nodes)
     tasks = {
-        asyncio.create_task(follow_clique(settings, api, tracker, supervisor), name="follow-clique"),
+        asyncio.create_task(follow_clique(settings, kube_client, tracker, supervisor), name="follow-clique"),
         asyncio.create_task(supervisor.wait_failed(), name="imex-failed"),
         asyncio.create_task(stop.wait(), name="stop"),
     }
@@ -136,20 +157,24 @@ async def run_command(settings: DaemonSettings) -> int:
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop_on_signals(loop, stop)
     try:
         async with await load_api_client() as api:
-            await run_daemon(settings, api, stop)
+            kube_client = Kube(api, field_manager=kube.FIELD_MANAGER)
+            try:
+                await run_daemon(settings, kube_client, stop)
+            finally:
+                await kube_client.close()
+    except StopRequested as stopped:
+        log.info("terminated while %s; exiting", stopped)
+        return 0
     except ImexFatalError as err:
         log.error("exiting: %s", err)
         return 1
-    except ApiException as err:
-        log.error("exiting: API server answered %s %s", err.status, err.reason)
+    except KubeError as err:
+        log.error("exiting: API server answered %d: %s", err.status, err)
         return 1
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(ValueError, RuntimeError):
-                loop.remove_signal_handler(signum)
+        ignore_further_signals(loop)
     log.info("terminated; exiting")
     return 0

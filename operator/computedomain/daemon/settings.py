@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
 
 from computedomain.api import names
+from computedomain.envsettings import Converter, EnvSettings, SettingsError
+from computedomain.logs import TEXT, parse_log_format
+
+__all__ = ["MISSING_DOMAIN_MESSAGE", "DaemonSettings", "SettingsError", "load_settings"]
 
 MISSING_DOMAIN_MESSAGE = (
     "COMPUTE_DOMAIN_UUID is not set: CDI container edits did not apply -- "
@@ -25,31 +31,58 @@ NODES_FILE_NAME = "nodes.cfg"
 # Where `run` records the clique ID it resolved, for `check` when CLIQUE_ID is not in the environment.
 CLIQUE_FILE_NAME = "clique-id"
 
+# Field name -> environment variable (set by the per-domain DaemonSet, the downward API and CDI).
+ENV_NAMES: dict[str, str] = {
+    "node_name": "NODE_NAME",
+    "pod_ip": "POD_IP",
+    "pod_name": "POD_NAME",
+    "pod_namespace": "POD_NAMESPACE",
+    "pod_uid": "POD_UID",
+    "domain_uid": "COMPUTE_DOMAIN_UUID",
+    "domain_name": "COMPUTE_DOMAIN_NAME",
+    "domain_namespace": "COMPUTE_DOMAIN_NAMESPACE",
+    "clique_id": "CLIQUE_ID",
+    "max_nodes": "MAX_NODES_PER_IMEX_DOMAIN",
+    "log_verbosity": "LOG_VERBOSITY",
+    "log_format": "LOG_FORMAT",
+    "config_dir": "IMEX_CONFIG_DIR",
+    "hosts_file": "IMEX_HOSTS_FILE",
+    "imex_binary": "IMEX_BINARY",
+    "imex_ctl_binary": "IMEX_CTL_BINARY",
+}
 
-class SettingsError(ValueError):
-    """The environment does not describe a usable daemon."""
 
+class DaemonSettings(EnvSettings):
+    """Everything the daemon knows about itself before it talks to the API server.
 
-@dataclass(frozen=True)
-class DaemonSettings:
-    """Everything the daemon knows about itself before it talks to the API server."""
+    Only malformed values fail when reading the environment; `require_domain` and
+    `require_pod_identity` check presence, because the `check` probe needs neither the domain nor
+    the pod identity.
+    """
 
-    node_name: str
-    pod_ip: str
-    pod_name: str
-    pod_namespace: str
-    pod_uid: str
-    domain_uid: str
-    domain_name: str
-    domain_namespace: str
+    env_names: ClassVar[Mapping[str, str]] = ENV_NAMES
+    converters: ClassVar[Mapping[str, Converter]] = {"log_format": parse_log_format}
+    # Set but empty, CLIQUE_ID says "no NVLink fabric"; unset, it says "ask the node's label".
+    keep_empty: ClassVar[frozenset[str]] = frozenset({"clique_id"})
+    title: ClassVar[str] = "daemon settings"
+
+    node_name: str = ""
+    pod_ip: str = ""
+    pod_name: str = ""
+    pod_namespace: str = ""
+    pod_uid: str = ""
+    domain_uid: str = ""
+    domain_name: str = ""
+    domain_namespace: str = ""
     # None: the CDI edits did not set CLIQUE_ID, so it comes from the node's label. "": no NVLink fabric.
-    clique_id: str | None
-    max_nodes: int
-    log_verbosity: int
-    config_dir: Path
-    hosts_file: Path
-    imex_binary: str
-    imex_ctl_binary: str
+    clique_id: str | None = None
+    max_nodes: int = Field(default=names.DEFAULT_MAX_NODES_PER_CLIQUE, ge=1)
+    log_verbosity: int = Field(default=0, ge=0)
+    log_format: str = TEXT
+    config_dir: Path = Path(DEFAULT_CONFIG_DIR)
+    hosts_file: Path = Path(DEFAULT_HOSTS_FILE)
+    imex_binary: str = DEFAULT_IMEX_BINARY
+    imex_ctl_binary: str = DEFAULT_IMEX_CTL_BINARY
 
     @property
     def config_file(self) -> Path:
@@ -92,40 +125,9 @@ class DaemonSettings:
             raise SettingsError(f"missing environment variables from the downward API: {', '.join(missing)}")
 
 
-def _int_setting(env: Mapping[str, str], key: str, default: int, minimum: int) -> int:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{key}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise SettingsError(f"{key}={value} is below the minimum {minimum}")
-    return value
-
-
 def load_settings(env: Mapping[str, str] | None = None) -> DaemonSettings:
     """Read the daemon's settings from `env` (the process environment by default).
 
-    Only malformed values fail here; `DaemonSettings.require_domain` and `require_pod_identity` check
-    presence, because the `check` probe needs neither the domain nor the pod identity.
+    Raises SettingsError naming every malformed variable.
     """
-    source = os.environ if env is None else env
-    return DaemonSettings(
-        node_name=source.get("NODE_NAME", ""),
-        pod_ip=source.get("POD_IP", ""),
-        pod_name=source.get("POD_NAME", ""),
-        pod_namespace=source.get("POD_NAMESPACE", ""),
-        pod_uid=source.get("POD_UID", ""),
-        domain_uid=source.get("COMPUTE_DOMAIN_UUID", ""),
-        domain_name=source.get("COMPUTE_DOMAIN_NAME", ""),
-        domain_namespace=source.get("COMPUTE_DOMAIN_NAMESPACE", ""),
-        clique_id=source.get("CLIQUE_ID"),
-        max_nodes=_int_setting(source, "MAX_NODES_PER_IMEX_DOMAIN", names.DEFAULT_MAX_NODES_PER_CLIQUE, 1),
-        log_verbosity=_int_setting(source, "LOG_VERBOSITY", 0, 0),
-        config_dir=Path(source.get("IMEX_CONFIG_DIR") or DEFAULT_CONFIG_DIR),
-        hosts_file=Path(source.get("IMEX_HOSTS_FILE") or DEFAULT_HOSTS_FILE),
-        imex_binary=source.get("IMEX_BINARY") or DEFAULT_IMEX_BINARY,
-        imex_ctl_binary=source.get("IMEX_CTL_BINARY") or DEFAULT_IMEX_CTL_BINARY,
-    )
+    return DaemonSettings.from_env(os.environ if env is None else env)

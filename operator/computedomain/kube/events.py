@@ -64,7 +64,8 @@ def render_event(
     """A core/v1 Event about `involved`, named as the kubelet names its own (`<name>.<hex time>`).
 
     It lives in the involved object's namespace; an Event about a cluster-scoped object (a Node)
-    lives in `namespace`, which the program is given (its own namespace).
+    lives in `namespace`, which the program is given (its own namespace). The API server accepts such
+    an Event outside `default` only when its reference names that namespace too, so it does.
     """
     stamp = _timestamp(now)
     nanos = int(now.timestamp() * 1_000_000_000)
@@ -74,8 +75,8 @@ def render_event(
         "name": involved.name,
         "uid": involved.uid,
     }
-    if involved.namespace:
-        reference["namespace"] = involved.namespace
+    if involved.namespace or namespace:
+        reference["namespace"] = involved.namespace or namespace
     if involved.resource_version:
         reference["resourceVersion"] = involved.resource_version
     source: Object = {"component": component}

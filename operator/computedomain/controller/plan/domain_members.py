@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from computedomain.api import names
 from computedomain.api.models import ComputeDomainClique
 from computedomain.controller.plan.cliques import CliquePlan, plan_cliques
 from computedomain.controller.plan.membership import LabelPlan, label_plan, members, wanted_nodes
 from computedomain.controller.plan.problems import Problem
-from computedomain.kube import Object
 
 _NAMES_SHOWN = 5
+
+# A Kubernetes object as the caches hold it (planners read, never fetch).
+Object = dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -8,26 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from computedomain.api import names
 from computedomain.controller.plan.cliques import Member
-from computedomain.kube import Object
+from computedomain.dra.allocation import allocated_node
 
-
-def claim_node(claim: Object) -> str | None:
-    """The node a ResourceClaim is allocated to, or None while it is unallocated."""
-    allocation = (claim.get("status") or {}).get("allocation")
-    if not allocation:
-        return None
-    for term in (allocation.get("nodeSelector") or {}).get("nodeSelectorTerms") or []:
-        for match in term.get("matchFields") or []:
-            if match.get("key") == "metadata.name" and match.get("values"):
-                return str(match["values"][0])
-    # Our driver's devices are node-local and each node is its own pool.
-    for result in (allocation.get("devices") or {}).get("results") or []:
-        if result.get("driver") == names.DRIVER and result.get("pool"):
-            return str(result["pool"])
-    return None
+# A Kubernetes object as the caches hold it (planners read, never fetch).
+Object = dict[str, Any]
 
 
 def wanted_nodes(claims: Iterable[Object], namespace: str) -> set[str]:
@@ -39,7 +27,7 @@ def wanted_nodes(claims: Iterable[Object], namespace: str) -> set[str]:
     return {
         node
         for claim in claims
-        if claim.get("metadata", {}).get("namespace") == namespace and (node := claim_node(claim))
+        if claim.get("metadata", {}).get("namespace") == namespace and (node := allocated_node(claim))
     }
 
 

@@ -6,9 +6,10 @@ from typing import Any
 
 from computedomain.api import names
 from computedomain.api.models import ComputeDomain, ComputeDomainChannelConfig, ComputeDomainDaemonConfig
-from computedomain.controller.render.dra import device_request, opaque_config, resource_api_version
 from computedomain.controller.render.meta import domain_labels, owner_reference
 from computedomain.controller.settings import Settings
+from computedomain.dra.shapes import device_request, opaque_config
+from computedomain.dra.versions import resource_api_version
 
 KIND = "ResourceClaimTemplate"
 

@@ -1,0 +1,128 @@
+"""Our driver's opaque configs decode into typed values; the one that applies wins, bad ones are named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from computedomain.api import names
+from computedomain.api.models import ComputeDomainChannelConfig, ComputeDomainDaemonConfig
+from computedomain.dra.configs import ConfigError, decode_parameters, request_configs
+
+DOMAIN = "0c9d7c4e-7b1a-4a63-9a55-1f1f0d6f2a10"
+OTHER = "9f0e2d1c-0000-4000-8000-000000000001"
+
+
+def channel(domain: str = DOMAIN, mode: str | None = None) -> dict[str, Any]:
+    return ComputeDomainChannelConfig(domain_id=domain, allocation_mode=mode).to_parameters()
+
+
+def daemon(domain: str = DOMAIN) -> dict[str, Any]:
+    return ComputeDomainDaemonConfig(domain_id=domain).to_parameters()
+
+
+def entry(
+    parameters: Any, source: str = "FromClaim", requests: list[str] | None = None, driver: str = names.DRIVER
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"source": source, "opaque": {"driver": driver, "parameters": parameters}}
+    if requests is not None:
+        body["requests"] = requests
+    return body
+
+
+def claim(configs: list[dict[str, Any]], requests: tuple[str, ...] = ("channel",)) -> dict[str, Any]:
+    results = [{"driver": names.DRIVER, "request": r, "pool": "n1", "device": "channel-0"} for r in requests]
+    return {"status": {"allocation": {"devices": {"results": results, "config": configs}}}}
+
+
+def test_decode_channel_and_daemon_configs() -> None:
+    assert decode_parameters(channel(mode="All")) == ComputeDomainChannelConfig(
+        domain_id=DOMAIN, allocation_mode="All"
+    )
+    assert decode_parameters(daemon()) == ComputeDomainDaemonConfig(domain_id=DOMAIN)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"kind": "GpuConfig", "domainID": DOMAIN}, "unknown config kind 'GpuConfig'"),
+        ({"domainID": DOMAIN}, "unknown config kind None"),
+        ("not an object", "parameters must be an object, not str"),
+        ({**channel(), "domainID": ""}, "invalid ComputeDomainChannelConfig: domainID cannot be empty"),
+        (
+            {**daemon(), "apiVersion": "resource.nvidia.com/v1"},
+            "apiVersion must be resource.nvidia.com/v1beta1",
+        ),
+        ({**channel(), "bogus": 1}, "bogus: Extra inputs are not permitted"),
+        (
+            {"kind": names.CHANNEL_CONFIG_KIND, "domain_id": DOMAIN},
+            "domain_id: Extra inputs are not permitted",
+        ),
+        ({**channel(), "allocationMode": 3}, "allocationMode: Input should be a valid string"),
+    ],
+)
+def test_bad_parameters_are_named(parameters: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        decode_parameters(parameters)
+
+
+def test_a_config_naming_no_request_applies_to_all() -> None:
+    configs = request_configs(claim([entry(channel())], requests=("channel", "extra")))
+    assert configs == {"channel": decode_parameters(channel()), "extra": decode_parameters(channel())}
+
+
+def test_claim_configs_override_class_configs_whatever_their_order() -> None:
+    body = claim([entry(channel(OTHER), "FromClaim"), entry(channel(mode="All"), "FromClass")])
+    assert request_configs(body)["channel"].domain_id == OTHER
+
+
+def test_later_entries_override_earlier_ones() -> None:
+    body = claim([entry(channel(OTHER)), entry(channel(DOMAIN, "All"))])
+    assert request_configs(body) == {
+        "channel": ComputeDomainChannelConfig(domain_id=DOMAIN, allocation_mode="All")
+    }
+
+
+def test_configs_apply_only_to_the_requests_they_name() -> None:
+    body = claim(
+        [entry(channel(), requests=["channel"]), entry(daemon(), requests=["daemon"])],
+        requests=("channel", "daemon"),
+    )
+    configs = request_configs(body)
+    assert isinstance(configs["channel"], ComputeDomainChannelConfig)
+    assert isinstance(configs["daemon"], ComputeDomainDaemonConfig)
+
+
+def test_a_config_for_a_request_applies_to_its_subrequests() -> None:
+    assert (
+        request_configs(claim([entry(daemon(), requests=["d"])], requests=("d/any",)))["d/any"].domain_id
+        == DOMAIN
+    )
+
+
+def test_other_drivers_entries_are_ignored() -> None:
+    foreign = entry({"kind": "GpuConfig"}, driver="gpu.nvidia.com")
+    assert request_configs(claim([entry(channel()), foreign]))["channel"].domain_id == DOMAIN
+
+
+def test_a_request_without_config_is_an_error() -> None:
+    body = claim([entry(channel(), requests=["other"])])
+    message = r"request 'channel': no compute-domain\.nvidia\.com config applies"
+    with pytest.raises(ConfigError, match=message):
+        request_configs(body)
+
+
+def test_a_bad_entry_is_reported_even_when_overridden() -> None:
+    body = claim([entry({"kind": "Nope"}, "FromClass"), entry(channel())])
+    with pytest.raises(ConfigError, match=r"config\[0\] \(FromClass\): unknown config kind 'Nope'"):
+        request_configs(body)
+
+
+def test_an_unknown_source_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"config\[0\] \(FromNowhere\): unknown source"):
+        request_configs(claim([entry(channel(), "FromNowhere")]))
+
+
+def test_an_unallocated_claim_has_nothing_to_configure() -> None:
+    assert request_configs({"metadata": {"name": "c"}}) == {}
