@@ -20,7 +20,7 @@ from kubernetes_asyncio import client
 
 from computedomain.api import names
 from computedomain.dra.slices import slice_name
-from computedomain.kube import DOMAINS, NODES, PODS, Kube, claims, resource_slices
+from computedomain.kube import DOMAINS, NODES, PODS, Kind, Kube, claims, resource_slices
 from computedomain.plugin.app import Plugin
 from computedomain.plugin.health import StaticHealth
 from computedomain.plugin.settings import PluginSettings
@@ -179,6 +179,9 @@ async def allocated_claim(
     return allocated, consumer
 
 
+SERVICE_ACCOUNTS = Kind("", "v1", "serviceaccounts", True)
+
+
 async def pod(
     kube: Kube,
     namespace: str,
@@ -189,6 +192,23 @@ async def pod(
 ) -> Object:
     """A pod bound to `node` (which nothing runs), using `claim` if given."""
     container: Object = {"name": "c", "image": "registry.example/none:1"}
+    metadata: Object = {"name": name, "namespace": namespace, "labels": labels or {}}
+    if labels and names.DOMAIN_LABEL in labels:
+        # A stand-in for a domain's IMEX daemon. Where a controller runs beside the test, the domain's
+        # DaemonSet would adopt a pod matching its selector and delete it as surplus on its node; a
+        # controller reference of its own (to an object that lives as long as the namespace) keeps
+        # it out of that DaemonSet's reach.
+        account = await kube.get(SERVICE_ACCOUNTS, "default", namespace)
+        assert account is not None, f"namespace {namespace} has no default ServiceAccount"
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "name": "default",
+                "uid": account["metadata"]["uid"],
+                "controller": True,
+            }
+        ]
     spec: Object = {"nodeName": node, "tolerations": NOT_READY_TOLERATIONS, "containers": [container]}
     if claim:
         spec["resourceClaims"] = [{"name": "imex", "resourceClaimName": claim}]
@@ -198,7 +218,7 @@ async def pod(
         {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+            "metadata": metadata,
             "spec": spec,
         },
     )
