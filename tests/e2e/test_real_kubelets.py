@@ -228,7 +228,13 @@ async def test_restarted_kubelet_keeps_its_running_pod(
     leases = client.CoordinationV1Api(kube)
 
     async def renewed_by_new_kubelet() -> bool:
-        lease = await leases.read_namespaced_lease(node.name, "kube-node-lease")
+        try:
+            lease = await leases.read_namespaced_lease(node.name, "kube-node-lease")
+        except ApiException as error:
+            # A kubelet coming up may find its lease gone and create it anew.
+            if error.status == 404:
+                return False
+            raise
         return bool(lease.spec.renew_time > restarted)
 
     await eventually(renewed_by_new_kubelet, timeout=WAIT, what="the restarted kubelet renewing its lease")
