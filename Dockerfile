@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# One image for every entry point: computedomain-controller, computedomain-agent and
-# compute-domain-daemon. The Helm chart and the controller set the command of each container, so the
+# One image for every entry point: computedomain-controller, computedomain-agent,
+# computedomain-kubelet-plugin and compute-domain-daemon. The Helm chart and the controller set the command of each container, so the
 # image has no ENTRYPOINT.
 #
 #   docker build -t computedomain-operator:0.1.0 .

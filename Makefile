@@ -42,6 +42,10 @@ fmt: venv ## Format and auto-fix with ruff
 crds: venv ## Regenerate crds/ from the pydantic models
 	$(PY) -m computedomain.api.crd write crds
 
+.PHONY: protos
+protos: venv ## Regenerate the kubelet plugin's gRPC stubs from its vendored kubelet protos
+	$(PY) scripts/gen_protos.py
+
 .PHONY: test
 test: venv tools ## Run the whole test suite (unit, control plane, end to end)
 	@$(VENV)/bin/pytest; rc=$$?; \

@@ -5,7 +5,7 @@
 # A family is rebuilt only when its pinned inputs change: each build records a digest of the
 # family's go.mod, go.sum, sources and build recipe, and a matching digest skips the build.
 #
-# usage: tools/build.sh [k8s|etcd|kwok|helm ...]   (no argument: all families)
+# usage: tools/build.sh [k8s|etcd|kwok|helm|cri-double ...]   (no argument: all families)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,8 +30,11 @@ build_k8s() {
   done
   (cd "$here/k8s" && go build -ldflags "$ldf" -o "$bin/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet)
 }
+
+# The container runtime of the test bed's real kubelets (tools/cri-double/main.go says what it does).
+build_cri-double() { (cd "$here/cri-double" && go build -ldflags "-s -w" -o "$bin/cri-double" .); }
 
 build_etcd() { (cd "$here/etcd" && go build -ldflags "-s -w" -o "$bin/etcd" .); }
 build_kwok() {
@@ -60,7 +63,7 @@ digest() {
 }
 
 families=("$@")
-[ ${#families[@]} -gt 0 ] || families=(etcd kwok helm k8s)
+[ ${#families[@]} -gt 0 ] || families=(etcd kwok helm k8s cri-double)
 for family in "${families[@]}"; do
   stamp=$out/$family.stamp
   want=$(digest "$family")

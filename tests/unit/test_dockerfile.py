@@ -21,8 +21,13 @@ CHART = REPO / "charts" / "computedomain-operator"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 BASE_IMAGE = "python:3.11.14-slim-bookworm"
-# The entry points the image serves: the chart's two workloads and the per-domain IMEX daemons.
-IMAGE_ENTRY_POINTS = ("computedomain-controller", "computedomain-agent", "compute-domain-daemon")
+# The entry points the image serves: the chart's three workloads and the per-domain IMEX daemons.
+IMAGE_ENTRY_POINTS = (
+    "computedomain-controller",
+    "computedomain-agent",
+    "computedomain-kubelet-plugin",
+    "compute-domain-daemon",
+)
 # Commands that come with the base image rather than from the project (the node agent's init container
 # links the host's NVML with a POSIX shell).
 BASE_IMAGE_COMMANDS = frozenset({"sh"})

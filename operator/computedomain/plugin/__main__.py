@@ -1,0 +1,58 @@
+"""`computedomain-kubelet-plugin`: the DRA kubelet plugin of driver compute-domain.nvidia.com.
+
+Configured through environment variables (see `computedomain.plugin.settings`); in a pod it uses its
+service account, elsewhere the KUBECONFIG file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from computedomain.kube.config import load_api_client
+from computedomain.logs import configure_logging
+from computedomain.plugin.app import Plugin
+from computedomain.plugin.settings import PluginSettings, SettingsError
+from computedomain.shutdown import ignore_further_signals, stop_on_signals
+
+logger = logging.getLogger("computedomain.plugin")
+
+
+async def _main(settings: PluginSettings) -> int:
+    loop = asyncio.get_running_loop()
+    async with await load_api_client() as api:
+        plugin = Plugin(settings, api)
+        stop_on_signals(loop, plugin.stop)
+        try:
+            return await plugin.run()
+        finally:
+            ignore_further_signals(loop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the kubelet plugin process."""
+    parser = argparse.ArgumentParser(prog="computedomain-kubelet-plugin", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    try:
+        settings = PluginSettings.from_env(os.environ)
+    except SettingsError as error:
+        print(f"computedomain-kubelet-plugin: invalid configuration:\n{error}", file=sys.stderr)
+        return 2
+    configure_logging("json" if settings.json_logs else "text", args.log_level)
+    logger.info(
+        "starting: node=%s kubelet root=%s CDI root=%s driver root=%s state=%s",
+        settings.node_name,
+        settings.kubelet_root,
+        settings.cdi_root,
+        settings.driver_root,
+        settings.state,
+    )
+    return asyncio.run(_main(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

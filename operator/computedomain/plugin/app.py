@@ -1,0 +1,161 @@
+"""The plugin process: caches, core, slice publisher, stale-claim sweep, health, gRPC and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from kubernetes_asyncio.client import ApiClient
+
+from computedomain.kube import Kube
+from computedomain.plugin import http, metrics
+from computedomain.plugin.cdi import SpecStore
+from computedomain.plugin.checkpoint import Checkpoint, read_boot_id
+from computedomain.plugin.cleanup import Sweeper
+from computedomain.plugin.core import Core
+from computedomain.plugin.edits import HostPaths
+from computedomain.plugin.health import HealthMonitor, HealthSource, default_source
+from computedomain.plugin.kubeio import FIELD_MANAGER, KubeNodeView, SlicePublisher, discover_resource_version
+from computedomain.plugin.servers import PluginServers
+from computedomain.plugin.settings import PluginSettings
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.json"
+DOMAINS_DIR = "domains"
+
+
+class Plugin:
+    """One node's kubelet plugin; `run()` returns the process exit code."""
+
+    def __init__(self, settings: PluginSettings, api: ApiClient, health: HealthSource | None = None) -> None:
+        self.settings = settings
+        self.kube = Kube(api, field_manager=FIELD_MANAGER)
+        self.health = health or default_source(settings.health_source)
+        self.stop = asyncio.Event()
+        self.view: KubeNodeView | None = None
+        self.publisher: SlicePublisher | None = None
+        self.servers: PluginServers | None = None
+        self.core: Core | None = None
+        self.registered = False
+        self.serving = asyncio.Event()
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once caches are loaded, the sockets listen and the slice is published."""
+        if self.view is None or not self.view.synced:
+            return False, "caches loading"
+        if not self.serving.is_set():
+            return False, "sockets not listening yet"
+        if self.publisher is None or not self.publisher.published.is_set():
+            return False, "ResourceSlice not published"
+        return True, "registered" if self.registered else "serving, waiting for the kubelet"
+
+    def _on_registration(self, registered: bool, error: str) -> None:
+        self.registered = registered
+        metrics.REGISTERED.set(1 if registered else 0)
+
+    async def run(self) -> int:
+        """Serve until `stop` is set; 1 when a part of the plugin failed."""
+        runner = None
+        if self.settings.http_port:
+            runner = await http.serve(http.make_app(self.readiness), self.settings.http_port)
+        tasks: set[asyncio.Task[Any]] = set()
+
+        def start(name: str, coro: Coroutine[Any, Any, Any]) -> None:
+            tasks.add(asyncio.create_task(coro, name=name))
+
+        try:
+            start("stop", self.stop.wait())
+            discovery = asyncio.create_task(discover_resource_version(self.kube))
+            await asyncio.wait({discovery, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+            if not discovery.done():
+                discovery.cancel()
+                return 0
+            version = discovery.result()
+            if version is None:
+                log.error("the API server serves no resource.k8s.io version this plugin knows")
+                return 1
+            log.info("node %s, resource.k8s.io/%s", self.settings.node_name, version)
+            self.view = KubeNodeView(self.kube, self.settings.node_name, self.settings.namespace, version)
+            start("caches", self.view.run())
+            synced = asyncio.create_task(self.view.wait_synced())
+            await asyncio.wait({synced, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+            if not synced.done():
+                synced.cancel()
+                return self._exit_code(tasks)
+            self.core = await asyncio.to_thread(self._build_core, self.view)
+            self.publisher = SlicePublisher(self.kube, self.view)
+            start("slice", self.publisher.run())
+            sweeper = Sweeper(
+                self.core,
+                self.view,
+                interval=self.settings.cleanup_interval,
+                stale_after=self.settings.stale_after,
+            )
+            start("sweep", sweeper.run())
+            monitor = HealthMonitor(self.health, self.settings.health_interval)
+            await monitor.check_once()
+            start("health", monitor.run())
+            self.servers = PluginServers(
+                self.core,
+                monitor,
+                self.settings.node_name,
+                self.settings.dra_socket,
+                self.settings.registration_socket,
+                self._on_registration,
+                health_resend=self.settings.health_interval,
+            )
+            await self.servers.start()
+            self.serving.set()
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            return self._exit_code(tasks)
+        finally:
+            if self.servers is not None:
+                await self.servers.stop()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if runner is not None:
+                await runner.cleanup()
+            await self.kube.close()
+
+    def _build_core(self, view: KubeNodeView) -> Core:
+        state = self.settings.state
+        checkpoint = Checkpoint(state / CHECKPOINT_FILE, read_boot_id(self.settings.boot_id_file))
+        checkpoint.load()
+        metrics.PREPARED_CLAIMS.set_function(lambda: len(checkpoint.claims))
+        paths = HostPaths(
+            proc_devices=self.settings.proc_devices,
+            driver_root=self.settings.driver_root,
+            host_driver_root=self.settings.host_root,
+            domains_dir=state / DOMAINS_DIR,
+        )
+        log.info(
+            "checkpoint %s: %d prepared claims; CDI specs in %s",
+            checkpoint.path,
+            len(checkpoint.claims),
+            self.settings.cdi_root,
+        )
+        return Core(
+            view,
+            checkpoint,
+            SpecStore(self.settings.cdi_root),
+            paths,
+            self.settings.node_name,
+            prepare_wait=self.settings.prepare_wait,
+            event_interval=self.settings.event_interval,
+        )
+
+    @staticmethod
+    def _exit_code(tasks: set[asyncio.Task[Any]]) -> int:
+        for task in tasks:
+            if task.done() and task.get_name() != "stop":
+                error = None if task.cancelled() else task.exception()
+                log.error("%s ended unexpectedly: %s", task.get_name(), error)
+                return 1
+        return 0

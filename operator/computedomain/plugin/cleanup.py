@@ -1,0 +1,90 @@
+"""Periodic cleanup of claims the kubelet will never unprepare, and of unused IMEX config folders.
+
+A claim is stale when its prepare began long ago and never finished (the pod went away while it
+waited), or when the claim no longer exists (deleted while the plugin was down). Stale claims lose
+their CDI spec and their checkpoint entry, as an unprepare would do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections.abc import Callable
+
+from computedomain.plugin.core import Core
+from computedomain.plugin.view import NodeView
+
+log = logging.getLogger(__name__)
+
+
+class Sweeper:
+    """Finds and releases stale claims; removes config folders of domains that are gone."""
+
+    def __init__(
+        self,
+        core: Core,
+        view: NodeView,
+        *,
+        interval: float,
+        stale_after: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.core = core
+        self.view = view
+        self.interval = interval
+        self.stale_after = stale_after
+        self.clock = clock
+
+    async def _stale(self, uid: str) -> str | None:
+        record = self.core.checkpoint.claims.get(uid)
+        if record is None:
+            return None
+        if record.state == "PrepareStarted" and self.clock() - record.started_at > self.stale_after:
+            return f"its prepare began {self.clock() - record.started_at:.0f}s ago and never finished"
+        claim = await self.view.read_claim(record.namespace, record.name)
+        if claim is None:
+            return "the claim no longer exists"
+        if claim.get("metadata", {}).get("uid") != uid:
+            return "the claim was replaced by another of the same name"
+        return None
+
+    async def sweep_once(self) -> list[str]:
+        """One pass; returns the UIDs of the claims it released."""
+        released = []
+        for uid in list(self.core.checkpoint.claims):
+            try:
+                why = await self._stale(uid)
+            except Exception as error:  # the API may be away; try again next time
+                log.warning("cannot tell whether claim %s is stale: %s", uid, error)
+                continue
+            if why is not None and await self.core.release_locked(uid):
+                log.info("unprepared stale claim %s: %s", uid, why)
+                released.append(uid)
+        for uid in list(self.core.checkpoint.dropped):
+            # Specs of a previous boot's claims: the runtime of this boot must never use them.
+            if await asyncio.to_thread(self.core.specs.remove, uid):
+                log.info("removed the CDI spec of claim %s of a previous boot", uid)
+            self.core.checkpoint.dropped.pop(uid, None)
+        await asyncio.to_thread(self._remove_unused_domain_dirs)
+        return released
+
+    def _remove_unused_domain_dirs(self) -> None:
+        root = self.core.paths.domains_dir
+        if not root.is_dir():
+            return
+        used = {d.domain_id for r in self.core.checkpoint.claims.values() for d in r.devices}
+        for entry in root.iterdir():
+            if entry.is_dir() and entry.name not in used and self.view.domain(entry.name) is None:
+                shutil.rmtree(entry, ignore_errors=True)
+                log.info("removed the IMEX config folder of ComputeDomain %s, which is gone", entry.name)
+
+    async def run(self) -> None:
+        """Sweep now and then every `interval` seconds (forever)."""
+        while True:
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("stale claim sweep failed")
+            await asyncio.sleep(self.interval)

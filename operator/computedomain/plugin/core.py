@@ -1,0 +1,284 @@
+"""Prepare and unprepare of claims: the plugin's core, shared by the v1 and v1beta1 DRA services.
+
+Both are idempotent and keyed by claim UID. Claims of one call run in parallel; two calls for the same
+claim run one after the other. Every claim gets its own answer: an error names what is wrong with that
+claim and leaves the others alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from computedomain.plugin import cdi, metrics
+from computedomain.plugin.cdi import Edits, SpecStore
+from computedomain.plugin.checkpoint import Checkpoint, ClaimRecord, ClaimState, PreparedDevice
+from computedomain.plugin.claims import AllocatedDevice, ClaimError, allocated_devices, reserved_pods
+from computedomain.plugin.devices import DeviceError
+from computedomain.plugin.edits import HostPaths, channel_edits, daemon_edits
+from computedomain.plugin.events import REASON_NOT_READY, REASON_WAITING, RateLimit, render_event
+from computedomain.plugin.gate import wait_for_daemon
+from computedomain.plugin.view import DomainRef, NodeView
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClaimRef:
+    """A claim as the kubelet names it."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The answer for one claim: its devices, or an error."""
+
+    devices: tuple[PreparedDevice, ...] = ()
+    error: str = ""
+
+
+class _Refused(Exception):
+    """Ends the prepare of one claim with a message for the kubelet."""
+
+
+class Core:
+    """Prepares and unprepares this node's claims of driver compute-domain.nvidia.com."""
+
+    def __init__(
+        self,
+        view: NodeView,
+        checkpoint: Checkpoint,
+        specs: SpecStore,
+        paths: HostPaths,
+        node: str,
+        *,
+        prepare_wait: float,
+        event_interval: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.view = view
+        self.checkpoint = checkpoint
+        self.specs = specs
+        self.paths = paths
+        self.node = node
+        self.prepare_wait = prepare_wait
+        self.events = RateLimit(event_interval)
+        self.clock = clock
+        self._claim_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        # Set by an unprepare to cut short the prepare of the same claim that waits for its daemon.
+        self._aborts: dict[str, asyncio.Event] = {}
+        self._checkpoint_lock = asyncio.Lock()
+
+    # --- kubelet calls ----------------------------------------------------------------------------
+
+    async def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, Outcome]:
+        """Prepare every claim (in parallel); one outcome per claim UID."""
+        outcomes = await asyncio.gather(*(self._locked(c.uid, self._prepare_one, c) for c in claims))
+        return {claim.uid: outcome for claim, outcome in zip(claims, outcomes, strict=True)}
+
+    async def unprepare(self, claims: Sequence[ClaimRef]) -> dict[str, str]:
+        """Unprepare every claim (in parallel); an error message per claim UID ('' when done).
+
+        A prepare of the same claim that still waits for its daemon gives up first (the pod is gone).
+        """
+        for claim in claims:
+            if claim.uid in self._aborts:
+                self._aborts[claim.uid].set()
+        errors = await asyncio.gather(*(self._locked(c.uid, self._unprepare_one, c) for c in claims))
+        return {claim.uid: error for claim, error in zip(claims, errors, strict=True)}
+
+    async def _locked(self, uid: str, work: Callable[[ClaimRef], Awaitable[Any]], claim: ClaimRef) -> Any:
+        # One lock per claim, kept while anyone holds or awaits it (counted), then dropped.
+        entry = self._claim_locks.setdefault(uid, (asyncio.Lock(), [0]))
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                return await work(claim)
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._claim_locks[uid]
+
+    # --- prepare ----------------------------------------------------------------------------------
+
+    async def _prepare_one(self, ref: ClaimRef) -> Outcome:
+        record = self.checkpoint.claims.get(ref.uid)
+        if record is not None and record.state == "PrepareCompleted":
+            log.debug("claim %s (%s) already prepared", ref, ref.uid)
+            metrics.PREPARES.labels(result="cached").inc()
+            return Outcome(record.devices)
+        started = time.monotonic()
+        self._aborts[ref.uid] = asyncio.Event()
+        try:
+            devices = await self._prepare_claim(ref)
+        except _Refused as refused:
+            log.warning("claim %s (%s) not prepared: %s", ref, ref.uid, refused)
+            metrics.PREPARES.labels(result="error").inc()
+            return Outcome(error=str(refused))
+        except Exception as error:  # one broken claim must not fail the whole call
+            log.exception("claim %s (%s): prepare failed", ref, ref.uid)
+            metrics.PREPARES.labels(result="error").inc()
+            return Outcome(error=f"prepare of claim {ref} failed: {error}")
+        finally:
+            self._aborts.pop(ref.uid, None)
+        metrics.PREPARES.labels(result="prepared").inc()
+        metrics.PREPARE_SECONDS.observe(time.monotonic() - started)
+        return Outcome(devices)
+
+    async def _prepare_claim(self, ref: ClaimRef) -> tuple[PreparedDevice, ...]:
+        claim = await self.view.read_claim(ref.namespace, ref.name)
+        if claim is None:
+            raise _Refused(f"ResourceClaim {ref} does not exist")
+        uid = str(claim.get("metadata", {}).get("uid", ""))
+        if uid != ref.uid:
+            raise _Refused(f"ResourceClaim {ref} has UID {uid}, not {ref.uid}: it was replaced")
+        try:
+            allocated = allocated_devices(claim)
+        except ClaimError as error:
+            raise _Refused(f"ResourceClaim {ref}: {error}") from None
+        domains = {device.domain_id: self._domain_of(ref, device) for device in allocated}
+        await self._record(ref, "PrepareStarted", allocated, ())
+        for domain in {domains[d.domain_id] for d in allocated if d.type == "channel"}:
+            await self._gate(ref, claim, domain)
+        clique = await self.view.clique_id()
+        if not clique and any(d.type == "channel" for d in allocated):
+            log.info("node %s has no NVLink clique: claim %s gets no IMEX channel device", self.node, ref)
+        try:
+            edits = [(d.device, self._edits(d, domains[d.domain_id], clique)) for d in allocated]
+        except DeviceError as error:
+            raise _Refused(f"ResourceClaim {ref}: {error}") from None
+        spec = cdi.render_spec(ref.uid, edits)
+        if spec is None:
+            await asyncio.to_thread(self.specs.remove, ref.uid)
+        else:
+            await asyncio.to_thread(self.specs.write, ref.uid, spec)
+        with_ids = {name for name, e in edits if not e.empty}
+        prepared = tuple(
+            PreparedDevice(
+                request=d.request,
+                pool=d.pool,
+                device=d.device,
+                type=d.type,
+                domain_id=d.domain_id,
+                cdi_device_ids=(cdi.qualified_name(ref.uid, d.device),) if d.device in with_ids else (),
+            )
+            for d in allocated
+        )
+        await self._record(ref, "PrepareCompleted", allocated, prepared)
+        log.info("prepared claim %s (%s): %s", ref, ref.uid, ", ".join(d.device for d in prepared) or "none")
+        return prepared
+
+    def _domain_of(self, ref: ClaimRef, device: AllocatedDevice) -> DomainRef:
+        domain = self.view.domain(device.domain_id)
+        if domain is None:
+            raise _Refused(
+                f"ResourceClaim {ref}: {device.config.kind} names ComputeDomain UID {device.domain_id}, "
+                "and no ComputeDomain has that UID"
+            )
+        # A workload's channel must come from a domain of its own namespace; the IMEX daemon's claim
+        # lives in the operator's namespace and serves a domain of any namespace.
+        if device.type == "channel" and domain.namespace != ref.namespace:
+            raise _Refused(
+                f"ResourceClaim {ref}: ComputeDomain {domain} is in namespace {domain.namespace}, not in "
+                f"the claim's namespace {ref.namespace}"
+            )
+        return domain
+
+    def _edits(self, device: AllocatedDevice, domain: DomainRef, clique: str) -> Edits:
+        if device.type == "channel":
+            return channel_edits(self.paths, clique, getattr(device.config, "allocation_mode", None))
+        self.paths.domain_dir(domain.uid).mkdir(parents=True, exist_ok=True, mode=0o755)
+        return daemon_edits(self.paths, domain, clique)
+
+    async def _gate(self, ref: ClaimRef, claim: dict[str, Any], domain: DomainRef) -> None:
+        if self.view.daemon_ready(domain.uid):
+            return
+        what = f"the IMEX daemon of ComputeDomain {domain} on node {self.node}"
+        pods = reserved_pods(claim)
+        log.info("claim %s waits for %s to be ready", ref, what)
+
+        async def post(event_type: str, reason: str, message: str) -> None:
+            for pod in pods:
+                if event_type == "Warning" or self.events.allow(pod[2]):
+                    event = render_event(
+                        pod, node=self.node, event_type=event_type, reason=reason, message=message
+                    )
+                    await self.view.post_event(event)
+
+        async def waiting(elapsed: float) -> None:
+            await post("Normal", REASON_WAITING, f"Waiting for {what} to be ready ({elapsed:.0f}s so far)")
+
+        started = time.monotonic()
+        abort = self._aborts.get(ref.uid)
+        ready = await wait_for_daemon(self.view, domain.uid, self.prepare_wait, waiting, abort=abort)
+        metrics.GATE_SECONDS.observe(time.monotonic() - started)
+        if abort is not None and abort.is_set() and not ready:
+            raise _Refused(f"ResourceClaim {ref}: unprepared while it waited for {what}")
+        if not ready:
+            message = f"{what} is not ready after {self.prepare_wait:.0f}s; the kubelet will try again"
+            await post("Warning", REASON_NOT_READY, message)
+            raise _Refused(f"ResourceClaim {ref}: {message}")
+        log.info("claim %s: %s is ready", ref, what)
+
+    async def _record(
+        self,
+        ref: ClaimRef,
+        state: ClaimState,
+        allocated: Sequence[AllocatedDevice],
+        prepared: tuple[PreparedDevice, ...],
+    ) -> None:
+        devices = prepared or tuple(
+            PreparedDevice(
+                request=d.request, pool=d.pool, device=d.device, type=d.type, domain_id=d.domain_id
+            )
+            for d in allocated
+        )
+        previous = self.checkpoint.claims.get(ref.uid)
+        started_at = previous.started_at if previous is not None else self.clock()
+        record = ClaimRecord(
+            uid=ref.uid,
+            namespace=ref.namespace,
+            name=ref.name,
+            state=state,
+            started_at=started_at,
+            devices=devices,
+        )
+        async with self._checkpoint_lock:
+            await asyncio.to_thread(self.checkpoint.put, record)
+
+    # --- unprepare --------------------------------------------------------------------------------
+
+    async def _unprepare_one(self, ref: ClaimRef) -> str:
+        try:
+            await self.release(ref.uid)
+        except Exception as error:
+            log.exception("claim %s (%s): unprepare failed", ref, ref.uid)
+            return f"unprepare of claim {ref} failed: {error}"
+        return ""
+
+    async def release(self, uid: str) -> bool:
+        """Remove the claim's CDI spec and its checkpoint entry; False when nothing was there."""
+        removed = await asyncio.to_thread(self.specs.remove, uid)
+        async with self._checkpoint_lock:
+            record = await asyncio.to_thread(self.checkpoint.discard, uid)
+        if record is not None or removed:
+            log.info("unprepared claim %s", f"{record.namespace}/{record.name} ({uid})" if record else uid)
+            metrics.UNPREPARES.inc()
+            return True
+        log.debug("claim %s was not prepared here: nothing to unprepare", uid)
+        return False
+
+    async def release_locked(self, uid: str) -> bool:
+        """`release` under the claim's lock (for the stale-claim sweep)."""
+        return bool(await self._locked(uid, lambda _ref: self.release(uid), ClaimRef("", "", uid)))

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of the kubelet plugin protos (`make protos`); do not edit."""

@@ -1,0 +1,259 @@
+"""The plugin's Kubernetes I/O: the node view (claims, domains, daemon pods, the node) and the slice.
+
+Everything goes through `computedomain.kube`. Watches are narrowed to what this node needs: the daemon
+pods of the operator's namespace on this node, every ComputeDomain (to find one by UID, as NVIDIA's
+plugin does) and this node's own ResourceSlice. A prepare call costs one GET of its claim. Transient
+API errors are retried with jittered backoff; informers resume their watches by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from computedomain.api import names
+from computedomain.kube import DOMAINS, NODES, PODS, Kube, KubeError, claims, is_transient, resource_slices
+from computedomain.kube.backoff import Backoff
+from computedomain.kube.events import post_event
+from computedomain.kube.informer import Informer
+from computedomain.plugin import metrics
+from computedomain.plugin.slices import (
+    RESOURCE_GROUP,
+    matches,
+    pick_resource_version,
+    render_slice,
+    slice_name,
+)
+from computedomain.plugin.view import DomainRef, Notifier
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "computedomain-kubelet-plugin"
+# How long a read of the node's clique label is reused; the label changes rarely.
+NODE_TTL = 5.0
+T = TypeVar("T")
+
+Object = dict[str, Any]
+
+
+async def retrying(what: str, call: Callable[[], Awaitable[T]], budget: float = 10.0) -> T:
+    """`call()`, retried with jittered backoff on transient errors for up to `budget` seconds."""
+    backoff = Backoff(initial=0.2, maximum=2.0)
+    deadline = time.monotonic() + budget
+    while True:
+        try:
+            return await call()
+        except Exception as error:
+            delay = backoff.next()
+            if not is_transient(error) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
+            await asyncio.sleep(delay)
+
+
+async def discover_resource_version(kube: Kube, budget: float = float("inf")) -> str | None:
+    """The preferred `resource.k8s.io` version the API server serves, or None.
+
+    An API server that is away is waited for (up to `budget` seconds): a plugin that starts before
+    it must not crash-loop.
+    """
+    try:
+        group = await retrying("discovery", lambda: kube.call("GET", f"/apis/{RESOURCE_GROUP}"), budget)
+    except KubeError as error:
+        if error.status == 404:
+            return None
+        raise
+    return pick_resource_version(str(v.get("version", "")) for v in group.get("versions", []))
+
+
+def _pod_ready(pod: Object) -> bool:
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+class KubeNodeView:
+    """The `NodeView` of one node, fed by watches (see the module docstring)."""
+
+    def __init__(self, kube: Kube, node: str, namespace: str, resource_version: str) -> None:
+        self.kube = kube
+        self.node = node
+        self.version = resource_version
+        self._changes = Notifier()
+        self._domains: dict[str, DomainRef] = {}
+        self.domain_informer = Informer(kube, DOMAINS, self._on_domain, name="computedomains")
+        self.pod_informer = Informer(
+            kube,
+            PODS,
+            self._on_pod,
+            namespace=namespace,
+            label_selector=names.DOMAIN_LABEL,
+            field_selector=f"spec.nodeName={node}",
+            name="IMEX daemon pods",
+        )
+        self._node: Object | None = None
+        self._node_read = 0.0
+
+    @property
+    def changes(self) -> Notifier:
+        """Notified on every change of a domain, a daemon pod or the node."""
+        return self._changes
+
+    def _on_domain(self, event: str, obj: Object, old: Object | None) -> None:
+        meta = obj.get("metadata", {})
+        uid = str(meta.get("uid", ""))
+        if event == "DELETED":
+            self._domains.pop(uid, None)
+        else:
+            self._domains[uid] = DomainRef(uid, str(meta.get("namespace", "")), str(meta.get("name", "")))
+        self._changes.notify()
+
+    def _on_pod(self, event: str, obj: Object, old: Object | None) -> None:
+        self._changes.notify()
+
+    async def run(self) -> None:
+        """Keep the caches current (forever)."""
+        await asyncio.gather(self.domain_informer.run(), self.pod_informer.run())
+
+    @property
+    def synced(self) -> bool:
+        """True once both caches were loaded."""
+        return self.domain_informer.synced.is_set() and self.pod_informer.synced.is_set()
+
+    async def wait_synced(self) -> None:
+        """Wait until both caches were loaded once."""
+        await self.domain_informer.synced.wait()
+        await self.pod_informer.synced.wait()
+
+    async def read_claim(self, namespace: str, name: str) -> Object | None:
+        """GET the ResourceClaim (transient errors retried)."""
+        kind = claims(self.version)
+        return await retrying(
+            f"reading claim {namespace}/{name}", lambda: self.kube.get(kind, name, namespace)
+        )
+
+    def domain(self, uid: str) -> DomainRef | None:
+        """The cached ComputeDomain with this UID."""
+        return self._domains.get(uid)
+
+    def daemon_ready(self, domain_uid: str) -> bool:
+        """True when a Ready daemon pod of the domain runs on this node."""
+        return any(
+            pod.get("metadata", {}).get("labels", {}).get(names.DOMAIN_LABEL) == domain_uid
+            and _pod_ready(pod)
+            for pod in self.pod_informer.store.values()
+        )
+
+    async def read_node(self, max_age: float = NODE_TTL) -> Object:
+        """This node's object, read at most every `max_age` seconds (the last read on failure)."""
+        if self._node is not None and time.monotonic() - self._node_read < max_age:
+            return self._node
+        try:
+            node = await retrying(f"reading node {self.node}", lambda: self.kube.get(NODES, self.node))
+        except Exception:
+            if self._node is None:
+                raise
+            log.warning("reading node %s failed; using the last read", self.node, exc_info=True)
+            return self._node
+        if node is None:
+            raise KubeError(404, f"node {self.node} does not exist")
+        if self._node is not None and node.get("metadata", {}).get("labels") != self._node.get(
+            "metadata", {}
+        ).get("labels"):
+            self._changes.notify()
+        self._node, self._node_read = node, time.monotonic()
+        return node
+
+    async def clique_id(self) -> str:
+        """The node's `nvidia.com/gpu.clique` label ('' when missing)."""
+        node = await self.read_node()
+        return str(node.get("metadata", {}).get("labels", {}).get(names.GPU_CLIQUE_LABEL, ""))
+
+    async def post_event(self, event: Object) -> None:
+        """Create the Event (failures are logged by `post_event`)."""
+        await post_event(self.kube, event)
+
+
+class SlicePublisher:
+    """Publishes this node's ResourceSlice and puts it back whenever it is deleted or changed."""
+
+    def __init__(self, kube: Kube, view: KubeNodeView) -> None:
+        self.kube = kube
+        self.view = view
+        self.node = view.node
+        self.kind = resource_slices(view.version)
+        self.name = slice_name(view.node)
+        self.published = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self.informer = Informer(
+            kube,
+            self.kind,
+            self._on_slice,
+            field_selector=f"metadata.name={self.name}",
+            name="own ResourceSlice",
+        )
+
+    def _on_slice(self, event: str, obj: Object, old: Object | None) -> None:
+        if event == "DELETED":
+            log.info("ResourceSlice %s was deleted", self.name)
+            self.published.clear()
+        self._dirty.set()
+
+    async def run(self) -> None:
+        """Watch our slice and reconcile it after every change (forever)."""
+        watch = asyncio.create_task(self.informer.run(), name="slice-informer")
+        try:
+            await self.informer.synced.wait()
+            backoff = Backoff(initial=0.5, maximum=30.0)
+            self._dirty.set()
+            while True:
+                await self._dirty.wait()
+                self._dirty.clear()
+                try:
+                    await self.reconcile()
+                    backoff.reset()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    delay = backoff.next()
+                    log.warning(
+                        "publishing ResourceSlice %s failed (%s); again in %.1fs", self.name, error, delay
+                    )
+                    await asyncio.sleep(delay)
+                    self._dirty.set()
+        finally:
+            watch.cancel()
+
+    async def reconcile(self) -> None:
+        """Apply the slice unless the published one already says what it should."""
+        node = await self.view.read_node(max_age=0 if not self.published.is_set() else NODE_TTL)
+        current = self.informer.store.get(self.name)
+        generation = 1
+        if current is not None:
+            generation = int(current.get("spec", {}).get("pool", {}).get("generation", 1))
+        desired = render_slice(self.node, str(node["metadata"]["uid"]), self.view.version, generation)
+        if matches(current, desired):
+            self.published.set()
+            return
+        if current is not None:
+            desired["spec"]["pool"]["generation"] = generation + 1
+        applied = await self.kube.apply(self.kind, desired)
+        self.informer.upsert(applied)
+        metrics.SLICE_PUBLISHES.inc()
+        self.published.set()
+        log.info(
+            "published ResourceSlice %s (pool generation %s)",
+            self.name,
+            desired["spec"]["pool"]["generation"],
+        )
+
+    async def remove(self) -> None:
+        """Delete the slice (on an orderly shutdown the kubelet would do so 30 s later anyway)."""
+        try:
+            await self.kube.delete(self.kind, self.name)
+        except (KubeError, OSError, TimeoutError) as error:
+            log.warning("could not delete ResourceSlice %s: %s", self.name, error)

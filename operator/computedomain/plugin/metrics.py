@@ -1,0 +1,27 @@
+"""Prometheus metrics of the kubelet plugin."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PREPARES = Counter(
+    "computedomain_plugin_prepares_total",
+    "Claims the kubelet asked to prepare, by result (prepared, cached, error).",
+    ["result"],
+)
+UNPREPARES = Counter("computedomain_plugin_unprepares_total", "Claims unprepared.")
+PREPARE_SECONDS = Histogram(
+    "computedomain_plugin_prepare_seconds",
+    "Seconds from a prepare call's start to the claim's CDI spec on disk.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 45),
+)
+GATE_SECONDS = Histogram(
+    "computedomain_plugin_daemon_wait_seconds",
+    "Seconds a channel claim waited for this node's IMEX daemon.",
+    buckets=(0.01, 0.1, 0.5, 1, 2, 5, 10, 20, 45),
+)
+SLICE_PUBLISHES = Counter(
+    "computedomain_plugin_slice_publishes_total", "Times this node's ResourceSlice was (re)published."
+)
+PREPARED_CLAIMS = Gauge("computedomain_plugin_prepared_claims", "Claims in the checkpoint.")
+REGISTERED = Gauge("computedomain_plugin_registered", "1 once the kubelet confirmed the registration.")

@@ -1,0 +1,72 @@
+"""The stale-claim sweep: abandoned prepares and deleted claims lose their CDI spec and record."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from computedomain.plugin.cleanup import Sweeper
+from computedomain.plugin.core import ClaimRef
+from support.pluginview import MemoryView, allocated_claim, channel_config, daemon_config, make_core
+
+
+async def test_sweep_releases_deleted_and_abandoned_claims(tmp_path: Path) -> None:
+    node = make_core(tmp_path, MemoryView(), wait=0.1)
+    domain = node.view.add_domain("team", "cd")
+    kept = node.view.add_claim(allocated_claim("team", "kept", "channel-0", channel_config(domain.uid)))
+    deleted = node.view.add_claim(allocated_claim("team", "deleted", "channel-0", channel_config(domain.uid)))
+    abandoned = node.view.add_claim(
+        allocated_claim("team", "abandoned", "channel-0", channel_config(domain.uid))
+    )
+    refs = {
+        c["metadata"]["name"]: ClaimRef("team", c["metadata"]["name"], c["metadata"]["uid"])
+        for c in (kept, deleted, abandoned)
+    }
+    await node.core.prepare([refs["abandoned"]])  # times out: stays PrepareStarted
+    node.view.set_ready(domain.uid)
+    await node.core.prepare([refs["kept"], refs["deleted"]])
+    del node.view.claims[("team", "deleted")]
+    clock = time.time() + 1000
+    sweeper = Sweeper(node.core, node.view, interval=60, stale_after=300, clock=lambda: clock)
+
+    released = await sweeper.sweep_once()
+
+    assert set(released) == {refs["deleted"].uid, refs["abandoned"].uid}
+    assert set(node.checkpoint.claims) == {refs["kept"].uid}
+    assert node.specs.claim_uids() == {refs["kept"].uid}
+
+
+async def test_sweep_removes_config_folders_of_gone_domains_only(tmp_path: Path) -> None:
+    node = make_core(tmp_path, MemoryView())
+    live = node.view.add_domain("computedomain-system", "live")
+    used = node.view.add_domain("computedomain-system", "used-but-deleted")
+    for domain in (live, used):
+        claim = node.view.add_claim(
+            allocated_claim(
+                "computedomain-system", domain.name, "daemon-0", daemon_config(domain.uid), request="daemon"
+            )
+        )
+        await node.core.prepare([ClaimRef("computedomain-system", domain.name, claim["metadata"]["uid"])])
+    gone = node.core.paths.domain_dir("gone-domain")
+    gone.mkdir(parents=True)
+    del node.view.domains[used.uid]
+
+    await Sweeper(node.core, node.view, interval=60, stale_after=300).sweep_once()
+
+    assert node.core.paths.domain_dir(live.uid).is_dir()
+    assert node.core.paths.domain_dir(used.uid).is_dir()  # a prepared claim still uses it
+    assert not gone.exists()
+
+
+async def test_specs_of_a_previous_boot_are_removed(tmp_path: Path) -> None:
+    before = make_core(tmp_path, MemoryView(), boot="boot-1")
+    domain = before.view.add_domain("team", "cd")
+    before.view.set_ready(domain.uid)
+    claim = before.view.add_claim(allocated_claim("team", "c", "channel-0", channel_config(domain.uid)))
+    await before.core.prepare([ClaimRef("team", "c", claim["metadata"]["uid"])])
+
+    after = make_core(tmp_path, MemoryView(), boot="boot-2")
+    assert after.checkpoint.claims == {}
+    await Sweeper(after.core, after.view, interval=60, stale_after=300).sweep_once()
+
+    assert after.specs.claim_uids() == set()
