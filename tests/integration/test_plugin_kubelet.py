@@ -27,6 +27,7 @@ from kubernetes_asyncio import client
 
 from cdtestbed.cluster import free_port
 from computedomain.api import names
+from computedomain.dra.slices import slice_name
 from computedomain.kube import EVENTS, NODES, PODS, Kube, resource_slices
 from support.pluginbed import (
     CLIQUE,
@@ -72,7 +73,7 @@ async def test_registers_and_keeps_its_resource_slice(plugin: RunningPlugin) -> 
     assert plugin.plugin.readiness() == (True, "registered")
 
     kind = resource_slices(VERSION)
-    name = f"compute-domain.nvidia.com-{plugin.node}"
+    name = slice_name(plugin.node)
     first = await plugin.kube.get(kind, name)
     assert first is not None
     assert first["spec"]["pool"]["name"] == plugin.node
@@ -185,9 +186,7 @@ async def test_bad_claims_get_their_own_errors_and_the_plugin_stays_up(
         await delete_all(kube, operator_ready, [other_pod, other_ns])
 
     assert "no ComputeDomain has that UID" in answers[missing["metadata"]["uid"]].error
-    assert (
-        'strict decoding error: unknown field "unexpectedField"' in answers[strict["metadata"]["uid"]].error
-    )
+    assert "unexpectedField: Extra inputs are not permitted" in answers[strict["metadata"]["uid"]].error
     assert f"is in namespace {namespace}, not in the claim's namespace {operator_ready}" in (
         answers[other_ns["metadata"]["uid"]].error
     )
@@ -276,7 +275,7 @@ async def test_entry_point_serves_and_stops_cleanly(
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-            await kube.delete(resource_slices(VERSION), f"compute-domain.nvidia.com-{node}")
+            await kube.delete(resource_slices(VERSION), slice_name(node))
             await kube.delete(NODES, node)
 
 

@@ -17,6 +17,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 
 from computedomain.api import names
+from computedomain.dra.slices import slice_name
 from computedomain.kube import EVENTS, PODS, Kube, resource_slices
 from support import testbed
 from support.agent import component, kubectl, render_chart
@@ -103,7 +104,7 @@ async def test_the_plugin_works_with_the_charts_rights_only(
     daemon = await pod(kube, namespace, f"daemon-{uuid.uuid4().hex[:6]}", node[0], {names.DOMAIN_LABEL: uid})
 
     async with start_plugin(plugin_api, kube, *node, node_root, namespace) as running:
-        published = await kube.get(resource_slices(VERSION), f"compute-domain.nvidia.com-{node[0]}")
+        published = await kube.get(resource_slices(VERSION), slice_name(node[0]))
         assert published is not None
         async with kubelet(running.settings.registration_socket) as kl:
             waiting = asyncio.create_task(kl.prepare([ref(channel)]))
@@ -119,12 +120,10 @@ async def test_the_plugin_works_with_the_charts_rights_only(
             answers = await waiting
             answers.update(await kl.prepare([ref(daemon_claim)]))
         # The kubelet deletes the node's slices when it restarts: the plugin may and does put it back.
-        await kube.delete(resource_slices(VERSION), f"compute-domain.nvidia.com-{node[0]}")
+        await kube.delete(resource_slices(VERSION), slice_name(node[0]))
 
         async def republished() -> bool:
-            return (
-                await kube.get(resource_slices(VERSION), f"compute-domain.nvidia.com-{node[0]}") is not None
-            )
+            return await kube.get(resource_slices(VERSION), slice_name(node[0])) is not None
 
         await eventually(republished, timeout=15, what="the slice republished with the plugin's rights")
 

@@ -19,6 +19,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 
 from computedomain.api import names
+from computedomain.dra.slices import slice_name
 from computedomain.kube import DOMAINS, NODES, PODS, Kube, claims, resource_slices
 from computedomain.plugin.app import Plugin
 from computedomain.plugin.health import StaticHealth
@@ -119,7 +120,7 @@ async def node(kube: Kube) -> AsyncIterator[tuple[str, str]]:
     )
     yield name, created["metadata"]["uid"]
     with contextlib.suppress(Exception):
-        await kube.delete(resource_slices(VERSION), f"compute-domain.nvidia.com-{name}")
+        await kube.delete(resource_slices(VERSION), slice_name(name))
     await kube.delete(NODES, name)
 
 

@@ -15,18 +15,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from computedomain.api import names
+from computedomain.dra import slices as dra_slices
+from computedomain.dra.versions import RESOURCE_GROUP, pick_resource_version, served_versions
 from computedomain.kube import DOMAINS, NODES, PODS, Kube, KubeError, claims, is_transient, resource_slices
 from computedomain.kube.backoff import Backoff
 from computedomain.kube.events import post_event
 from computedomain.kube.informer import Informer
 from computedomain.plugin import metrics
-from computedomain.plugin.slices import (
-    RESOURCE_GROUP,
-    matches,
-    pick_resource_version,
-    render_slice,
-    slice_name,
-)
 from computedomain.plugin.view import DomainRef, Notifier
 
 log = logging.getLogger(__name__)
@@ -66,7 +61,7 @@ async def discover_resource_version(kube: Kube, budget: float = float("inf")) ->
         if error.status == 404:
             return None
         raise
-    return pick_resource_version(str(v.get("version", "")) for v in group.get("versions", []))
+    return pick_resource_version(served_versions(group))
 
 
 def _pod_ready(pod: Object) -> bool:
@@ -186,7 +181,7 @@ class SlicePublisher:
         self.view = view
         self.node = view.node
         self.kind = resource_slices(view.version)
-        self.name = slice_name(view.node)
+        self.name = dra_slices.slice_name(view.node)
         self.published = asyncio.Event()
         self._dirty = asyncio.Event()
         self.informer = Informer(
@@ -231,15 +226,17 @@ class SlicePublisher:
     async def reconcile(self) -> None:
         """Apply the slice unless the published one already says what it should."""
         node = await self.view.read_node(max_age=0 if not self.published.is_set() else NODE_TTL)
+        owner = dra_slices.NodeOwner(self.node, str(node["metadata"]["uid"]))
         current = self.informer.store.get(self.name)
-        generation = 1
-        if current is not None:
-            generation = int(current.get("spec", {}).get("pool", {}).get("generation", 1))
-        desired = render_slice(self.node, str(node["metadata"]["uid"]), self.view.version, generation)
-        if matches(current, desired):
+        generation = int(((current or {}).get("spec") or {}).get("pool", {}).get("generation", 1))
+        [desired] = dra_slices.resource_slices(
+            self.node, self.view.version, owner=owner, generation=generation
+        )
+        if not _needs_publish(current, desired):
             self.published.set()
             return
         if current is not None:
+            # The pool's content changes: a new generation tells the scheduler to drop what it knew.
             desired["spec"]["pool"]["generation"] = generation + 1
         applied = await self.kube.apply(self.kind, desired)
         self.informer.upsert(applied)
@@ -257,3 +254,9 @@ class SlicePublisher:
             await self.kube.delete(self.kind, self.name)
         except (KubeError, OSError, TimeoutError) as error:
             log.warning("could not delete ResourceSlice %s: %s", self.name, error)
+
+
+def _needs_publish(current: Object | None, desired: Object) -> bool:
+    if current is None or (current.get("metadata") or {}).get("deletionTimestamp"):
+        return True
+    return dra_slices.slice_differs(current, desired)
