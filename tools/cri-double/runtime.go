@@ -52,6 +52,10 @@ func NewRuntime(opts Options) *Runtime {
 		{Type: runtimeapi.RuntimeReady, Status: true},
 		{Type: runtimeapi.NetworkReady, Status: true},
 	}}
+	// The kubelet refuses an image whose status has no size ("Id or size of image is not set"), and
+	// the fake's pulled images have size 0 unless told otherwise: a second pod of the same image on a
+	// node would never start.
+	f.ImageService.FakeImageSize = 1 << 20
 	// The fake reports 192.168.192.168 unless told otherwise; pods here live on loopback only.
 	first, _ := podIP(opts.PodCIDR, 0)
 	apitest.FakePodSandboxIPs = []string{first.String()}
