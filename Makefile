@@ -64,7 +64,7 @@ cluster-down: venv ## Stop the local control plane
 	$(TESTBED) down
 
 .PHONY: demo
-demo: venv tools ## Run the demo on the local control plane
+demo: venv tools ## Example 01 on real kubelet nodes with the kubelet plugin (KWOK nodes where kubelets cannot run)
 	$(TESTBED) demo
 
 .PHONY: bench
