@@ -21,6 +21,9 @@ KUBELET_SYSCTLS = (
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
 )
+# Host directories the kubelet writes into whatever its flags say (/var/log/containers holds a
+# link per container); each kubelet gets an empty scratch directory over them instead.
+KUBELET_SCRATCH_DIRS = ("/var/log",)
 NODE_TYPE_LABEL = "type"
 NODE_TYPE = "kubelet"
 
@@ -105,17 +108,25 @@ def labels_flag(labels: Mapping[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
-def namespace_script(scratch: Path, ready: Path, sysctls: Sequence[str] = KUBELET_SYSCTLS) -> str:
+def namespace_script(
+    scratch: Path,
+    ready: Path,
+    sysctls: Sequence[str] = KUBELET_SYSCTLS,
+    directories: Sequence[str] = KUBELET_SCRATCH_DIRS,
+) -> str:
     """The shell script that holds a kubelet node's private mount namespace open.
 
     It bind-mounts a scratch copy over each sysctl the kubelet writes (those missing on this kernel
-    are skipped), marks itself ready, then sleeps until it is stopped; the kubelet and its runtime
-    then join the namespace with nsenter.
+    are skipped) and an empty scratch directory over each of `directories`, marks itself ready,
+    then sleeps until it is stopped; the kubelet and its runtime then join the namespace with nsenter.
     """
     lines = ["set -eu"]
     for sysctl in sysctls:
         proc = f"/proc/sys/{sysctl}"
         copy = shlex.quote(str(scratch / sysctl.replace("/", ".")))
         lines.append(f"if [ -e {proc} ]; then cat {proc} > {copy}; mount --bind {copy} {proc}; fi")
+    for directory in directories:
+        copy = shlex.quote(str(scratch / directory.strip("/").replace("/", ".")))
+        lines.append(f"if [ -d {directory} ]; then mkdir -p {copy}; mount --bind {copy} {directory}; fi")
     lines += [f"touch {shlex.quote(str(ready))}", "exec sleep infinity"]
     return "\n".join(lines)

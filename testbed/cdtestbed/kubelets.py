@@ -2,8 +2,8 @@
 
 A node is three processes, all children of this one that die with it: a holder of a private
 mount namespace (`unshare --mount --propagation private`, with scratch copies bind-mounted over the
-sysctls the kubelet rewrites), and, joined to that namespace with `nsenter`, the runtime double
-(`cri-double`) and the kubelet. The kubelet's mounts (pod volumes) stay in the namespace, where the
+sysctls the kubelet rewrites and over /var/log), and, joined to that namespace with `nsenter`, the
+runtime double (`cri-double`) and the kubelet. The kubelet's mounts (pod volumes) stay in the namespace, where the
 runtime double's host processes see them; its plugin sockets are plain files any process can dial.
 
 Per node, the kubelet's root dir and the runtime socket live under a short temporary folder (unix
@@ -287,9 +287,13 @@ class KubeletNodes:
         self._spawn(kubelet, "kubelet", args, joined=True)
 
     def _spawn(self, kubelet: KubeletNode, name: str, args: Sequence[str], joined: bool = False) -> None:
+        # An empty working directory of its own: nsenter would otherwise start the process in "/",
+        # where a path bug (a relative glob, a relative remove) would hit the host.
+        cwd = kubelet.short / "cwd"
+        cwd.mkdir(exist_ok=True)
         if joined:
             holder = kubelet.processes["namespace"].pid
-            args = ["nsenter", f"--target={holder}", "--mount", "--", *args]
+            args = ["nsenter", f"--target={holder}", "--mount", f"--wd={cwd}", "--", *args]
         log = self.cluster.logs / f"{name}-{kubelet.name}.log"
         with log.open("ab") as out:
             kubelet.processes[name] = subprocess.Popen(
@@ -297,6 +301,7 @@ class KubeletNodes:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                cwd=cwd,
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )

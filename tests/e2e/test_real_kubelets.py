@@ -5,6 +5,7 @@ pods, report loopback pod IPs, run mapped containers as host processes and answe
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ipaddress
 import os
 import shutil
@@ -20,6 +21,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from cdtestbed.cluster import LocalCluster
+from cdtestbed.kubelet_config import KUBELET_SYSCTLS
 from cdtestbed.kubelets import KubeletNodes, KubeletOptions, can_run_kubelet, kubelet_nodes
 from cdtestbed.nodes import wait_nodes_ready
 from cdtestbed.tools import repo_root
@@ -34,8 +36,23 @@ _REASON = can_run_kubelet()
 needs_kubelet = pytest.mark.skipif(_REASON is not None, reason=f"cannot run real kubelets: {_REASON}")
 
 
+def host_state() -> dict[str, str]:
+    """What a kubelet must not change on the host: the entries of "/" and the sysctls it rewrites."""
+    state = {"/": " ".join(sorted(os.listdir("/")))}
+    for sysctl in KUBELET_SYSCTLS:
+        path = Path("/proc/sys") / sysctl
+        if path.exists():
+            state[sysctl] = path.read_text().strip()
+    return state
+
+
 @pytest.fixture(scope="module")
-def kubelet_bed() -> Iterator[tuple[LocalCluster, KubeletNodes]]:
+def host_before() -> dict[str, str]:
+    return host_state()
+
+
+@pytest.fixture(scope="module")
+def kubelet_bed(host_before: dict[str, str]) -> Iterator[tuple[LocalCluster, KubeletNodes]]:
     with local_cluster(prefix="kubelets-") as cluster:
         options = KubeletOptions(commands={"/bin/sh": ["/bin/sh"]})
         with kubelet_nodes(cluster, NODES, options) as nodes:
@@ -144,9 +161,11 @@ async def test_mapped_container_is_a_host_process_and_its_probe_gates_readiness(
     _, nodes = kubelet_bed
     node = nodes.running[1]
     marker, pidfile = tmp_path / "ready", tmp_path / "pid"
+    # The kubelet expands $(VAR) in commands and turns $$ into $: the shell sees `echo $$`.
     script = f'echo "hello $GREETING"; echo $$ > {pidfile}; trap "exit 0" TERM; while :; do sleep 0.2; done'
+    spec_script = script.replace("$$", "$$$$")
     container = {
-        "command": ["/bin/sh", "-c", script],
+        "command": ["/bin/sh", "-c", spec_script],
         "env": [{"name": "GREETING", "value": "world"}],
         "readinessProbe": {"exec": {"command": ["/bin/sh", "-c", f"test -f {marker}"]}, "periodSeconds": 1},
     }
@@ -191,6 +210,54 @@ async def test_container_state_follows_its_process_exit_code(
     await client.CoreV1Api(kube).create_namespaced_pod(ns, cast(Any, manifest))
     pod = await pod_where(kube, ns, "exits", lambda p: p.status.phase == "Failed", "phase Failed")
     assert pod.status.container_statuses[0].state.terminated.exit_code == 3
+
+
+@needs_kubelet
+@pytest.mark.cluster
+@pytest.mark.e2e
+async def test_restarted_kubelet_keeps_its_running_pod(
+    kube: client.ApiClient, kubelet_bed: tuple[LocalCluster, KubeletNodes], ns: str
+) -> None:
+    """The runtime outlives a kubelet restart, as containerd does: the pod keeps its container and IP."""
+    node = kubelet_bed[1].running[1]
+    manifest = pod_manifest("steady", node.name, {"command": ["sleep", "3600"]})
+    await client.CoreV1Api(kube).create_namespaced_pod(ns, cast(Any, manifest))
+    before = await pod_where(kube, ns, "steady", ready, "Ready")
+    restarted = datetime.datetime.now(datetime.UTC)
+    await asyncio.to_thread(kubelet_bed[1].restart_kubelet, node.name)
+    leases = client.CoordinationV1Api(kube)
+
+    async def renewed_by_new_kubelet() -> bool:
+        lease = await leases.read_namespaced_lease(node.name, "kube-node-lease")
+        return bool(lease.spec.renew_time > restarted)
+
+    await eventually(renewed_by_new_kubelet, timeout=WAIT, what="the restarted kubelet renewing its lease")
+    await wait_nodes_ready(kube, [node.name], timeout=WAIT)
+    after = await pod_where(kube, ns, "steady", ready, "Ready after the kubelet restart")
+    assert after.status.pod_ip == before.status.pod_ip
+    assert after.status.container_statuses[0].restart_count == 0
+    assert len(node.records(ns, "steady")) == 1
+
+
+@needs_kubelet
+@pytest.mark.cluster
+@pytest.mark.e2e
+async def test_host_is_untouched(
+    kube: client.ApiClient, kubelet_bed: tuple[LocalCluster, KubeletNodes], host_before: dict[str, str]
+) -> None:
+    """After pods came and went (the kubelet removes their containers' logs), the host's root and
+    sysctls are as they were, and the kubelets' working directories are still empty."""
+    _, nodes = kubelet_bed
+    core = client.CoreV1Api(kube)
+
+    async def containers_removed() -> bool:
+        pods = await core.list_pod_for_all_namespaces(field_selector="spec.nodeName=" + nodes.running[0].name)
+        return not pods.items
+
+    await eventually(containers_removed, timeout=WAIT, what="the first node's pods gone")
+    assert await asyncio.to_thread(host_state) == host_before
+    for node in nodes.running:
+        assert not list((node.short / "cwd").iterdir())
 
 
 @pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain")

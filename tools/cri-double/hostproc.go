@@ -42,16 +42,16 @@ func hostEnv(env []string, mounts []Mount, apiServer string, record string) []st
 	out := make([]string, 0, len(env)+4)
 	for _, kv := range env {
 		key, value, _ := strings.Cut(kv, "=")
-		if apiServer != "" && strings.HasPrefix(key, "KUBERNETES_") {
+		if apiServer != "" && (strings.HasPrefix(key, "KUBERNETES_SERVICE_") || strings.HasPrefix(key, "KUBERNETES_PORT")) {
 			continue
 		}
 		out = append(out, key+"="+hostPath(value, mounts))
 	}
 	if apiServer != "" {
 		if ap, err := netip.ParseAddrPort(apiServer); err == nil {
-			port := fmt.Sprint(ap.Port())
-			out = append(out, "KUBERNETES_SERVICE_HOST="+ap.Addr().String(), "KUBERNETES_SERVICE_PORT="+port,
-				"KUBERNETES_SERVICE_PORT_HTTPS="+port)
+			host, port := ap.Addr().String(), fmt.Sprint(ap.Port())
+			out = append(out, "KUBERNETES_SERVICE_HOST="+host, "KUBERNETES_SERVICE_PORT="+port,
+				"KUBERNETES_SERVICE_PORT_HTTPS="+port, "KUBERNETES_PORT=tcp://"+apiServer)
 		}
 	}
 	if !slices.ContainsFunc(out, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {

@@ -6,6 +6,7 @@ import (
 	"log"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,9 +53,7 @@ func NewRuntime(opts Options) *Runtime {
 		{Type: runtimeapi.RuntimeReady, Status: true},
 		{Type: runtimeapi.NetworkReady, Status: true},
 	}}
-	// The kubelet refuses an image whose status has no size ("Id or size of image is not set"), and
-	// the fake's pulled images have size 0 unless told otherwise: a second pod of the same image on a
-	// node would never start.
+	// The kubelet's CRI client rejects images of size 0, the fake's default.
 	f.ImageService.FakeImageSize = 1 << 20
 	// The fake reports 192.168.192.168 unless told otherwise; pods here live on loopback only.
 	first, _ := podIP(opts.PodCIDR, 0)
@@ -140,6 +139,7 @@ func (r *Runtime) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		return nil, err
 	}
 	id := resp.GetContainerId()
+	r.setLogPath(id, logPath(r.opts.StateDir, id, sandbox.GetLogDirectory(), config.GetLogPath()))
 	mounts := append(criMounts(config.GetMounts()), res.Mounts...)
 	rec := Record{
 		ID: id, SandboxID: req.GetPodSandboxId(),
@@ -148,7 +148,11 @@ func (r *Runtime) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		Attempt: config.GetMetadata().GetAttempt(), Image: config.GetImage().GetImage(),
 		Command: config.GetCommand(), Args: config.GetArgs(), Env: ociEnv(config.GetEnvs()),
 		CDIDevices: devices, CDI: res, Mounts: criMounts(config.GetMounts()),
-		HostCommand: r.opts.Commands.hostArgv(append(config.GetCommand(), config.GetArgs()...)),
+	}
+	// Only an explicit command is mapped: with args alone a real runtime runs the image's
+	// entrypoint, which the double does not know.
+	if len(config.GetCommand()) > 0 {
+		rec.HostCommand = r.opts.Commands.hostArgv(slices.Concat(config.GetCommand(), config.GetArgs()))
 	}
 	if rec.CDIDevices == nil {
 		rec.CDIDevices = []string{}
@@ -165,6 +169,25 @@ func (r *Runtime) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		env: hostEnv(res.Env, mounts, r.opts.APIServer, recPath)}
 	r.mu.Unlock()
 	return resp, nil
+}
+
+// logPath is where the container's log would be, as a real runtime reports it. It is never
+// empty: the kubelet removes "<log path>*" when it removes a container, and an empty path globs
+// its working directory.
+func logPath(stateDir, id, logDir, rel string) string {
+	if filepath.IsAbs(logDir) && rel != "" {
+		return filepath.Join(logDir, rel)
+	}
+	return filepath.Join(stateDir, "logs", id+".cri.log")
+}
+
+func (r *Runtime) setLogPath(id, path string) {
+	rs := r.RuntimeService
+	rs.Lock()
+	defer rs.Unlock()
+	if c, ok := rs.Containers[id]; ok {
+		c.LogPath = path
+	}
 }
 
 // StartContainer starts the host process of a mapped container; the container's state then

@@ -75,6 +75,13 @@ func TestCreateContainerRecordsCDIResolution(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	status, err := rt.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: resp.ContainerId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lp := status.Status.GetLogPath(); !filepath.IsAbs(lp) || !strings.HasPrefix(lp, state) {
+		t.Fatalf("log path %q: the kubelet removes <log path>* with a container, so it must be absolute and ours", lp)
+	}
 	data, err := os.ReadFile(filepath.Join(state, "containers", resp.ContainerId+".json"))
 	if err != nil {
 		t.Fatal(err)
@@ -199,5 +206,39 @@ func TestPodIPStaysOnLoopback(t *testing.T) {
 	ip, err := podIP(netip.MustParsePrefix("127.2.0.0/16"), 300)
 	if err != nil || ip.String() != "127.2.1.45" {
 		t.Fatalf("podIP = %v, %v", ip, err)
+	}
+}
+
+func TestLogPathIsNeverRelative(t *testing.T) {
+	for _, c := range []struct{ dir, rel, want string }{
+		{"/var/log/pods/ns_p_u", "main/0.log", "/var/log/pods/ns_p_u/main/0.log"},
+		{"", "", "/state/logs/id.cri.log"},
+		{"relative", "main/0.log", "/state/logs/id.cri.log"},
+		{"/var/log/pods/ns_p_u", "", "/state/logs/id.cri.log"},
+	} {
+		if got := logPath("/state", "id", c.dir, c.rel); got != c.want {
+			t.Errorf("logPath(%q, %q) = %q, want %q", c.dir, c.rel, got, c.want)
+		}
+	}
+}
+
+func TestHostEnvPointsAtTheAPIServerAndHostPaths(t *testing.T) {
+	mounts := []Mount{{ContainerPath: "/imexd", HostPath: "/host/imex"}}
+	env := hostEnv([]string{"KUBERNETES_SERVICE_HOST=10.0.0.1", "KUBERNETES_PORT_443_TCP_ADDR=10.0.0.1",
+		"KUBERNETES_NODE=keep", "CONFIG=/imexd/config.cfg"}, mounts, "127.0.0.1:6443", "/state/rec.json")
+	for _, want := range []string{"KUBERNETES_SERVICE_HOST=127.0.0.1", "KUBERNETES_SERVICE_PORT=6443",
+		"KUBERNETES_NODE=keep", "CONFIG=/host/imex/config.cfg", "CRI_DOUBLE_RECORD=/state/rec.json",
+		`CRI_DOUBLE_MOUNTS=[{"containerPath":"/imexd","hostPath":"/host/imex"}]`} {
+		if !slices.Contains(env, want) {
+			t.Errorf("env lacks %q: %v", want, env)
+		}
+	}
+	for _, kv := range env {
+		if strings.Contains(kv, "10.0.0.1") {
+			t.Errorf("service IP left in %q", kv)
+		}
+	}
+	if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
+		t.Errorf("no PATH in %v", env)
 	}
 }

@@ -14,7 +14,6 @@ import sys
 
 from computedomain.kube.config import load_api_client
 from computedomain.logs import configure_logging
-from computedomain.plugin.app import Plugin
 from computedomain.plugin.settings import PluginSettings, SettingsError
 from computedomain.shutdown import ignore_further_signals, stop_on_signals
 
@@ -22,6 +21,9 @@ logger = logging.getLogger("computedomain.plugin")
 
 
 async def _main(settings: PluginSettings) -> int:
+    # Imported here: the gRPC stubs and the API client cost a second that `--help` need not pay.
+    from computedomain.plugin.app import Plugin
+
     loop = asyncio.get_running_loop()
     async with await load_api_client() as api:
         plugin = Plugin(settings, api)
@@ -34,7 +36,11 @@ async def _main(settings: PluginSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the kubelet plugin process."""
-    parser = argparse.ArgumentParser(prog="computedomain-kubelet-plugin", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="computedomain-kubelet-plugin",
+        description=__doc__,
+        epilog="Environment: " + ", ".join(PluginSettings.env_names.values()),
+    )
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     try:
