@@ -169,6 +169,24 @@ async def one_round(bed: KubeletBed, size: int, index: int) -> list[Sample]:
     return samples
 
 
+def inotify_instances(pid: int) -> int:
+    """How many inotify instances a process holds (the per-user limit caps how many kubelets fit)."""
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if _readlink(fd) == "anon_inode:inotify")
+
+
+def inotify_limit() -> str:
+    """The per-user limit of inotify instances (`fs.inotify.max_user_instances`)."""
+    return Path("/proc/sys/fs/inotify/max_user_instances").read_text().strip()
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return str(path.readlink())
+    except OSError:
+        return ""
+
+
 def rss(pids: Sequence[int]) -> str:
     """`median / max` resident memory of processes, in MiB."""
     values = []
@@ -218,6 +236,12 @@ async def bench_size(size: int, rounds: int, report: Any) -> None:
                 report(
                     f"{size} nodes: kubelet RSS, median / max",
                     rss([n.processes["kubelet"].pid for n in bed.nodes]),
+                )
+                kubelet_inotify = [inotify_instances(n.processes["kubelet"].pid) for n in bed.nodes]
+                limit = inotify_limit()
+                report(
+                    f"{size} nodes: inotify instances per kubelet (per-user limit {limit})",
+                    f"{statistics.median(kubelet_inotify):.0f}",
                 )
                 report(
                     f"{size} nodes: runtime double RSS, median / max",
