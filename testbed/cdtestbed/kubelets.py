@@ -3,8 +3,9 @@
 A node is three processes, all children of this one that die with it: a holder of a private
 mount namespace (`unshare --mount --propagation private`, with scratch copies bind-mounted over the
 sysctls the kubelet rewrites and over /var/log), and, joined to that namespace with `nsenter`, the
-runtime double (`cri-double`) and the kubelet. The kubelet's mounts (pod volumes) stay in the namespace, where the
-runtime double's host processes see them; its plugin sockets are plain files any process can dial.
+runtime double (`cri-double`) and the kubelet. The kubelet's mounts (pod volumes) stay in the
+namespace, where the runtime double's host processes see them; its plugin sockets are plain files any
+process can dial.
 
 Per node, the kubelet's root dir and the runtime socket live under a short temporary folder (unix
 socket paths are limited to 107 bytes); certificates, configuration, CDI spec dir and the runtime's

@@ -12,7 +12,8 @@ from typing import Any
 import kopf
 from kubernetes_asyncio.client import ApiClient
 
-from computedomain.controller import http, metrics
+from computedomain import endpoints
+from computedomain.controller import metrics
 from computedomain.controller.events import EventRecorder
 from computedomain.controller.handlers import build_registry, kopf_settings
 from computedomain.controller.leader import LeaderElector, LeaseTiming
@@ -61,7 +62,7 @@ class Controller:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        runner = await http.serve(http.make_app(self.readiness), self.settings.http_port)
+        runner = await endpoints.serve(endpoints.make_app(self.readiness), self.settings.http_port)
         elector = None
         try:
             if self.settings.leader_election:

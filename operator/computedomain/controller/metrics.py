@@ -1,4 +1,4 @@
-"""Prometheus metrics of the controller (served on /metrics by `computedomain.controller.http`)."""
+"""Prometheus metrics of the controller (served on /metrics by `computedomain.endpoints`)."""
 
 from __future__ import annotations
 

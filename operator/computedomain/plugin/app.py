@@ -10,8 +10,9 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
+from computedomain import endpoints
 from computedomain.kube import Kube
-from computedomain.plugin import http, metrics
+from computedomain.plugin import metrics
 from computedomain.plugin.cdi import SpecStore
 from computedomain.plugin.checkpoint import Checkpoint, read_boot_id
 from computedomain.plugin.cleanup import Sweeper
@@ -61,7 +62,7 @@ class Plugin:
         """Serve until `stop` is set; 1 when a part of the plugin failed."""
         runner = None
         if self.settings.http_port:
-            runner = await http.serve(http.make_app(self.readiness), self.settings.http_port)
+            runner = await endpoints.serve(endpoints.make_app(self.readiness), self.settings.http_port)
         tasks: set[asyncio.Task[Any]] = set()
 
         def start(name: str, coro: Coroutine[Any, Any, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Health, readiness and Prometheus metrics over HTTP (aiohttp)."""
+"""Health, readiness and Prometheus metrics over HTTP (aiohttp), served the same way by every program."""
 
 from __future__ import annotations
 
