@@ -17,6 +17,9 @@ from cdtestbed.install import prepare_operator
 from cdtestbed.nodes import add_ready_nodes
 from cdtestbed.topology import nvl72_racks, plain_gpu_nodes, rack_clique_id
 from computedomain.api import names
+from computedomain.api.models import ComputeDomain
+from computedomain.controller.render.daemonset import daemonset
+from computedomain.controller.settings import Settings
 from conftest import controller_env
 from support.domains import FOREIGN_UID, Cluster, Object, condition, domain_manifest, unique
 from support.observe import RECONCILES, WRITES, StatusChanges, quiet
@@ -204,6 +207,68 @@ async def test_a_new_daemon_image_rolls_out_to_existing_domains(
     await cd.stop_workload(namespace, pods)
     await cd.delete_domain(namespace, name)
     await cd.wait_nothing_left(uid)
+
+
+async def test_a_setting_turned_off_leaves_the_live_daemonsets(
+    cd: Cluster, controllers: Controllers, namespace: str
+) -> None:
+    first = controllers.start(DAEMON_PRIORITY_CLASS="system-node-critical")
+    name = unique("cd")
+    uid = (await cd.create_domain(domain_manifest(name, namespace)))["metadata"]["uid"]
+    await cd.wait_reconciled(namespace, name)
+    ds = await cd.daemonset(uid)
+    assert ds is not None
+    assert ds["spec"]["template"]["spec"]["priorityClassName"] == "system-node-critical"
+
+    # Rendered no more, so gone from the live object, not just left alone.
+    controllers.stop(first)
+    second = controllers.start()
+
+    async def dropped() -> bool:
+        live = await cd.daemonset(uid)
+        return live is not None and "priorityClassName" not in live["spec"]["template"]["spec"]
+
+    await eventually(dropped, timeout=30, what="priorityClassName removed from the DaemonSet")
+    # And once removed, nothing is left to write.
+    controllers.stop(second)
+    third = controllers.start()
+    await eventually(lambda: _at_least(third, RECONCILES, 1), timeout=30, what="the domain reconciled")
+    await quiet(third)
+    assert third.metric(WRITES) == 0
+
+    await cd.delete_domain(namespace, name)
+    await cd.wait_nothing_left(uid)
+
+
+async def test_a_daemonset_an_earlier_version_created_by_post_loses_a_dropped_field(
+    cd: Cluster, controllers: Controllers, namespace: str
+) -> None:
+    # As an earlier version left it: the DaemonSet created by a plain POST under our field manager.
+    name = unique("cd")
+    domain = ComputeDomain.model_validate(await cd.create_domain(domain_manifest(name, namespace)))
+    earlier = Settings.from_env(
+        controller_env(OPERATOR_NAMESPACE, DAEMON_PRIORITY_CLASS="system-node-critical")
+    )
+    await cd.apps.create_namespaced_daemon_set(
+        OPERATOR_NAMESPACE, cast(Any, daemonset(domain, earlier)), field_manager=names.FIELD_MANAGER
+    )
+
+    process = controllers.start()
+
+    async def dropped() -> bool:
+        live = await cd.daemonset(domain.uid)
+        return live is not None and "priorityClassName" not in live["spec"]["template"]["spec"]
+
+    await eventually(dropped, timeout=30, what="priorityClassName removed from the DaemonSet")
+    await cd.wait_reconciled(namespace, name)
+    controllers.stop(process)
+    again = controllers.start()
+    await eventually(lambda: _at_least(again, RECONCILES, 1), timeout=30, what="the domain reconciled")
+    await quiet(again)
+    assert again.metric(WRITES) == 0
+
+    await cd.delete_domain(namespace, name)
+    await cd.wait_nothing_left(domain.uid)
 
 
 async def _images(cd: Cluster, uid: str) -> list[str]:

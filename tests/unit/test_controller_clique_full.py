@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from computedomain.api.models import CliqueDaemon
-from computedomain.controller.render.cliques import CliquePlan
+from computedomain.controller.plan.cliques import CliquePlan
 from computedomain.controller.render.status import clique_full
 
 RACK = "7d3b0f5e-2c41-4e8e-b8a7-5a3c1e9d0b22.32766"

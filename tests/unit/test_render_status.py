@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from computedomain.api.models import ComputeDomain
-from computedomain.controller.render.cliques import CliquePlan, Member, plan_cliques
-from computedomain.controller.render.status import Problem, render_status, some
+from computedomain.controller.plan.cliques import CliquePlan, Member, plan_cliques
+from computedomain.controller.plan.problems import Problem
+from computedomain.controller.render.status import render_status, some
 
 UID = "0c9d7c4e-7b1a-4a63-9a55-1f1f0d6f2a10"
 RACK_A = "7d3b0f5e-2c41-4e8e-b8a7-5a3c1e9d0b22.32766"

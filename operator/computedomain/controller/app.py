@@ -54,7 +54,7 @@ class Controller:
         """Ready while waiting as a standby, or while leading with every cache loaded."""
         if not self.leading:
             return True, "standby"
-        synced = self.world is not None and all(i.synced.is_set() for i in self.world.informers.values())
+        synced = self.world is not None and self.world.synced()
         return synced, "leading" if synced else "leading, caches loading"
 
     async def run(self) -> int:

@@ -6,11 +6,12 @@ import logging
 
 from computedomain.api.models import ComputeDomain
 from computedomain.controller import world as w
-from computedomain.controller.render.status import Problem
+from computedomain.controller.plan.problems import Problem
 from computedomain.controller.world import World, domain_uid_of
 from computedomain.kube import Kind, Kube, KubeError, Object
 from computedomain.kube.contains import contains
 from computedomain.kube.informer import object_key
+from computedomain.kube.ownership import applied_fields, stale_fields, taken_over, updated_by
 
 logger = logging.getLogger(__name__)
 
@@ -18,24 +19,33 @@ logger = logging.getLogger(__name__)
 async def ensure(kube: Kube, world: World, informer: str, kind: Kind, desired: Object) -> None:
     """Bring one child to `desired`, writing nothing when the cached live object already holds it.
 
-    A missing DaemonSet or template is created with a plain POST, which costs the API server
-    noticeably less than a server-side apply that creates (a burst of new domains is bounded by the
-    API server's CPU); a drifted one is applied. Clique objects are always applied, so that entries
-    of nodes that left are removed by the apply itself.
+    DaemonSets and clique objects are created and updated by server-side apply alone, so our field
+    manager's apply owns exactly the fields we render: a field we stop rendering shows in its
+    managedFields (`stale_fields`), and the next apply, which no longer sets it, removes it. A field
+    set by a plain POST would belong to an update entry instead, and no apply would ever remove it.
+
+    A ResourceClaimTemplate's spec is immutable, so it is created with a POST and replaced whole.
     """
     live = world.get(informer, object_key(desired))
-    if live is not None and contains(live, desired):
+    # An object our manager also wrote by POST, PUT or patch (an earlier version created children by
+    # POST) is taken over by the apply entry once, so that later drops are seen and removed.
+    adopt = live is not None and informer != w.TEMPLATES and updated_by(live, kube.field_manager)
+    if live is not None and not adopt and contains(live, desired) and not _stale(kube, live, desired):
         return
     if informer == w.TEMPLATES and live is not None:
         await _replace_template(kube, world, kind, live, desired)
         return
-    if live is None and informer != w.CLIQUES:
+    if live is None and informer == w.TEMPLATES:
         try:
-            world.informers[informer].upsert(await kube.create(kind, desired))
+            world.record(informer, await kube.create(kind, desired))
             return
         except KubeError as error:
             if error.status != 409:
                 raise
+    if adopt:
+        full = await kube.get(kind, desired["metadata"]["name"], desired["metadata"].get("namespace"))
+        if full is not None and updated_by(full, kube.field_manager):
+            await _take_over(kube, kind, full)
     result = await kube.apply(kind, desired)
     if not contains(result, desired):
         # Apply keeps what others added (an extra env var, say) and may order merged lists its own
@@ -48,7 +58,40 @@ async def ensure(kube: Kube, world: World, informer: str, kind: Kind, desired: O
         logger.info("restoring %s %s/%s", desired["kind"], meta.get("namespace"), meta["name"])
         path = kind.path(meta.get("namespace"), meta["name"])
         result = await kube.call("PUT", path, body={**result, **content})
-    world.informers[informer].upsert(result)
+    if informer != w.TEMPLATES and updated_by(result, kube.field_manager):
+        # The PUT made our manager an updater; its fields are rendered ones, so they count as applied.
+        result = await _take_over(kube, kind, result)
+    world.record(informer, result)
+
+
+async def _take_over(kube: Kube, kind: Kind, obj: Object) -> Object:
+    """Make our apply entry the owner of what our manager wrote otherwise (`ownership.taken_over`)."""
+    meta = obj["metadata"]
+    logger.info("%s %s/%s: taken over by our apply", obj.get("kind"), meta.get("namespace"), meta["name"])
+    # The resourceVersion makes it conditional: a changed object answers 409, which is retried.
+    owners = {
+        "managedFields": taken_over(obj, kube.field_manager),
+        "resourceVersion": meta["resourceVersion"],
+    }
+    return await kube.patch(kind, meta["name"], meta.get("namespace"), {"metadata": owners})
+
+
+def _stale(kube: Kube, live: Object, desired: Object) -> bool:
+    """Whether our last apply set fields that `desired` no longer renders."""
+    owned = applied_fields(live, kube.field_manager)
+    if owned is None:
+        return False
+    stale = stale_fields(owned, desired)
+    if stale:
+        meta = desired["metadata"]
+        logger.info(
+            "%s %s/%s: removing fields no longer rendered: %s",
+            desired["kind"],
+            meta.get("namespace"),
+            meta["name"],
+            ", ".join(stale[:5]),
+        )
+    return bool(stale)
 
 
 async def _replace_template(kube: Kube, world: World, kind: Kind, live: Object, desired: Object) -> None:
@@ -60,12 +103,12 @@ async def _replace_template(kube: Kube, world: World, kind: Kind, live: Object, 
     meta = desired["metadata"]
     if contains(live.get("spec"), desired["spec"]):
         patch = {"metadata": {"labels": meta["labels"], "ownerReferences": meta.get("ownerReferences")}}
-        world.informers[w.TEMPLATES].upsert(await kube.patch(kind, meta["name"], meta["namespace"], patch))
+        world.record(w.TEMPLATES, await kube.patch(kind, meta["name"], meta["namespace"], patch))
         return
     logger.info("replacing ResourceClaimTemplate %s/%s: its spec changed", meta["namespace"], meta["name"])
     await kube.delete(kind, meta["name"], meta["namespace"])
-    world.informers[w.TEMPLATES].forget(live)
-    world.informers[w.TEMPLATES].upsert(await kube.create(kind, desired))
+    world.forget(w.TEMPLATES, live)
+    world.record(w.TEMPLATES, await kube.create(kind, desired))
 
 
 async def ensure_workload_template(
@@ -94,10 +137,10 @@ async def ensure_workload_template(
         existing = await kube.get(kind, desired["metadata"]["name"], desired["metadata"]["namespace"])
         if existing is None or domain_uid_of(existing) != domain.uid:
             return _name_conflict(domain, key, "a ResourceClaimTemplate of that name already exists")
-        world.informers[w.TEMPLATES].upsert(existing)
+        world.record(w.TEMPLATES, existing)
         await ensure(kube, world, w.TEMPLATES, kind, desired)
         return None
-    world.informers[w.TEMPLATES].upsert(created)
+    world.record(w.TEMPLATES, created)
     return None
 
 
@@ -108,13 +151,3 @@ def _name_conflict(domain: ComputeDomain, key: str, why: str) -> Problem:
         f"cannot create ResourceClaimTemplate {key}: {why}; choose another "
         f"spec.channel.resourceClaimTemplate.name than {name!r} (the existing object is left untouched)",
     )
-
-
-async def prune(kube: Kube, world: World, informer: str, kind: Kind, uid: str, keep: set[str]) -> None:
-    """Delete the domain's objects of one kind that are no longer desired."""
-    for obj in world.related(informer, uid):
-        if object_key(obj) in keep:
-            continue
-        meta = obj["metadata"]
-        await kube.delete(kind, meta["name"], meta.get("namespace"))
-        world.informers[informer].forget(obj)

@@ -1,8 +1,10 @@
 """The level-based reconcile of one ComputeDomain.
 
-Read the cached world, render every desired object with pure functions, apply what differs under one
-field manager, prune what is ours but no longer desired, then write the status once. A second run
-with nothing changed makes no API writes.
+Read the cached world, plan the membership (`controller.plan`) and render every desired object with
+pure functions, apply what differs under one field manager, prune what is ours but no longer
+desired, then write the status once. A second run with nothing changed makes no API writes. A phase
+the API server refuses is told in the status (reason ReconcileError) before the reconcile fails and
+is retried with backoff.
 """
 
 from __future__ import annotations
@@ -16,24 +18,29 @@ from pydantic import ValidationError
 
 from computedomain import kube as k
 from computedomain.api import names
-from computedomain.api.models import ComputeDomain, ComputeDomainClique
-from computedomain.controller import children, metrics, nodelabels, teardown
+from computedomain.api.models import ComputeDomain
+from computedomain.controller import children, joining, metrics, teardown
 from computedomain.controller import world as w
 from computedomain.controller.events import EventRecorder
-from computedomain.controller.membership import label_plan, members, wanted_nodes
+from computedomain.controller.plan.cliques import CliquePlan
+from computedomain.controller.plan.domain_members import MembershipPlan, label_conflict, plan_membership
+from computedomain.controller.plan.problems import Problem
 from computedomain.controller.render.claimtemplates import daemon_claim_template, workload_claim_template
-from computedomain.controller.render.cliques import CliquePlan, clique_object, plan_cliques
 from computedomain.controller.render.daemonset import daemonset
-from computedomain.controller.render.status import Problem, clique_full, render_status
+from computedomain.controller.render.status import clique_full, render_status
 from computedomain.controller.settings import Settings
-from computedomain.controller.world import World, domain_uid_of
-from computedomain.kube import Kube, KubeError, Object
+from computedomain.controller.world import World
+from computedomain.kube import Kube, KubeError, Object, is_transient
 from computedomain.kube.contains import contains
 
 logger = logging.getLogger(__name__)
 
 # While a problem may clear without any event we watch (a foreign object deleted), look again.
 RECHECK_SECONDS = 30.0
+
+
+def _failure(phase: str, error: KubeError) -> Problem:
+    return Problem("ReconcileError", f"{phase} failed (HTTP {error.status}): {error}")
 
 
 def _now() -> str:
@@ -93,30 +100,56 @@ class Reconciler:
             logger.error("ComputeDomain %s/%s is invalid: %s", meta.get("namespace"), meta.get("name"), error)
             await self._write_status(body, None, [Problem("InvalidSpec", str(error)[:300])])
             return None
+        # Planning reads only the cache, so the status can show the layout even when a write fails.
+        plan = self._plan(domain)
+        # Only the phases that write our objects report their failures in the status: the finalizer's
+        # guarded patch fails routinely on a stale view (the retry sees the current object), and a
+        # failed status write cannot report itself.
+        phase = ""
+        problems: list[Problem] = []
         try:
             body = await self._ensure_finalizer(body)
-            problems = await self._ensure_children(domain)
-            plan, membership_problems = await self._ensure_membership(domain)
-            problems += membership_problems
-            await self._write_status(body, plan, problems)
+            phase = "writing the DaemonSet and ResourceClaimTemplates"
+            problems += await self._ensure_children(domain)
+            phase = "labelling nodes and writing ComputeDomainCliques"
+            problems += await self._ensure_membership(domain, plan)
+            phase = ""
+            await self._write_status(body, plan.cliques, problems)
         except KubeError as error:
-            if error.status != 404 or error.kind != names.DOMAIN_PLURAL:
-                raise
-            # Deleted before our finalizer was on it (or with it forced off): whatever this pass
-            # created belongs to nobody now.
-            logger.info(
-                "ComputeDomain %s/%s vanished while reconciled; removing what it left",
-                domain.namespace,
-                domain.name,
-            )
-            await teardown.remove_everything(self.kube, self.world, uid)
-            self.world.drop_domain(uid)
-            self.events.forget(uid)
-            self._count_state(uid, None)
-            return None
+            if error.status == 404 and error.kind == names.DOMAIN_PLURAL:
+                await self._vanished(uid, domain)
+                return None
+            if phase and not is_transient(error):
+                # A refusal (403, 422...) will not cure itself: say so where users look, then let the
+                # work queue retry with backoff. Transient failures are only retried.
+                await self._report_failure(body, plan.cliques, [*problems, _failure(phase, error)], error)
+            raise
         metrics.RECONCILES.labels(result="ok").inc()
         recheck = any(p.reason in ("NameConflict", "LabelConflict") for p in problems)
         return RECHECK_SECONDS if recheck else None
+
+    async def _vanished(self, uid: str, domain: ComputeDomain) -> None:
+        # Deleted before our finalizer was on it (or with it forced off): whatever this pass created
+        # belongs to nobody now.
+        logger.info(
+            "ComputeDomain %s/%s vanished while reconciled; removing what it left",
+            domain.namespace,
+            domain.name,
+        )
+        await teardown.remove_everything(self.kube, self.world, uid)
+        self.world.drop_domain(uid)
+        self.events.forget(uid)
+        self._count_state(uid, None)
+
+    async def _report_failure(
+        self, body: Object, plan: CliquePlan, problems: list[Problem], error: KubeError
+    ) -> None:
+        """Write a failed phase into the status (once: an unchanged status is not written again)."""
+        try:
+            await self._write_status(body, plan, problems)
+        except KubeError as status_error:
+            # The original refusal is what the retry is about; this one only goes to the log.
+            logger.warning("could not report %s in the status: %s", error, status_error)
 
     def _count_state(self, uid: str, state: str | None) -> None:
         """Keep the `computedomain_domains{status}` gauge equal to the domains' current states."""
@@ -175,49 +208,23 @@ class Reconciler:
         )
         return [problem] if problem else []
 
-    async def _ensure_membership(self, domain: ComputeDomain) -> tuple[CliquePlan, list[Problem]]:
-        uid, problems = domain.uid, []
-        nodes = self.world.informers[w.NODES].store
-        labelled = {name: owner for name, node in nodes.items() if (owner := domain_uid_of(node))}
-        wanted = wanted_nodes(self.world.related(w.CLAIMS, uid), domain.namespace)
-        plan = label_plan(uid, wanted, labelled)
-        refused: list[str] = []
-        for node in plan.add:
-            result = await nodelabels.add_label(self.kube, node, uid)
-            if result is None:
-                refused.append(node)
-            else:
-                self.world.informers[w.NODES].upsert(result)
-        for node in plan.remove:
-            result = await nodelabels.remove_label(self.kube, node, uid)
-            if result is not None:
-                self.world.informers[w.NODES].upsert(result)
-        if plan.conflicts or refused:
-            detail = [f"{n} (ComputeDomain UID {owner})" for n, owner in sorted(plan.conflicts.items())]
-            detail += [f"{n} (label owned by another writer)" for n in refused]
-            problems.append(
-                Problem(
-                    "LabelConflict",
-                    "nodes already belong to another domain and cannot join this one: "
-                    + ", ".join(detail[:5])
-                    + (f" and {len(detail) - 5} more" if len(detail) > 5 else ""),
-                )
-            )
-        node_cliques = {
-            name: (node["metadata"].get("labels") or {}).get(names.GPU_CLIQUE_LABEL, "")
-            for name, node in nodes.items()
-            if domain_uid_of(node) == uid
-        }
-        found, _unknown = members(self.world.related(w.PODS, uid), node_cliques)
-        current = [ComputeDomainClique.model_validate(c) for c in self.world.related(w.CLIQUES, uid)]
-        cliques = plan_cliques(current, found, self.settings.max_nodes_per_clique)
-        keep: set[str] = set()
-        for clique_id, daemons in cliques.cliques.items():
-            manifest = clique_object(domain, self.settings, clique_id, daemons)
-            keep.add(f"{manifest['metadata']['namespace']}/{manifest['metadata']['name']}")
-            await children.ensure(self.kube, self.world, w.CLIQUES, k.CLIQUES, manifest)
-        await children.prune(self.kube, self.world, w.CLIQUES, k.CLIQUES, uid, keep)
-        return cliques, problems
+    def _plan(self, domain: ComputeDomain) -> MembershipPlan:
+        uid = domain.uid
+        return plan_membership(
+            uid,
+            domain.namespace,
+            self.world.nodes(),
+            self.world.related(w.CLAIMS, uid),
+            self.world.related(w.PODS, uid),
+            self.world.related(w.CLIQUES, uid),
+            self.settings.max_nodes_per_clique,
+        )
+
+    async def _ensure_membership(self, domain: ComputeDomain, plan: MembershipPlan) -> list[Problem]:
+        refused = await joining.apply_labels(self.kube, self.world, domain.uid, plan)
+        await joining.apply_cliques(self.kube, self.world, domain, self.settings, plan)
+        conflict = label_conflict(plan.labels.conflicts, refused)
+        return [conflict] if conflict is not None else []
 
     async def _write_status(self, body: Object, plan: CliquePlan | None, problems: list[Problem]) -> None:
         domain = ComputeDomain.model_validate(body)

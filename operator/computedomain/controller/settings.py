@@ -14,9 +14,9 @@ from typing import ClassVar, Self
 from pydantic import Field, field_validator, model_validator
 
 from computedomain.api import names
-from computedomain.controller.render.quantity import canonical_quantity, quantity_value
 from computedomain.envsettings import Converter, EnvSettings, SettingsError, parse_bool, parse_csv
 from computedomain.logs import JSON, parse_log_format
+from computedomain.quantity import canonical_quantity, quantity_value
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")

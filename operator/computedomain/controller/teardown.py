@@ -23,17 +23,17 @@ async def remove_everything(kube: Kube, world: World, uid: str) -> None:
     reference does on deletion too (running workloads lose their IMEX daemons).
     """
     for informer in _KINDS:
-        if informer not in world.informers:
+        if not world.watches(informer):
             continue
-        kind = world.informers[informer].kind
+        kind = world.kind(informer)
         for obj in world.related(informer, uid):
             meta = obj["metadata"]
             await kube.delete(kind, meta["name"], meta.get("namespace"))
-            world.informers[informer].forget(obj)
+            world.forget(informer, obj)
     for node in world.related(w.NODES, uid):
         result = await nodelabels.remove_label(kube, node["metadata"]["name"], uid)
         if result is not None:
-            world.informers[w.NODES].upsert(result)
+            world.record(w.NODES, result)
 
 
 async def finalize(kube: Kube, world: World, body: Object) -> None:

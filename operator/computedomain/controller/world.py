@@ -45,21 +45,26 @@ class World:
         self.domains: dict[str, Object] = {}
         self._index: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         selector = names.DOMAIN_LABEL
-        self.informers: dict[str, Informer] = {
-            DAEMONSETS: self._informer(DAEMONSETS, k.DAEMONSETS, namespace, selector),
+        self._informers: dict[str, Informer] = {
+            DAEMONSETS: self._informer(DAEMONSETS, k.DAEMONSETS, namespace, selector, applied=True),
             PODS: self._informer(PODS, k.PODS, namespace, selector),
-            CLIQUES: self._informer(CLIQUES, k.CLIQUES, namespace, selector),
+            CLIQUES: self._informer(CLIQUES, k.CLIQUES, namespace, selector, applied=True),
             NODES: self._informer(NODES, k.NODES, None, selector),
         }
         # Without a served resource.k8s.io version there are no templates or claims to watch; the
         # reconcile reports that on each domain instead.
         if resource_version is not None:
-            self.informers[TEMPLATES] = self._informer(
+            self._informers[TEMPLATES] = self._informer(
                 TEMPLATES, k.claim_templates(resource_version), None, selector
             )
-            self.informers[CLAIMS] = self._informer(CLAIMS, k.claims(resource_version), None, selector)
+            self._informers[CLAIMS] = self._informer(CLAIMS, k.claims(resource_version), None, selector)
 
-    def _informer(self, name: str, kind: k.Kind, namespace: str | None, selector: str) -> Informer:
+    def _informer(
+        self, name: str, kind: k.Kind, namespace: str | None, selector: str, applied: bool = False
+    ) -> Informer:
+        """An informer feeding the per-domain index; with `applied`, its cache keeps what our field
+        manager applied (the kinds `children.ensure` applies, to see fields we stopped rendering)."""
+
         def handle(event: str, obj: Object, old: Object | None) -> None:
             key = object_key(obj)
             for uid in {domain_uid_of(old), domain_uid_of(obj)} - {None}:
@@ -74,7 +79,15 @@ class World:
                 if uid in self.domains and (event != "MODIFIED" or _relevant(name, old, obj)):
                     self.notify(uid)
 
-        return Informer(self.kube, kind, handle, namespace=namespace, label_selector=selector, name=name)
+        return Informer(
+            self.kube,
+            kind,
+            handle,
+            namespace=namespace,
+            label_selector=selector,
+            name=name,
+            keep_applied_by=self.kube.field_manager if applied else None,
+        )
 
     def set_domain(self, body: Object) -> bool:
         """Record the latest state of a domain (from its watch); False if it was known already."""
@@ -96,15 +109,41 @@ class World:
 
     def related(self, name: str, uid: str) -> list[Object]:
         """Objects of one related kind that carry the domain's label (none if the kind is not watched)."""
-        if name not in self.informers:
+        informer = self._informers.get(name)
+        if informer is None:
             return []
-        store = self.informers[name].store
+        store = informer.store
         return [store[key] for key in sorted(self._index[name].get(uid, ())) if key in store]
 
     def get(self, name: str, key: str) -> Object | None:
         """One cached object by `namespace/name` (or `name`)."""
-        informer = self.informers.get(name)
+        informer = self._informers.get(name)
         return informer.store.get(key) if informer else None
+
+    def nodes(self) -> list[Object]:
+        """Every cached node that carries a domain label, sorted by name."""
+        store = self._informers[NODES].store
+        return [store[name] for name in sorted(store)]
+
+    def watches(self, name: str) -> bool:
+        """Whether a related kind is watched (templates and claims need a served resource.k8s.io)."""
+        return name in self._informers
+
+    def kind(self, name: str) -> k.Kind:
+        """Where a watched related kind lives in the REST API."""
+        return self._informers[name].kind
+
+    def record(self, name: str, obj: Object) -> None:
+        """Record the result of our own write of a related object before its watch event arrives."""
+        self._informers[name].upsert(obj)
+
+    def forget(self, name: str, obj: Object) -> None:
+        """Drop a related object we deleted ourselves."""
+        self._informers[name].forget(obj)
+
+    def synced(self) -> bool:
+        """Whether every cache has loaded its first list."""
+        return all(informer.synced.is_set() for informer in self._informers.values())
 
     def labelled_uids(self, kinds: Iterable[str]) -> set[str]:
         """Every domain UID that some cached object of the given kinds still points to."""
@@ -112,11 +151,11 @@ class World:
 
     async def run(self) -> None:
         """Run every informer until cancelled."""
-        await asyncio.gather(*(informer.run() for informer in self.informers.values()))
+        await asyncio.gather(*(informer.run() for informer in self._informers.values()))
 
     async def wait_synced(self) -> None:
         """Wait until every informer has loaded its first list."""
-        await asyncio.gather(*(informer.synced.wait() for informer in self.informers.values()))
+        await asyncio.gather(*(informer.synced.wait() for informer in self._informers.values()))
 
 
 def _labels(obj: Object | None) -> dict[str, str]:

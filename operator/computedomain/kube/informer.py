@@ -16,6 +16,7 @@ from typing import Any
 from computedomain.kube.backoff import Backoff
 from computedomain.kube.client import Kube, Object
 from computedomain.kube.kinds import Kind
+from computedomain.kube.ownership import keep_applied
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Informer:
         label_selector: str | None = None,
         field_selector: str | None = None,
         name: str = "",
+        keep_applied_by: str | None = None,
     ) -> None:
         self.kube = kube
         self.kind = kind
@@ -67,6 +69,8 @@ class Informer:
         self.label_selector = label_selector
         self.field_selector = field_selector
         self.name = name or kind.plural
+        # Keep this field manager's apply entry of managedFields (see `kube.ownership`).
+        self.keep_applied_by = keep_applied_by
         self.store: dict[str, Object] = {}
         self.synced = asyncio.Event()
         self._resource_version = ""
@@ -77,7 +81,7 @@ class Informer:
         old = self.store.get(key)
         if old is not None and resource_version_of(old) >= resource_version_of(obj):
             return
-        self.store[key] = slim(obj)
+        self.store[key] = self._slim(obj)
         self.handler("MODIFIED" if old else "ADDED", obj, old)
 
     def forget(self, obj: Object) -> None:
@@ -85,6 +89,9 @@ class Informer:
         old = self.store.pop(object_key(obj), None)
         if old is not None:
             self.handler("DELETED", old, old)
+
+    def _slim(self, obj: Object) -> Object:
+        return slim(obj) if self.keep_applied_by is None else keep_applied(obj, self.keep_applied_by)
 
     async def run(self) -> None:
         """List, then watch forever; re-list when the watch expires or fails."""
@@ -106,7 +113,7 @@ class Informer:
         items, self._resource_version = await self.kube.list(
             self.kind, self.namespace, self.label_selector, self.field_selector
         )
-        fresh = {object_key(item): slim(item) for item in items}
+        fresh = {object_key(item): self._slim(item) for item in items}
         for key, old in list(self.store.items()):
             if key not in fresh:
                 del self.store[key]
@@ -148,7 +155,7 @@ class Informer:
             self.store.pop(key, None)
             self.handler("DELETED", obj, old)
         elif old is None or resource_version_of(obj) > resource_version_of(old):
-            self.store[key] = slim(obj)
+            self.store[key] = self._slim(obj)
             self.handler(str(kind), obj, old)
         # else: the echo of our own write (already recorded by `upsert`) or an older state.
         return True

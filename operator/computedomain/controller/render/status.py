@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from computedomain.api.models import (
     CliqueDaemon,
@@ -15,14 +15,11 @@ from computedomain.api.models import (
     NodeEntry,
     ReadyState,
 )
-from computedomain.controller.render.cliques import CliquePlan
+from computedomain.controller.plan.cliques import CliquePlan
+from computedomain.controller.plan.problems import Problem, ProblemReason
 
 READY = "Ready"
 CHILDREN_READY = "ChildrenReady"
-
-ProblemReason = Literal[
-    "NameConflict", "LabelConflict", "InvalidSpec", "ResourceAPIUnavailable", "ReconcileError", "CliqueFull"
-]
 
 # Problems that keep the domain's own objects from being in place, most fundamental first.
 _CHILD_REASONS: tuple[ProblemReason, ...] = (
@@ -34,14 +31,6 @@ _CHILD_REASONS: tuple[ProblemReason, ...] = (
 _NAMES_SHOWN = 5
 _PROBLEMS_SHOWN = 3
 _MESSAGE_CHARS = 400
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something the reconcile found that keeps the domain from working, in plain words."""
-
-    reason: ProblemReason
-    message: str
 
 
 @dataclass(frozen=True)

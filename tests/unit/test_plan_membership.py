@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from computedomain.api import names
-from computedomain.controller.membership import label_plan, members, wanted_nodes
-from computedomain.controller.render.cliques import Member
+from computedomain.controller.plan.cliques import Member
+from computedomain.controller.plan.membership import label_plan, members, wanted_nodes
 
 UID = "0c9d7c4e-7b1a-4a63-9a55-1f1f0d6f2a10"
 OTHER = "9f0e2d1c-0000-4000-8000-000000000001"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 
 from computedomain.api.models import CliqueDaemon, ComputeDomain, ComputeDomainClique
-from computedomain.controller.render.cliques import CliquePlan, Member, clique_object, plan_cliques
+from computedomain.controller.plan.cliques import CliquePlan, Member, plan_cliques
+from computedomain.controller.render.cliques import clique_object
 from computedomain.controller.settings import Settings
 
 UID = "0c9d7c4e-7b1a-4a63-9a55-1f1f0d6f2a10"

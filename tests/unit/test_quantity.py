@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from computedomain.controller.render.quantity import canonical_quantity, quantity_value
+from computedomain.quantity import canonical_quantity, quantity_value
 
 
 @pytest.mark.parametrize(

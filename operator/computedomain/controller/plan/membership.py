@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from computedomain.api import names
-from computedomain.controller.render.cliques import Member
+from computedomain.controller.plan.cliques import Member
 from computedomain.dra.allocation import allocated_node
-from computedomain.kube import Object
+
+# A Kubernetes object as the caches hold it (planners read, never fetch).
+Object = dict[str, Any]
 
 
 def wanted_nodes(claims: Iterable[Object], namespace: str) -> set[str]:
