@@ -176,13 +176,15 @@ async def test_install_creates_the_operator(
         written = {f["apiVersion"] for f in live["metadata"]["managedFields"] if f["manager"] == HELM_MANAGER}
         assert written == {f"{RESOURCE_GROUP}/v1"}
 
-    policy = only(release, "ValidatingAdmissionPolicy")["metadata"]["name"]
+    # One admission policy for each account that RBAC alone cannot narrow enough.
     admission = "admissionregistration.k8s.io"
-    live_policy = await get(admin, admission, "v1", "validatingadmissionpolicies", policy)
-    assert live_policy["spec"]["failurePolicy"] == "Fail"
-    binding = await get(admin, admission, "v1", "validatingadmissionpolicybindings", policy)
-    assert binding["spec"]["policyName"] == policy
-    assert binding["spec"]["validationActions"] == ["Deny"]
+    for component in ("node-agent", "imex-daemon", "kubelet-plugin"):
+        policy = only(release, "ValidatingAdmissionPolicy", component)["metadata"]["name"]
+        live_policy = await get(admin, admission, "v1", "validatingadmissionpolicies", policy)
+        assert live_policy["spec"]["failurePolicy"] == "Fail"
+        binding = await get(admin, admission, "v1", "validatingadmissionpolicybindings", policy)
+        assert binding["spec"]["policyName"] == policy
+        assert binding["spec"]["validationActions"] == ["Deny"]
 
     # KWOK runs the controller replicas and node agents as fakes: enough to see that they are admitted,
     # scheduled and counted.
@@ -193,7 +195,7 @@ async def test_install_creates_the_operator(
     live_deployment = await eventually(replicas_available, timeout=90, what="2 controller replicas available")
     assert live_deployment["spec"]["replicas"] == 2
 
-    agent = only(release, "DaemonSet")["metadata"]["name"]
+    agent = only(release, "DaemonSet", "node-agent")["metadata"]["name"]
 
     async def agents_scheduled() -> bool:
         body = await get(admin, "apps", "v1", "daemonsets", agent, NAMESPACE)

@@ -12,6 +12,7 @@ UID = "0c9d7c4e-7b1a-4a63-9a55-1f1f0d6f2a10"
 OTHER = "9f0e2d1c-0000-4000-8000-000000000001"
 RACK = "7d3b0f5e-2c41-4e8e-b8a7-5a3c1e9d0b22.32766"
 RACK_B = "7d3b0f5e-2c41-4e8e-b8a7-5a3c1e9d0b22.32767"
+DAEMONSET = names.daemon_name(UID)
 
 
 def claim(
@@ -38,8 +39,18 @@ def pod(
     ready: bool = True,
     clique: str | None = None,
     deleting: bool = False,
+    owner: str | None = DAEMONSET,
 ) -> Any:
     meta: dict[str, Any] = {"name": f"daemon-{node}", "labels": {names.DOMAIN_LABEL: UID}}
+    if owner is not None:
+        reference = {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "name": owner,
+            "uid": "u",
+            "controller": True,
+        }
+        meta["ownerReferences"] = [reference]
     if clique is not None:
         meta["labels"][names.CLIQUE_LABEL] = clique
     if deleting:
@@ -96,7 +107,7 @@ def test_nothing_wanted_and_nothing_labelled_is_a_no_op() -> None:
 
 def test_members_are_daemon_pods_with_a_node_and_an_ip_sorted_by_node() -> None:
     pods = [pod("n2", "10.0.0.2"), pod("n1", "10.0.0.1", ready=False), pod(None, None), pod("n3", None)]
-    found, unknown = members(pods, {"n1": RACK, "n2": RACK, "n3": RACK})
+    found, unknown = members(pods, {"n1": RACK, "n2": RACK, "n3": RACK}, DAEMONSET)
     assert found == [
         Member(node="n1", ip="10.0.0.1", clique_id=RACK, ready=False),
         Member(node="n2", ip="10.0.0.2", clique_id=RACK, ready=True),
@@ -105,22 +116,30 @@ def test_members_are_daemon_pods_with_a_node_and_an_ip_sorted_by_node() -> None:
 
 
 def test_a_pod_being_deleted_is_no_longer_a_member() -> None:
-    found, _ = members([pod("n1", "10.0.0.1", deleting=True)], {"n1": RACK})
+    found, _ = members([pod("n1", "10.0.0.1", deleting=True)], {"n1": RACK}, DAEMONSET)
     assert found == []
 
 
 def test_the_pods_own_clique_label_wins_over_the_nodes() -> None:
-    found, _ = members([pod("n1", "10.0.0.1", clique=RACK_B)], {"n1": RACK})
+    found, _ = members([pod("n1", "10.0.0.1", clique=RACK_B)], {"n1": RACK}, DAEMONSET)
     assert [m.clique_id for m in found] == [RACK_B]
 
 
 def test_a_node_without_fabric_is_a_member_with_an_empty_clique() -> None:
-    found, unknown = members([pod("h1", "10.0.0.9")], {"h1": ""})
+    found, unknown = members([pod("h1", "10.0.0.9")], {"h1": ""}, DAEMONSET)
     assert [(m.node, m.clique_id) for m in found] == [("h1", "")]
     assert unknown == []
 
 
-def test_a_node_whose_clique_is_not_known_yet_is_reported() -> None:
-    found, unknown = members([pod("n7", "10.0.0.7"), pod("n6", "10.0.0.6")], {})
+def test_a_daemon_on_a_node_not_labelled_for_the_domain_is_no_member() -> None:
+    found, ignored = members([pod("n7", "10.0.0.7"), pod("n6", "10.0.0.6")], {}, DAEMONSET)
     assert found == []
-    assert unknown == ["n6", "n7"]
+    assert ignored == ["daemon-n6", "daemon-n7"]
+
+
+def test_a_pod_the_domains_daemonset_does_not_control_is_no_member() -> None:
+    forged = pod("n1", "10.0.0.66", clique=RACK, owner=None)
+    other = pod("n2", "10.0.0.67", clique=RACK, owner=names.daemon_name(OTHER))
+    found, ignored = members([forged, other], {"n1": RACK, "n2": RACK}, DAEMONSET)
+    assert found == []
+    assert ignored == ["daemon-n1", "daemon-n2"]

@@ -97,6 +97,15 @@ class Bed:
                 "name": f"daemon-{node}",
                 "namespace": OPERATOR_NS,
                 "labels": {names.DOMAIN_LABEL: uid},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "DaemonSet",
+                        "name": names.daemon_name(uid),
+                        "uid": f"ds-{uid}",
+                        "controller": True,
+                    }
+                ],
             },
             "spec": {"nodeName": node},
             "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]},

@@ -87,9 +87,15 @@ def test_container() -> None:
     assert "securityContext" not in c
 
 
+def test_daemons_log_as_json_when_the_operator_does() -> None:
+    (daemon,) = rendered(json_logs=True)["spec"]["template"]["spec"]["containers"]
+    assert {"name": "LOG_FORMAT", "value": "json"} in daemon["env"]
+
+
 def test_env() -> None:
     assert env() == {
         "LOG_VERBOSITY": "4",
+        "LOG_FORMAT": "text",
         "MAX_NODES_PER_IMEX_DOMAIN": "18",
         "NODE_NAME": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}},
         "POD_IP": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}},

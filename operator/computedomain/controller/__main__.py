@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"computedomain-controller: invalid configuration:\n{error}", file=sys.stderr)
         return 2
-    configure_logging("json" if settings.json_logs else "plain", args.log_level)
+    configure_logging("json" if settings.json_logs else "text", args.log_level)
     # Kopf reports every watch event at DEBUG/INFO; the controller's own log says what matters.
     logging.getLogger("kopf").setLevel(logging.WARNING)
     logger.info(

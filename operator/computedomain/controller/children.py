@@ -8,7 +8,7 @@ from computedomain.api.models import ComputeDomain
 from computedomain.controller import world as w
 from computedomain.controller.plan.problems import Problem
 from computedomain.controller.world import World, domain_uid_of
-from computedomain.kube import Kind, Kube, KubeError, Object
+from computedomain.kube import JSON_PATCH, Kind, Kube, KubeError, Object
 from computedomain.kube.contains import contains
 from computedomain.kube.informer import object_key
 from computedomain.kube.ownership import applied_fields, stale_fields, taken_over, updated_by
@@ -56,10 +56,19 @@ async def ensure(kube: Kube, world: World, informer: str, kind: Kind, desired: O
             key: value for key, value in desired.items() if key not in ("apiVersion", "kind", "metadata")
         }
         logger.info("restoring %s %s/%s", desired["kind"], meta.get("namespace"), meta["name"])
-        path = kind.path(meta.get("namespace"), meta["name"])
-        result = await kube.call("PUT", path, body={**result, **content})
+        # A JSON patch that replaces each rendered field whole, guarded by the resourceVersion: it
+        # does what a PUT of the content would, with the `patch` right the controller already has.
+        guard = {
+            "op": "test",
+            "path": "/metadata/resourceVersion",
+            "value": result["metadata"]["resourceVersion"],
+        }
+        replace = [{"op": "add", "path": f"/{key}", "value": value} for key, value in content.items()]
+        result = await kube.patch(
+            kind, meta["name"], meta.get("namespace"), [guard, *replace], content_type=JSON_PATCH
+        )
     if informer != w.TEMPLATES and updated_by(result, kube.field_manager):
-        # The PUT made our manager an updater; its fields are rendered ones, so they count as applied.
+        # The patch made our manager an updater; its fields are rendered ones, so they count as applied.
         result = await _take_over(kube, kind, result)
     world.record(informer, result)
 

@@ -61,7 +61,7 @@ def plan_membership(
         for node in node_list
         if node["metadata"]["name"] in members_after
     }
-    found, _unknown = members(pods, node_cliques)
+    found, _ignored = members(pods, node_cliques, names.daemon_name(uid))
     current = list(cliques)
     layout = plan_cliques([ComputeDomainClique.model_validate(c) for c in current], found, max_nodes)
     keep = {names.clique_name(uid, clique_id) for clique_id in layout.cliques}

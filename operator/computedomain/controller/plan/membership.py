@@ -60,23 +60,39 @@ def _pod_ready(pod: Object) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def members(pods: Iterable[Object], node_cliques: Mapping[str, str]) -> tuple[list[Member], list[str]]:
-    """Daemon pods that have a node and an IP, as members; and nodes whose clique is not known yet.
+def owned_by(pod: Object, daemonset: str) -> bool:
+    """True when `pod` is controlled by the DaemonSet named `daemonset` (its own namespace)."""
+    return any(
+        ref.get("kind") == "DaemonSet"
+        and ref.get("apiVersion") == "apps/v1"
+        and ref.get("name") == daemonset
+        and ref.get("controller") is True
+        for ref in pod["metadata"].get("ownerReferences") or []
+    )
 
-    The clique comes from the label the daemon puts on its own pod; before the daemon has run, the
+
+def members(
+    pods: Iterable[Object], node_cliques: Mapping[str, str], daemonset: str
+) -> tuple[list[Member], list[str]]:
+    """The domain's daemons, as members; and the pods that carry its label but do not count.
+
+    Only a pod that the domain's own DaemonSet controls, on a node labelled for the domain (a key of
+    `node_cliques`), with an IP and not being deleted, counts: a label on anything else (a pod
+    someone labelled by hand, a daemon left on a node that has left) never makes a member. The
+    clique comes from the label the daemon puts on its own pod; before the daemon has run, the
     node's `nvidia.com/gpu.clique` label (from the node agent or GPU Feature Discovery) stands in.
     """
     found: list[Member] = []
-    unknown: list[str] = []
+    ignored: list[str] = []
     for pod in pods:
         meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
         node, ip = spec.get("nodeName"), status.get("podIP")
         if not node or not ip or meta.get("deletionTimestamp"):
             continue
-        labels = meta.get("labels") or {}
-        clique = labels.get(names.CLIQUE_LABEL, node_cliques.get(node))
-        if clique is None:
-            unknown.append(node)
+        if node not in node_cliques or not owned_by(pod, daemonset):
+            ignored.append(str(meta.get("name", "")))
             continue
+        labels = meta.get("labels") or {}
+        clique = labels.get(names.CLIQUE_LABEL, node_cliques[node])
         found.append(Member(node=node, ip=ip, clique_id=clique, ready=_pod_ready(pod)))
-    return sorted(found, key=lambda m: m.node), sorted(unknown)
+    return sorted(found, key=lambda m: m.node), sorted(ignored)

@@ -90,6 +90,8 @@ def _probe(period: int, failures: int) -> dict[str, Any]:
 def _env(domain: ComputeDomain, settings: Settings) -> list[dict[str, Any]]:
     return [
         {"name": "LOG_VERBOSITY", "value": str(settings.daemon_log_verbosity)},
+        # The daemons log in the format the operator was given (the chart's `logFormat`).
+        {"name": "LOG_FORMAT", "value": "json" if settings.json_logs else "text"},
         {"name": "MAX_NODES_PER_IMEX_DOMAIN", "value": str(settings.max_nodes_per_clique)},
         _field_env("NODE_NAME", "spec.nodeName"),
         _field_env("POD_IP", "status.podIP"),
