@@ -64,12 +64,13 @@ cluster-down: venv ## Stop the local control plane
 	$(TESTBED) down
 
 .PHONY: demo
-demo: venv tools ## Run the demo on the local control plane
+demo: venv tools ## Example 01 on real kubelet nodes with the kubelet plugin (KWOK nodes where kubelets cannot run)
 	$(TESTBED) demo
 
 .PHONY: bench
-bench: venv tools ## Run the benchmarks (they print their figures)
+bench: venv tools ## Run the benchmarks (they print their figures): controller, then real kubelets
 	$(PY) bench/run.py
+	$(PY) bench/kubelets.py
 
 .PHONY: gpu-check
 gpu-check: ## Read the real NVML once and print GPUs, fabric state and clique (needs a GPU)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from kubernetes_asyncio import client, config
 
-from cdtestbed import demo
+from cdtestbed import demo, demo_kubelets
 from cdtestbed.cluster import ClusterError, ClusterOptions, LocalCluster, stop_from_state
+from cdtestbed.kubelets import can_run_kubelet
 from cdtestbed.nodes import add_ready_nodes
 from cdtestbed.tools import Tools, repo_root
 from cdtestbed.topology import nvl72_racks, plain_gpu_nodes
@@ -67,6 +68,21 @@ def print_nodes(rows: list[tuple[str, str, str, str]]) -> None:
         print(f"{count:>3} node(s) in clique {clique}")
 
 
+def _kubelet_demo(workdir: Path, tools: Tools) -> int:
+    """The demo on real kubelet nodes; everything it starts stops when it ends."""
+    cluster = LocalCluster(workdir, tools, ClusterOptions())
+    try:
+        cluster.start()
+        print(f"control plane up at {cluster.server}; logs in {cluster.logs}")
+        asyncio.run(demo_kubelets.run(cluster))
+    except (ClusterError, TimeoutError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        cluster.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the testbed CLI."""
     parser = argparse.ArgumentParser(prog="computedomain-testbed", description=__doc__)
@@ -76,8 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--racks", type=int, default=1)
     up.add_argument("--nodes-per-rack", type=int, default=18)
     up.add_argument("--plain", type=int, default=2, help="GPU nodes without NVLink fabric")
-    demo_cmd = sub.add_parser("demo", help="`up`, install the chart, run the controller, apply an example")
-    demo_cmd.add_argument("--racks", type=int, default=1)
+    demo_cmd = sub.add_parser(
+        "demo",
+        help="example 01 on real kubelet nodes with the kubelet plugin (KWOK where kubelets cannot run)",
+    )
+    demo_cmd.add_argument("--racks", type=int, default=1, help="KWOK racks (the KWOK demo only)")
+    demo_cmd.add_argument(
+        "--kwok", action="store_true", help="KWOK nodes and the slice double even where kubelets can run"
+    )
     sub.add_parser("down", help="stop the control plane started by `up`")
     sub.add_parser("nodes", help="list nodes with their NVLink cliques")
     args = parser.parse_args(argv)
@@ -98,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     tools = Tools.default()
     if tools.missing():
         tools.build()
+    if args.command == "demo" and not args.kwok:
+        reason = can_run_kubelet(tools)
+        if reason is None:
+            return _kubelet_demo(workdir, tools)
+        print(f"Real kubelets cannot run on this machine: {reason}.")
+        print("Falling back to KWOK nodes, with a double publishing the kubelet plugin's ResourceSlices.")
     cluster = LocalCluster(workdir, tools, ClusterOptions(tie_to_parent=False))
     nodes_per_rack = getattr(args, "nodes_per_rack", 18)
     plain = getattr(args, "plain", 2)

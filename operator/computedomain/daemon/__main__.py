@@ -9,7 +9,6 @@ import sys
 from collections.abc import Sequence
 
 from computedomain.daemon.check import check_command
-from computedomain.daemon.run import run_command
 from computedomain.daemon.settings import SettingsError, load_settings
 from computedomain.logs import configure_logging
 
@@ -53,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbosity = settings.log_verbosity if args.verbosity is None else args.verbosity
     configure_daemon_logging(settings.log_format, verbosity)
     if args.command == "run":
+        # Imported here: the API client takes about a CPU-second to import, and `check` runs as the
+        # pod's exec probe (every second until started, every 10 s after) without needing it.
+        from computedomain.daemon.run import run_command
+
         return asyncio.run(run_command(settings))
     return asyncio.run(check_command(settings))
 

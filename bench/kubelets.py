@@ -1,0 +1,282 @@
+"""Benchmarks on real kubelet nodes with the real kubelet plugin; prints its figures (not a test).
+
+    python bench/kubelets.py [--nodes 4,18] [--rounds 3]
+
+For each domain size: a private control plane, that many real kubelet nodes (one clique), a plugin
+per node and the controller (`cdtestbed.kubeletbed`). Each round creates a fresh ComputeDomain and a
+Job with one pod per node, and times per pod: its channel claim allocated (the scheduler's write, seen
+by a watch) -> its node's IMEX daemon Ready -> its container created (the runtime double's record).
+A fresh domain's pods wait for their daemons, so the first figure includes an IMEX daemon's start.
+Also: how long a plugin takes to register with its kubelet, and the resident memory of the plugins,
+kubelets and runtime doubles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+from kubernetes_asyncio import client, config, watch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
+
+import scenarios as sc
+from cdtestbed.cluster import ClusterOptions, LocalCluster
+from cdtestbed.kubeletbed import NAMESPACE, KubeletBed, kubelet_bed
+from cdtestbed.kubelets import can_run_kubelet
+from cdtestbed.tools import Tools, repo_root
+from cdtestbed.topology import nvl72_racks
+from computedomain.api import names
+
+MIB = 1024 * 1024
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def log_time(line: str) -> float:
+    """The wall-clock time of one of the plugin's text log lines (logged in UTC)."""
+    match = _LOG_TIME.match(line)
+    assert match, line
+    stamp = datetime.strptime(match.group(1) + "+0000", "%Y-%m-%d %H:%M:%S,%f%z")
+    return stamp.timestamp()
+
+
+def registration_seconds(log: Path) -> tuple[float, float]:
+    """(process start -> registered, DRA socket serving -> registered) from a plugin's first start."""
+    lines = log.read_text().splitlines()
+    started = next(log_time(line) for line in lines if "starting: node=" in line)
+    serving = next(log_time(line) for line in lines if "serving DRA on" in line)
+    registered = next(log_time(line) for line in lines if "registered with the kubelet" in line)
+    return registered - started, registered - serving
+
+
+def quantiles(values: Sequence[float]) -> str:
+    """`p50 / p99` in seconds."""
+    return f"{sc.percentile(list(values), 0.5):.2f} s / {sc.percentile(list(values), 0.99):.2f} s"
+
+
+class Timeline:
+    """When each claim of a namespace was allocated (and for which pod), and each daemon became Ready."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, domain_uid: str) -> None:
+        self.api, self.namespace, self.domain_uid = api, namespace, domain_uid
+        self.allocated: dict[str, float] = {}  # pod -> time
+        self.daemon_ready: dict[str, float] = {}  # node -> time
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Begin watching claims and daemon pods."""
+        self._tasks = [asyncio.create_task(self._claims()), asyncio.create_task(self._daemons())]
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _claims(self) -> None:
+        custom = client.CustomObjectsApi(self.api)
+        async with watch.Watch().stream(
+            custom.list_namespaced_custom_object, "resource.k8s.io", "v1", self.namespace, "resourceclaims"
+        ) as stream:
+            async for event in stream:
+                claim = cast(dict[str, Any], event["object"])
+                status = claim.get("status") or {}
+                for consumer in status.get("reservedFor") or []:
+                    if status.get("allocation"):
+                        self.allocated.setdefault(consumer["name"], time.time())
+
+    async def _daemons(self) -> None:
+        core = client.CoreV1Api(self.api)
+        selector = f"{names.DOMAIN_LABEL}={self.domain_uid}"
+        async with watch.Watch().stream(
+            core.list_namespaced_pod, NAMESPACE, label_selector=selector
+        ) as stream:
+            async for event in stream:
+                pod = event["object"]
+                ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+                if ready and pod.spec.node_name:
+                    self.daemon_ready.setdefault(pod.spec.node_name, time.time())
+
+
+def created_at(bed: KubeletBed, namespace: str) -> dict[str, tuple[str, float]]:
+    """pod -> (node, when its first container was created), from the runtime doubles' records."""
+    found: dict[str, tuple[str, float]] = {}
+    for node in bed.nodes:
+        for path in (node.runtime_state / "containers").glob("*.json"):
+            text = path.read_text()
+            if f'"podNamespace": "{namespace}"' in text:
+                pod = re.search(r'"podName": "([^"]+)"', text)
+                assert pod is not None
+                when = path.stat().st_mtime
+                if pod.group(1) not in found or when < found[pod.group(1)][1]:
+                    found[pod.group(1)] = (node.name, when)
+    return found
+
+
+Sample = tuple[float, float, float, float]
+
+
+async def one_round(bed: KubeletBed, size: int, index: int) -> list[Sample]:
+    """A fresh domain and an N-pod Job; per pod: allocated -> daemon container created -> daemon Ready
+    -> container created, and allocated -> container created."""
+    api = bed.api
+    namespace = f"bench-{size}-{index}"
+    await sc.create_namespace(api, namespace)
+    body = await client.CustomObjectsApi(api).create_namespaced_custom_object(
+        names.GROUP, names.VERSION, namespace, names.DOMAIN_PLURAL, sc.domain("cd", namespace, size)
+    )
+    timeline = Timeline(api, namespace, body["metadata"]["uid"])
+    timeline.start()
+    await asyncio.sleep(0.5)  # the watches are open
+    job = sc.join_job("cd", namespace, size)
+    await client.BatchV1Api(api).create_namespaced_job(namespace, cast(Any, job))
+    deadline = time.monotonic() + 300
+    while len(created_at(bed, namespace)) < size:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"round {index}: only {len(created_at(bed, namespace))} of {size} containers")
+        await asyncio.sleep(0.2)
+    await timeline.stop()
+    prefix = names.daemon_name(body["metadata"]["uid"])
+    daemons = {
+        node: when for pod, (node, when) in created_at(bed, NAMESPACE).items() if pod.startswith(prefix)
+    }
+    samples = []
+    for pod, (node, created) in created_at(bed, namespace).items():
+        allocated, ready = timeline.allocated[pod], timeline.daemon_ready[node]
+        samples.append(
+            (daemons[node] - allocated, ready - daemons[node], created - ready, created - allocated)
+        )
+    await client.CoreV1Api(api).delete_namespace(namespace)
+    # The next round starts on nodes without daemons of this domain.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        daemon_pods = await client.CoreV1Api(api).list_namespaced_pod(
+            NAMESPACE, label_selector=names.DOMAIN_LABEL
+        )
+        if not daemon_pods.items:
+            break
+        await asyncio.sleep(0.5)
+    return samples
+
+
+def inotify_instances(pid: int) -> int:
+    """How many inotify instances a process holds (the per-user limit caps how many kubelets fit)."""
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if _readlink(fd) == "anon_inode:inotify")
+
+
+def inotify_limit() -> str:
+    """The per-user limit of inotify instances (`fs.inotify.max_user_instances`)."""
+    return Path("/proc/sys/fs/inotify/max_user_instances").read_text().strip()
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return str(path.readlink())
+    except OSError:
+        return ""
+
+
+def rss(pids: Sequence[int]) -> str:
+    """`median / max` resident memory of processes, in MiB."""
+    values = []
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        values.append(int(next(x.split()[1] for x in status.splitlines() if x.startswith("VmRSS:"))) * 1024)
+    return f"{statistics.median(values) / MIB:.0f} / {max(values) / MIB:.0f} MiB"
+
+
+async def bench_size(size: int, rounds: int, report: Any) -> None:
+    """Every figure for one domain size."""
+    tools = Tools.default()
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-kubelets-{size}-", dir=repo_root() / ".work"))
+    with LocalCluster(workdir, tools, ClusterOptions()) as cluster:
+        async with await config.new_client_from_config(config_file=str(cluster.kubeconfig)) as api:
+            started = time.monotonic()
+            trays = nvl72_racks(1, size, prefix="bench")
+            async with kubelet_bed(cluster, api, trays) as bed:
+                report(
+                    f"{size} nodes: kubelets, plugins and controller up",
+                    f"{time.monotonic() - started:.0f} s",
+                )
+                registration = [registration_seconds(p.log) for p in bed.plugins.values()]
+                report(
+                    f"{size} nodes: plugin start -> registered, p50 / p99",
+                    quantiles([r[0] for r in registration]),
+                )
+                report(
+                    f"{size} nodes: DRA socket up -> registered, p50 / p99",
+                    quantiles([r[1] for r in registration]),
+                )
+                samples: list[Sample] = []
+                for index in range(rounds):
+                    samples += await one_round(bed, size, index)
+                    print(f"    round {index + 1}/{rounds} done ({len(samples)} pods)", flush=True)
+                figures = (
+                    ("claim allocated -> container created, p50 / p99", 3),
+                    ("  of which allocated -> IMEX daemon container created", 0),
+                    ("  of which daemon container created -> daemon Ready", 1),
+                    ("  of which daemon Ready -> container created", 2),
+                )
+                for figure, column in figures:
+                    report(f"{size} nodes: {figure}", quantiles([s[column] for s in samples]))
+                report(
+                    f"{size} nodes: plugin RSS, median / max", rss([p.pid or 0 for p in bed.plugins.values()])
+                )
+                report(
+                    f"{size} nodes: kubelet RSS, median / max",
+                    rss([n.processes["kubelet"].pid for n in bed.nodes]),
+                )
+                kubelet_inotify = [inotify_instances(n.processes["kubelet"].pid) for n in bed.nodes]
+                limit = inotify_limit()
+                report(
+                    f"{size} nodes: inotify instances per kubelet (per-user limit {limit})",
+                    f"{statistics.median(kubelet_inotify):.0f}",
+                )
+                report(
+                    f"{size} nodes: runtime double RSS, median / max",
+                    rss([n.processes["cri-double"].pid for n in bed.nodes]),
+                )
+
+
+async def run(args: argparse.Namespace) -> None:
+    reason = can_run_kubelet()
+    if reason is not None:
+        print(f"real kubelets cannot run here ({reason}); no kubelet figures", flush=True)
+        return
+    rows: list[tuple[str, str]] = []
+
+    def report(figure: str, value: str) -> None:
+        rows.append((figure, value))
+        print(f"  {figure:<62} {value:>18}", flush=True)
+
+    for size in (int(n) for n in args.nodes.split(",")):
+        await bench_size(size, args.rounds, report)
+    print("\nsummary (real kubelets):")
+    for figure, value in rows:
+        print(f"  {figure:<62} {value:>18}")
+
+
+def main() -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nodes", default="4,18", help="comma-separated domain sizes (real kubelet nodes)")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh domains per size")
+    asyncio.run(run(parser.parse_args()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The operator on real kubelet nodes, with nothing of the kubelet plugin's part played by a double.
+
+Beside a local control plane: N real kubelet nodes labelled like GB200 trays (`cdtestbed.kubelets`),
+the chart's objects but its workloads (`cdtestbed.chartparts`), the real kubelet plugin per node as a
+host process (`cdtestbed.pluginprocess`), and the controller as a process with the chart's controller
+ServiceAccount. The IMEX daemon pods the controller creates are run by each node's runtime double as
+host processes (`cdtestbed.podprocess`), with the environment, mounts and devices that their daemon
+claim's CDI spec (written by the plugin) gives them; their exec probes run `compute-domain-daemon
+check` the same way, so a daemon pod is Ready only when its IMEX double is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from kubernetes_asyncio import client
+
+from cdtestbed import chartparts
+from cdtestbed.cluster import LocalCluster
+from cdtestbed.controller_process import ControllerProcess
+from cdtestbed.kubelets import KubeletNode, KubeletNodes, KubeletOptions
+from cdtestbed.nodes import wait_nodes_ready
+from cdtestbed.pluginprocess import NodeHost, PluginProcess
+from cdtestbed.serviceaccount import request_token, token_kubeconfig
+from cdtestbed.tools import repo_root
+from cdtestbed.topology import FakeNode
+
+NAMESPACE = "computedomain-system"
+RELEASE = "computedomain-operator"
+IMAGE = "registry.example/computedomain-operator:0.1.0"
+GPU_RESOURCE = "nvidia.com/gpu"
+CONTROLLER_COMPONENT = "controller"
+TOKEN_SECONDS = 86400
+
+
+def pod_commands() -> dict[str, list[str]]:
+    """The runtime doubles' command map: the operator image's daemon runs as a host process."""
+    env = shutil.which("env") or "/usr/bin/env"
+    python_path = f"PYTHONPATH={repo_root() / 'operator'}:{repo_root() / 'testbed'}"
+    wrapper = [env, python_path, sys.executable, "-m", "cdtestbed.podprocess"]
+    return {"compute-domain-daemon": [*wrapper, "compute-domain-daemon"]}
+
+
+async def advertise_gpus(api: client.ApiClient, nodes: Sequence[FakeNode]) -> None:
+    """Give each node its `nvidia.com/gpu` capacity, as NVIDIA's device plugin would (the example's
+    Job asks for 4 GPUs per pod). The kubelet keeps extended resources it does not manage."""
+    core = client.CoreV1Api(api)
+    for node in nodes:
+        amount = str(node.gpus)
+        body = {"status": {"capacity": {GPU_RESOURCE: amount}, "allocatable": {GPU_RESOURCE: amount}}}
+        await core.patch_node_status(node.name, cast(Any, body))
+
+
+@dataclass
+class KubeletBed:
+    """Everything running for the operator on real kubelet nodes."""
+
+    cluster: LocalCluster
+    api: client.ApiClient
+    kubelets: KubeletNodes
+    namespace: str = NAMESPACE
+    manifests: list[dict[str, Any]] = field(default_factory=list)
+    plugins: dict[str, PluginProcess] = field(default_factory=dict)
+    plugin_pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    controller: ControllerProcess | None = None
+
+    @property
+    def nodes(self) -> list[KubeletNode]:
+        """The kubelet nodes, in the order given."""
+        return list(self.kubelets.running)
+
+    def node(self, name: str) -> KubeletNode:
+        """The kubelet node called `name`."""
+        return self.kubelets.node(name)
+
+    def host(self, name: str) -> NodeHost:
+        """The node's driver files and plugin state."""
+        return NodeHost(self.node(name).home / "host")
+
+    async def install(self) -> None:
+        """The chart's objects (CRDs, RBAC, admission policies, DeviceClasses) but its workloads."""
+        self.manifests = await chartparts.install_chart_objects(
+            self.api, self.cluster.tools, self.cluster.kubeconfig, self.namespace, RELEASE
+        )
+
+    async def start_plugin(self, name: str, extra_env: Mapping[str, str] | None = None) -> PluginProcess:
+        """Start (or restart) the plugin of node `name` and wait until it is ready."""
+        plugin = self.plugins.get(name)
+        if plugin is None:
+            plugin = await self._plugin(name, dict(extra_env or {}))
+            self.plugins[name] = plugin
+        plugin.start()
+        await asyncio.to_thread(plugin.wait_ready)
+        return plugin
+
+    async def _plugin(self, name: str, extra_env: dict[str, str]) -> PluginProcess:
+        daemonset = chartparts.component(self.manifests, "DaemonSet", chartparts.PLUGIN_COMPONENT)
+        pod = await client.CoreV1Api(self.api).create_namespaced_pod(
+            self.namespace, cast(Any, chartparts.identity_pod(daemonset, name))
+        )
+        self.plugin_pods[name] = self.api.sanitize_for_serialization(pod)
+        account = chartparts.account_of(self.manifests, chartparts.PLUGIN_COMPONENT)
+        token = await request_token(
+            self.api, self.namespace, account, TOKEN_SECONDS, (pod.metadata.name, pod.metadata.uid)
+        )
+        node = self.node(name)
+        kubeconfig = token_kubeconfig(
+            self.cluster.kubeconfig, token, node.home / "plugin-kubeconfig", "plugin"
+        )
+        host = NodeHost(node.home / "host")
+        host.create()
+        return PluginProcess(
+            name,
+            self.namespace,
+            node.root_dir,
+            node.cdi_dir,
+            host,
+            kubeconfig,
+            self.cluster.logs / f"kubelet-plugin-{name}.log",
+            extra_env,
+        )
+
+    async def start_controller(self, **env: str) -> ControllerProcess:
+        """Run the controller with the chart's controller ServiceAccount and wait until it is ready."""
+        account = chartparts.account_of(self.manifests, CONTROLLER_COMPONENT)
+        token = await request_token(self.api, self.namespace, account, TOKEN_SECONDS)
+        identity = token_kubeconfig(
+            self.cluster.kubeconfig, token, self.cluster.workdir / "kubeconfig-controller", "controller"
+        )
+        settings = {
+            "NAMESPACE": self.namespace,
+            "IMAGE_NAME": IMAGE,
+            "POD_NAME": "controller-testbed",
+            "LEADER_ELECTION": "false",
+            "STATUS_BATCH_SECONDS": "0.1",
+            **env,
+        }
+        self.controller = ControllerProcess(identity, self.cluster.logs / "controller.log", settings)
+        await asyncio.to_thread(self.controller.start)
+        return self.controller
+
+    async def restart_kubelet(self, name: str, trays: Sequence[FakeNode]) -> None:
+        """Restart one node's kubelet and wait until the node is Ready again with its GPUs."""
+        await asyncio.to_thread(self.kubelets.restart_kubelet, name)
+        await wait_nodes_ready(self.api, [name], timeout=90)
+        await advertise_gpus(self.api, [t for t in trays if t.name == name])
+
+    def stop(self) -> None:
+        """Stop the controller and the plugins (the kubelets are stopped by their owner)."""
+        if self.controller is not None:
+            self.controller.stop()
+        for plugin in self.plugins.values():
+            plugin.stop()
+
+
+@contextlib.asynccontextmanager
+async def kubelet_bed(
+    cluster: LocalCluster,
+    api: client.ApiClient,
+    trays: Sequence[FakeNode],
+    options: KubeletOptions | None = None,
+    controller_env: Mapping[str, str] | None = None,
+) -> AsyncIterator[KubeletBed]:
+    """Real kubelet nodes for `trays`, the chart's objects, a plugin per node and the controller."""
+    options = options or KubeletOptions(commands=pod_commands())
+    kubelets = KubeletNodes(cluster, trays, options)
+    await asyncio.to_thread(kubelets.start)
+    bed = KubeletBed(cluster, api, kubelets)
+    try:
+        await wait_nodes_ready(api, [t.name for t in trays], timeout=120)
+        await advertise_gpus(api, trays)
+        await bed.install()
+        await asyncio.gather(*(bed.start_plugin(t.name) for t in trays))
+        await bed.start_controller(**dict(controller_env or {}))
+        yield bed
+    finally:
+        await asyncio.to_thread(bed.stop)
+        await asyncio.to_thread(kubelets.stop)

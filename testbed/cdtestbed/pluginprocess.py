@@ -1,0 +1,205 @@
+"""The ComputeDomain kubelet plugin for one real kubelet node, run as a host process.
+
+It runs exactly as its container would (`python -m computedomain.plugin`, configured by environment),
+pointed at that node's kubelet root (where it registers), at the CDI spec folder the node's runtime
+double resolves against, and at a fake of the node's driver installation: `/proc/devices` with the
+NVIDIA majors, the `fabric-imex-mgmt` capability file, and `nvidia-imex` / `nvidia-imex-ctl` (the
+IMEX test doubles) under the driver root. It authenticates with a token bound to a pod of the chart's
+plugin DaemonSet on that node, so the chart's RBAC and admission policy are all it may use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cdtestbed.cluster import ClusterError, die_with_parent, free_port
+from cdtestbed.tools import repo_root
+
+FAKE_IMEX_DIR = repo_root() / "tests" / "fakes" / "imex"
+IMEX_BINARIES = ("nvidia-imex", "nvidia-imex-ctl")
+PROC_DEVICES = """Character devices:
+  1 mem
+195 nvidia
+234 nvidia-caps-imex-channels
+235 nvidia-caps
+
+Block devices:
+  7 loop
+"""
+IMEX_CHANNELS_MAJOR = 234
+FABRIC_IMEX_MGMT_MINOR = 7
+_CLUSTER_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+
+
+@dataclass(frozen=True)
+class NodeHost:
+    """The host side of one kubelet node as the plugin sees it, under `root`."""
+
+    root: Path
+
+    @property
+    def proc_devices(self) -> Path:
+        """The node's `/proc/devices`."""
+        return self.root / "proc" / "devices"
+
+    @property
+    def boot_id(self) -> Path:
+        """The node's boot ID file."""
+        return self.root / "boot_id"
+
+    @property
+    def driver_root(self) -> Path:
+        """The NVIDIA driver installation (IMEX binaries, capability files)."""
+        return self.root / "driver"
+
+    @property
+    def state(self) -> Path:
+        """The plugin's checkpoint and per-domain IMEX config folders."""
+        return self.root / "state"
+
+    def create(self) -> None:
+        """Write the node's driver files (idempotent)."""
+        self.proc_devices.parent.mkdir(parents=True, exist_ok=True)
+        self.proc_devices.write_text(PROC_DEVICES)
+        if not self.boot_id.exists():
+            self.boot_id.write_text("testbed-boot\n")
+        caps = self.driver_root / "proc" / "driver" / "nvidia" / "capabilities"
+        caps.mkdir(parents=True, exist_ok=True)
+        (caps / "fabric-imex-mgmt").write_text(
+            f"DeviceFileMinor: {FABRIC_IMEX_MGMT_MINOR}\nDeviceFileMode: 256\n"
+        )
+        binaries = self.driver_root / "usr" / "bin"
+        binaries.mkdir(parents=True, exist_ok=True)
+        for name in IMEX_BINARIES:
+            link = binaries / name
+            if not link.exists():
+                link.symlink_to(FAKE_IMEX_DIR / name)
+        self.state.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class PluginProcess:
+    """`computedomain-kubelet-plugin` for one node; `start()`, `kill()`, `stop()` as often as needed."""
+
+    node: str
+    namespace: str
+    kubelet_root: Path
+    cdi_dir: Path
+    host: NodeHost
+    kubeconfig: Path
+    log: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        """The plugin's settings (what the chart's DaemonSet sets, pointed at this node's folders)."""
+        env = {key: value for key, value in os.environ.items() if key not in _CLUSTER_ENV}
+        env.update(
+            {
+                "PYTHONPATH": str(repo_root() / "operator"),
+                "PYTHONUNBUFFERED": "1",
+                "KUBECONFIG": str(self.kubeconfig),
+                "NODE_NAME": self.node,
+                "NAMESPACE": self.namespace,
+                "KUBELET_ROOT_DIR": str(self.kubelet_root),
+                "CDI_ROOT": str(self.cdi_dir),
+                "DRIVER_ROOT": str(self.host.driver_root),
+                "PROC_DEVICES": str(self.host.proc_devices),
+                "BOOT_ID_FILE": str(self.host.boot_id),
+                "STATE_DIR": str(self.host.state),
+                "HTTP_PORT": str(self.port),
+                # No NVML on this machine: the devices are reported healthy.
+                "HEALTH_SOURCE": "static",
+                "EVENT_INTERVAL_SECONDS": "2",
+                **self.extra_env,
+            }
+        )
+        return env
+
+    def start(self) -> None:
+        """Start the process (its output is appended to `log`)."""
+        self.port = self.port or free_port()
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "computedomain.plugin"],
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        """The running process's pid; None once it exited."""
+        return self.process.pid if self.process is not None and self.process.poll() is None else None
+
+    def get(self, path: str) -> tuple[int, str]:
+        """(status, body) of a GET on the plugin's HTTP server; (0, error) when unreachable."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read().decode()
+        except (urllib.error.URLError, OSError) as error:
+            return 0, str(error)
+
+    def metric(self, name: str) -> float:
+        """Sum of the samples of one of the plugin's Prometheus metrics (0 when absent)."""
+        total = 0.0
+        for line in self.get("/metrics")[1].splitlines():
+            head, _, value = line.rpartition(" ")
+            if not line.startswith("#") and (head == name or head.startswith(name + "{")):
+                total += float(value)
+        return total
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until /readyz answers 200: caches loaded, sockets listening, slice published."""
+        deadline = time.monotonic() + timeout
+        while self.get("/readyz")[0] != 200:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise ClusterError(f"kubelet plugin of {self.node} exited with {code}; see {self.log}")
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"kubelet plugin of {self.node} not ready after {timeout:.0f}s; see {self.log}"
+                )
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: the plugin dies mid-work, as on a node's OOM kill."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (SIGKILL after `timeout`); the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the running plugin."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(kib) * 1024
