@@ -9,13 +9,13 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
-import kopf
 from kubernetes_asyncio.client import ApiClient
 
 from computedomain.controller import http, metrics
 from computedomain.controller.events import EventRecorder
 from computedomain.controller.handlers import build_registry, kopf_settings
-from computedomain.controller.leader import LeaderElector, LeaseTiming
+from computedomain.controller.kopfrun import run_kopf
+from computedomain.controller.leader import LeaderElector, LeaseFence, LeaseTiming
 from computedomain.controller.reconcile import Reconciler
 from computedomain.controller.render.dra import RESOURCE_GROUP, pick_resource_version
 from computedomain.controller.settings import Settings
@@ -23,6 +23,7 @@ from computedomain.controller.sweep import sweep_forever
 from computedomain.controller.workqueue import WorkQueue
 from computedomain.controller.world import World
 from computedomain.kube import Kube, KubeError
+from computedomain.kube.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +44,19 @@ class Controller:
 
     def __init__(self, settings: Settings, api: ApiClient) -> None:
         self.settings = settings
-        self.kube = Kube(api, on_write=metrics.count_write)
+        self.api = api
+        self.kube = Kube(api, on_write=self._before_write)
+        # With leader election, every write first checks that the lease is still certainly ours.
+        self.fence: LeaseFence | None = None
         self.stop = asyncio.Event()
         self.leading = False
         self.world: World | None = None
         self.queue: WorkQueue | None = None
+
+    def _before_write(self, verb: str) -> None:
+        if self.fence is not None:
+            self.fence.check()
+        metrics.count_write(verb)
 
     def readiness(self) -> tuple[bool, str]:
         """Ready while waiting as a standby, or while leading with every cache loaded."""
@@ -68,36 +77,69 @@ class Controller:
                 timing = LeaseTiming(
                     self.settings.lease_duration, self.settings.renew_deadline, self.settings.retry_period
                 )
+                # The lease has a client of its own: its renewals never wait behind the reconciles'.
                 elector = LeaderElector(
-                    self.kube,
+                    Kube(self.api, on_write=metrics.count_write),
                     self.settings.namespace,
                     self.settings.lease_name,
                     self.settings.pod_name,
                     timing,
                 )
+                self.fence = elector.fence
                 if not await self._until_stopped(elector.acquire()):
-                    return 0
+                    return 0 if self.stop.is_set() else 1
             return await self._lead(elector)
         finally:
-            if elector is not None and self.leading:
+            if elector is not None:
                 await elector.release()
+                await elector.kube.close()
             await runner.cleanup()
             await self.kube.close()
 
     async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run `work` until it ends or the controller is stopped; True only if it ended well."""
         task = asyncio.create_task(work)
         stopper = asyncio.create_task(self.stop.wait())
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         if not task.done():
             task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return False
+        if task.cancelled() or task.exception() is not None:
+            # Whatever went wrong, it did not make this replica the leader.
+            logger.error(
+                "campaign for the lease failed", exc_info=None if task.cancelled() else task.exception()
+            )
             return False
         return True
+
+    async def _discover(self) -> str | None:
+        """The served resource.k8s.io version, asked until the API server answers."""
+        backoff = Backoff(initial=0.5, maximum=10.0)
+        while True:
+            try:
+                return await discover_resource_version(self.kube)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the API server may be restarting: ask again
+                delay = backoff.next()
+                logger.warning("could not read the served API versions (%s); again in %.1fs", error, delay)
+                await asyncio.sleep(delay)
 
     async def _lead(self, elector: LeaderElector | None) -> int:
         self.leading = True
         metrics.LEADER.set(1)
-        version = await discover_resource_version(self.kube)
+        # The lease is renewed from the first moment of leading, even while the API server is away.
+        tasks: set[asyncio.Task[Any]] = {asyncio.create_task(self.stop.wait(), name="stop")}
+        if elector is not None:
+            tasks.add(asyncio.create_task(elector.hold(), name="lease"))
+        discovery = asyncio.create_task(self._discover())
+        await asyncio.wait({*tasks, discovery}, return_when=asyncio.FIRST_COMPLETED)
+        if not discovery.done():
+            discovery.cancel()
+            return await self._finish(tasks, None, None)
+        version = discovery.result()
         logger.info("leading; resource.k8s.io version %s", version or "none served")
         reconciler: Reconciler | None = None
 
@@ -109,39 +151,38 @@ class Controller:
         self.world = World(self.kube, self.settings.namespace, version, self.queue.add)
         reconciler = Reconciler(self.kube, self.world, self.settings, version, EventRecorder(self.kube))
         kopf_stop = asyncio.Event()
-        # Our tasks start before Kopf: on exit Kopf cancels tasks created after it started.
-        tasks = {
+        tasks |= {
             asyncio.create_task(self.world.run(), name="informers"),
             asyncio.create_task(self.queue.run(), name="workqueue"),
             asyncio.create_task(
                 sweep_forever(self.kube, self.world, self.settings.sweep_interval), name="sweep"
             ),
-            asyncio.create_task(self.stop.wait(), name="stop"),
         }
-        if elector is not None:
-            tasks.add(asyncio.create_task(elector.hold(), name="lease"))
         registry = build_registry(self.world, self.queue.add, self.queue.forget)
         operator = asyncio.create_task(
-            kopf.operator(
-                registry=registry,
-                settings=kopf_settings(),
-                clusterwide=True,
-                standalone=True,
-                stop_flag=kopf_stop,
-            ),
-            name="kopf",
+            run_kopf(registry, kopf_settings, kopf_stop, self.stop.set), name="kopf"
         )
-        done, _ = await asyncio.wait({*tasks, operator}, return_when=asyncio.FIRST_COMPLETED)
-        finished = next(iter(done))
-        code = 0 if finished.get_name() in ("stop", "kopf") else 1
+        await asyncio.wait({*tasks, operator}, return_when=asyncio.FIRST_COMPLETED)
+        return await self._finish(tasks, operator, kopf_stop)
+
+    async def _finish(
+        self,
+        tasks: set[asyncio.Task[None]],
+        kopf_task: asyncio.Task[None] | None,
+        kopf_stop: asyncio.Event | None,
+    ) -> int:
+        """Stop everything; the exit code says whether the stop was asked for (0) or not (1)."""
+        finished = next(t for t in [*tasks, kopf_task] if t is not None and t.done())
+        code = 0 if finished.get_name() == "stop" else 1
         if finished.get_name() == "lease":
             logger.error("lost the leader lease; exiting so that a fresh process campaigns again")
             self.leading = False
-        elif finished.get_name() not in ("stop", "kopf") and finished.exception() is not None:
-            logger.error("%s failed", finished.get_name(), exc_info=finished.exception())
-        kopf_stop.set()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(operator, 10)
+        elif finished.get_name() != "stop" and not finished.cancelled():
+            logger.error("%s ended", finished.get_name(), exc_info=finished.exception())
+        if kopf_stop is not None and kopf_task is not None:
+            kopf_stop.set()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(kopf_task, 10)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -9,7 +9,8 @@ import logging
 from computedomain import kube as k
 from computedomain.controller import teardown
 from computedomain.controller.world import World
-from computedomain.kube import Kube, KubeError
+from computedomain.kube import Kube
+from computedomain.kube.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +35,23 @@ async def sweep_once(kube: Kube, world: World) -> set[str]:
 
 
 async def sweep_forever(kube: Kube, world: World, interval: float) -> None:
-    """Sweep once the caches are loaded, then every `interval` seconds."""
+    """Sweep once the caches are loaded, then every `interval` seconds.
+
+    A failed sweep (the API server unreachable, a write refused) is tried again after a short,
+    growing delay rather than a whole interval; no failure ends the loop.
+    """
+    backoff = Backoff(initial=1.0, maximum=min(60.0, interval))
     while True:
         try:
             await sweep_once(kube, world)
-        except (KubeError, OSError, TimeoutError) as error:
-            logger.warning("sweep failed: %s", error)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a cut connection takes many shapes; none may end the sweep
+            delay = backoff.next()
+            logger.warning(
+                "sweep failed (%s); trying again in %.1fs", str(error) or type(error).__name__, delay
+            )
+            await asyncio.sleep(delay)
+            continue
+        backoff.reset()
         await asyncio.sleep(interval)
