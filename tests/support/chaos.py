@@ -9,22 +9,29 @@ import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from kubernetes_asyncio import config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from cdtestbed.cluster import LocalCluster
+from cdtestbed.cluster import ClusterOptions, LocalCluster
 from cdtestbed.controller_process import ControllerProcess
+from cdtestbed.install import prepare_operator
+from cdtestbed.nodes import add_ready_nodes
+from cdtestbed.topology import FakeNode
 from computedomain.api import names
 from conftest import DAEMON_IMAGE, controller_env
 from support.domains import RESOURCE_GROUP, RESOURCE_VERSION, Cluster, condition, domain_manifest
+from support.testbed import local_cluster
 from support.waiting import eventually
 
 Object = dict[str, Any]
+OPERATOR_NAMESPACE = "computedomain-system"
 
 # `make chaos` sets CHAOS_SCALE above 1 for bigger bursts and longer outages; CI runs the default.
 SCALE = float(os.environ.get("CHAOS_SCALE", "1") or "1")
@@ -252,3 +259,27 @@ def report(scenario: str, **figures: Any) -> None:
     """Print a scenario's figures on one line (pytest -s, or the captured output of a failure)."""
     shown = " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
     print(f"\nCHAOS {scenario}: {shown}", flush=True)
+
+
+@contextmanager
+def chaos_plane(prefix: str, *, nodes: bool = False, audit: bool = False) -> Iterator[LocalCluster]:
+    """A private control plane for one chaos module (its API server and etcd get restarted). Without
+    `nodes` it runs no scheduler, controller manager or KWOK: domains without nodes need none."""
+    with local_cluster(ClusterOptions(controllers=nodes, audit=audit), prefix=prefix) as cluster:
+        yield cluster
+
+
+@asynccontextmanager
+async def admin_of(cluster: LocalCluster, nodes: Sequence[FakeNode] = ()) -> AsyncIterator[Cluster]:
+    """An admin client with the operator's prerequisites (and `nodes`, Ready) in place."""
+    async with await config.new_client_from_config(config_file=str(cluster.kubeconfig)) as api:
+        if nodes:
+            await add_ready_nodes(api, nodes)
+        await prepare_operator(api, OPERATOR_NAMESPACE, [n.name for n in nodes])
+        yield Cluster(api, OPERATOR_NAMESPACE)
+
+
+async def plain_namespace(cluster: Cluster, name: str) -> str:
+    """Create a namespace for domains (without waiting for a ServiceAccount no pod here needs)."""
+    await cluster.core.create_namespace(cast(Any, {"metadata": {"name": name}}))
+    return name
