@@ -169,10 +169,11 @@ async def test_a_restarted_leader_takes_its_own_lease_back_at_once(
 
         await eventually(leading_again, timeout=20, interval=0.1, what="the restarted pod-0 to lead")
         back = time.monotonic() - killed
-        # Well within the lease's 15 s: it did not wait for its previous life's lease to expire.
-        assert back < 8, f"the restarted leader took {back:.1f}s"
+        # Before the lease (15 s) of its previous life expired, so the standby never held it: the
+        # restarted process did not wait for the expiry (most of this time is the interpreter starting).
+        assert back < 15, f"the restarted leader took {back:.1f}s"
         assert await _holder(private_api) == "pod-0"
-        assert await _transitions(private_api) == transitions  # the standby never held it
+        assert await _transitions(private_api) == transitions
         assert standby.metric("computedomain_leader") == 0
         print(f"\nHA restarted leader leads again after {back:.1f}s")
     finally:
