@@ -41,24 +41,28 @@ async def admin(bare_cluster: LocalCluster) -> AsyncIterator[Cluster]:
         yield Cluster(api, NAMESPACE)
 
 
+@pytest.mark.parametrize("election", ["true", "false"], ids=["leader-election", "single"])
 async def test_controller_keeps_its_process_through_a_30s_api_server_outage(
-    bare_cluster: LocalCluster, admin: Cluster
+    bare_cluster: LocalCluster, admin: Cluster, election: str
 ) -> None:
-    await admin.core.create_namespace({"metadata": {"name": "outage"}})
-    controller = replica(bare_cluster, NAMESPACE, "controller-0", "outage-lease")
+    namespace = f"outage-{election}"
+    await admin.core.create_namespace({"metadata": {"name": namespace}})
+    controller = replica(
+        bare_cluster, NAMESPACE, f"controller-{election}", "outage", LEADER_ELECTION=election
+    )
     controller.start()
     try:
         assert controller.process is not None
         pid = controller.process.pid
-        before = await create_burst(admin, "outage", "before", 3)
-        await wait_settled(admin, "outage", len(before), timeout=60)
+        before = await create_burst(admin, namespace, "before", 3)
+        await wait_settled(admin, namespace, len(before), timeout=60)
 
         down = bare_cluster.restart("kube-apiserver", down_seconds=OUTAGE)
         back = time.monotonic()
         assert controller.process.poll() is None, f"controller exited during the outage; see {controller.log}"
 
-        after = await create_burst(admin, "outage", "after", 3)
-        took = await wait_settled(admin, "outage", len(before) + len(after), timeout=120)
+        after = await create_burst(admin, namespace, "after", 3)
+        took = await wait_settled(admin, namespace, len(before) + len(after), timeout=120)
         assert controller.process is not None
         assert controller.process.pid == pid
         assert controller.process.poll() is None
@@ -69,6 +73,11 @@ async def test_controller_keeps_its_process_through_a_30s_api_server_outage(
         await eventually(leading, timeout=30, what="the controller to lead again")
         found = await inventory(admin)
         assert not found.leaks()
-        report("api-server-outage", down_s=down, converged_after_s=took, since_back_s=time.monotonic() - back)
+        report(
+            f"api-server-outage ({election=})",
+            down_s=down,
+            converged_after_s=took,
+            since_back_s=time.monotonic() - back,
+        )
     finally:
         controller.stop()

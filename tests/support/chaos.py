@@ -25,7 +25,7 @@ from cdtestbed.install import prepare_operator
 from cdtestbed.nodes import add_ready_nodes
 from cdtestbed.topology import FakeNode
 from computedomain.api import names
-from conftest import DAEMON_IMAGE, controller_env
+from conftest import controller_env
 from support.domains import RESOURCE_GROUP, RESOURCE_VERSION, Cluster, condition, domain_manifest
 from support.testbed import local_cluster
 from support.waiting import eventually
@@ -53,14 +53,8 @@ def replica(
     """A controller process with leader election on `lease`, logging to `<logs>/<pod_name>.log`; with
     `user`, it talks to the API server as that user (so the audit log tells replicas apart)."""
     kubeconfig = cluster.kubeconfig_for(user, ("system:masters",)) if user else cluster.kubeconfig
-    settings = controller_env(
-        namespace,
-        POD_NAME=pod_name,
-        LEADER_ELECTION="true",
-        LEASE_NAME=lease,
-        IMAGE_NAME=DAEMON_IMAGE,
-        **env,
-    )
+    settings = controller_env(namespace, POD_NAME=pod_name, LEADER_ELECTION="true", LEASE_NAME=lease)
+    settings.update(env)
     return ControllerProcess(kubeconfig, cluster.logs / f"{pod_name}.log", settings)
 
 
