@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import kopf
 import pytest
 
 from computedomain.controller import kopfrun
@@ -78,3 +79,46 @@ def test_kopf_never_gives_a_request_up_nor_kills_the_process() -> None:
     assert max(first) <= backoffs.maximum * 1.25
     assert second[0] <= backoffs.initial * 1.25
     assert settings.process.ultimate_exiting_timeout is None
+
+
+async def test_real_kopf_failing_is_restarted_and_leaves_other_tasks_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Kopf against an address where nothing listens, with its retries cut short: each start fails
+    (its resource scan gives up) and the supervisor starts it again, and a task of ours that was created
+    while Kopf ran is not among those Kopf cancels on its way out."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server="https://127.0.0.1:9", insecure=True)
+
+    @kopf.on.event("resource.nvidia.com", "v1beta1", "computedomains", registry=registry)
+    def event(**_: Any) -> None:
+        pass
+
+    def impatient() -> Any:
+        settings = kopf_settings()
+        settings.networking.error_backoffs = [0.01]
+        settings.networking.connect_timeout = 1
+        return settings
+
+    stop = asyncio.Event()
+    supervisor = asyncio.create_task(
+        kopfrun.run_kopf(registry, impatient, stop, stop.set, Backoff(initial=0.05, maximum=0.05))
+    )
+    await asyncio.sleep(0.1)  # Kopf is running now
+    ours = asyncio.create_task(asyncio.Event().wait())
+
+    def restarts() -> int:
+        return sum("Kopf stopped on its own" in r.getMessage() for r in caplog.records)
+
+    try:
+        await eventually(lambda: asyncio.sleep(0, restarts() >= 1), timeout=30, what="Kopf restarted")
+        assert not supervisor.done()
+        assert not ours.done(), "Kopf cancelled a task that was not its own"
+    finally:
+        stop.set()
+        await asyncio.wait_for(supervisor, 15)
+        ours.cancel()
+        await asyncio.gather(ours, return_exceptions=True)
