@@ -11,6 +11,7 @@ from computedomain.controller import teardown
 from computedomain.controller.world import World
 from computedomain.kube import Kube
 from computedomain.kube.backoff import Backoff
+from computedomain.kube.informer import resource_version_of
 
 logger = logging.getLogger(__name__)
 
@@ -20,14 +21,25 @@ async def sweep_once(kube: Kube, world: World) -> set[str]:
 
     Candidates are taken from the caches *before* listing the domains: a child we have seen was
     created after its domain, so a live domain is always in the list that follows.
+
+    The list also corrects the domain cache: a domain the cache holds but the list lacks, though the
+    list is newer than the cached state, is gone without its deletion having been seen (its finalizer
+    removed by hand while the domain watch was re-listing). It is dropped, and what it left is swept.
     """
     await world.wait_synced()
     candidates = teardown.orphaned_uids(world)
-    if not candidates:
-        return set()
-    domains, _ = await kube.list(k.DOMAINS)
+    domains, version = await kube.list(k.DOMAINS)
     live = {str(d["metadata"]["uid"]) for d in domains}
-    orphans = candidates - live
+    listed = resource_version_of({"metadata": {"resourceVersion": version}})
+    vanished = {
+        uid
+        for uid, body in list(world.domains.items())
+        if uid not in live and 0 < resource_version_of(body) <= listed
+    }
+    for uid in sorted(vanished):
+        logger.info("ComputeDomain UID %s is gone though its deletion was never seen; forgetting it", uid)
+        world.drop_domain(uid)
+    orphans = (candidates | (teardown.orphaned_uids(world) & vanished)) - live
     for uid in sorted(orphans):
         logger.info("sweeping objects of vanished ComputeDomain UID %s", uid)
         await teardown.remove_everything(kube, world, uid)
