@@ -85,3 +85,24 @@ async def test_sweep_loop_survives_a_cut_connection() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_stray_child_is_swept_soon_not_at_the_next_interval() -> None:
+    kube = FakeKube([domain(LIVE, 10), domain(UNSEEN, 12), domain(NEWER, 30)], "40")
+    world = world_of(kube)
+    world.informers[w.DAEMONSETS].forget(child(f"ds-{GONE}", GONE))
+    stray = asyncio.Event()
+    world.on_stray = lambda _: stray.set()
+    task = asyncio.create_task(sweep.sweep_forever(kube, world, 3600, stray, settle=0.05))  # type: ignore[arg-type]
+    try:
+        await eventually(lambda: asyncio.sleep(0, not stray.is_set()), timeout=5, what="the first sweep")
+        assert kube.deleted == []
+        # A late write of a replica that lost its lease creates a child of a domain long gone.
+        world.informers[w.DAEMONSETS].upsert(child("ds-resurrected", GONE))
+        assert stray.is_set()
+        await eventually(
+            lambda: asyncio.sleep(0, kube.deleted == ["ds-resurrected"]), timeout=5, what="a sweep"
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -177,11 +177,13 @@ class Controller:
         self.world = World(self.kube, self.settings.namespace, version, self.queue.add)
         reconciler = Reconciler(self.kube, self.world, self.settings, version, EventRecorder(self.kube))
         kopf_stop = asyncio.Event()
+        stray = asyncio.Event()
+        self.world.on_stray = lambda _: stray.set()
         tasks |= {
             asyncio.create_task(self.world.run(), name="informers"),
             asyncio.create_task(self.queue.run(), name="workqueue"),
             asyncio.create_task(
-                sweep_forever(self.kube, self.world, self.settings.sweep_interval), name="sweep"
+                sweep_forever(self.kube, self.world, self.settings.sweep_interval, stray), name="sweep"
             ),
         }
         registry = build_registry(self.world, self.queue.add, self.queue.forget)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from computedomain import kube as k
@@ -46,24 +47,31 @@ async def sweep_once(kube: Kube, world: World) -> set[str]:
     return orphans
 
 
-async def sweep_forever(kube: Kube, world: World, interval: float) -> None:
-    """Sweep once the caches are loaded, then every `interval` seconds.
+async def sweep_forever(
+    kube: Kube, world: World, interval: float, stray: asyncio.Event | None = None, settle: float = 2.0
+) -> None:
+    """Sweep once the caches are loaded, then every `interval` seconds, and `settle` seconds after
+    `stray` is set (an object appeared for no known domain: a write that reached the API server
+    after its domain was gone, e.g. sent by a replica that had lost its lease).
 
     A failed sweep (the API server unreachable, a write refused) is tried again after a short,
     growing delay rather than a whole interval; no failure ends the loop.
     """
     backoff = Backoff(initial=1.0, maximum=min(60.0, interval))
+    wake = stray or asyncio.Event()
     while True:
+        wake.clear()  # before the sweep: a stray seen during it wakes the next one
         try:
             await sweep_once(kube, world)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a cut connection takes many shapes; none may end the sweep
             delay = backoff.next()
-            logger.warning(
-                "sweep failed (%s); trying again in %.1fs", str(error) or type(error).__name__, delay
-            )
+            detail = str(error) or type(error).__name__
+            logger.warning("sweep failed (%s); trying again in %.1fs", detail, delay)
             await asyncio.sleep(delay)
             continue
         backoff.reset()
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), interval)
+            await asyncio.sleep(settle)  # let a burst of strays arrive; sweep them at once
