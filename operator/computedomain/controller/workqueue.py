@@ -119,16 +119,15 @@ class WorkQueue:
                 again = min(self._base_backoff * 2 ** (failures - 1), self._max_backoff)
                 again *= 0.75 + random.random() / 2  # jitter keeps retries of many domains apart
                 # A lost connection or lease is routine: one line; anything else: the traceback.
+                routine = is_transient(error) or isinstance(error, NotLeading)
                 logger.log(
-                    logging.WARNING
-                    if is_transient(error) or isinstance(error, NotLeading)
-                    else logging.ERROR,
+                    logging.WARNING if routine else logging.ERROR,
                     "reconcile of %s failed (attempt %d: %s); retrying in %.1fs",
                     key,
                     failures,
                     str(error) or type(error).__name__,
                     again,
-                    exc_info=not (is_transient(error) or isinstance(error, NotLeading)),
+                    exc_info=not routine,
                 )
             finally:
                 self._active.discard(key)
