@@ -55,6 +55,12 @@ test: venv tools ## Run the whole test suite (unit, control plane, end to end)
 test-unit: venv ## Run only the fast unit tests (no control plane)
 	$(VENV)/bin/pytest tests/unit
 
+# CI runs the chaos suite at CHAOS_SCALE=1 with the rest; this runs bigger bursts and longer outages.
+CHAOS_SCALE ?= 5
+.PHONY: chaos
+chaos: venv tools ## Run the chaos suite longer (CHAOS_SCALE=5: bigger bursts, longer outages)
+	CHAOS_SCALE=$(CHAOS_SCALE) $(VENV)/bin/pytest -m chaos -s tests/chaos
+
 .PHONY: cluster-up
 cluster-up: venv tools ## Start the local control plane with one fake NVL72 rack (.work/cluster)
 	$(TESTBED) up

@@ -61,6 +61,9 @@ class Component:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    # How it was started and how to tell it is up, so that it can be started again the same way.
+    args: tuple[str, ...] = ()
+    healthy: Callable[[], bool] | None = None
 
 
 def free_port() -> int:
@@ -138,24 +141,35 @@ class LocalCluster:
         etcd_port, peer_port = free_port(), free_port()
         self.api_port = free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
-        self._spawn("etcd", self._etcd_args(etcd_url, peer_port))
-        self._wait("etcd", lambda: _http_ok(f"{etcd_url}/health"))
-        self._spawn("kube-apiserver", self._apiserver_args(certs, etcd_url))
+        self._spawn("etcd", self._etcd_args(etcd_url, peer_port), lambda: _http_ok(f"{etcd_url}/health"))
+        self._wait("etcd")
         ca = ssl.create_default_context(cafile=str(certs.ca_cert))
-        self._wait("kube-apiserver", lambda: _http_ok(f"{self.server}/readyz", ca))
+        self._spawn(
+            "kube-apiserver",
+            self._apiserver_args(certs, etcd_url),
+            lambda: _http_ok(f"{self.server}/readyz", ca),
+        )
+        self._wait("kube-apiserver")
         self._write_kubeconfig(certs)
         if not self.options.controllers:
             return
         kcm_port, sched_port, kwok_port = free_port(), free_port(), free_port()
-        self._spawn("kube-controller-manager", self._kcm_args(certs, kcm_port))
-        self._spawn("kube-scheduler", self._scheduler_args(sched_port))
-        self._spawn("kwok", self._kwok_args(kwok_port))
         insecure = ssl._create_unverified_context()
-        self._wait(
-            "kube-controller-manager", lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure)
+        self._spawn(
+            "kube-controller-manager",
+            self._kcm_args(certs, kcm_port),
+            lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure),
         )
-        self._wait("kube-scheduler", lambda: _http_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure))
-        self._wait("kwok", lambda: _http_ok(f"http://127.0.0.1:{kwok_port}/healthz"))
+        self._spawn(
+            "kube-scheduler",
+            self._scheduler_args(sched_port),
+            lambda: _http_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure),
+        )
+        self._spawn(
+            "kwok", self._kwok_args(kwok_port), lambda: _http_ok(f"http://127.0.0.1:{kwok_port}/healthz")
+        )
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            self._wait(name)
 
     def stop(self) -> None:
         """Stop every component (SIGTERM, then SIGKILL) in reverse start order."""
@@ -164,6 +178,38 @@ class LocalCluster:
         self.components.clear()
         with contextlib.suppress(FileNotFoundError):
             (self.workdir / STATE_FILE).unlink()
+
+    def component(self, name: str) -> Component:
+        """The running component called `name` (etcd, kube-apiserver, ...)."""
+        for component in self.components:
+            if component.name == name:
+                return component
+        raise KeyError(f"no component {name!r}; have {[c.name for c in self.components]}")
+
+    def stop_component(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Stop one component (by `sig`, SIGKILL after a grace period) and leave it down."""
+        process = self.component(name).process
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+        _terminate(process.pid, process)
+
+    def start_component(self, name: str) -> None:
+        """Start a stopped component again with the arguments it first had; wait until healthy."""
+        old = self.component(name)
+        if old.process.poll() is None:
+            raise ClusterError(f"{name} is still running")
+        self._spawn(name, old.args, old.healthy)
+        self._wait(name)
+        self._write_state()
+
+    def restart(self, name: str, down_seconds: float = 0.0, sig: int = signal.SIGTERM) -> float:
+        """Stop a component, keep it down for `down_seconds`, start it again and wait until it is
+        healthy; returns how long it was unavailable (seconds)."""
+        began = time.monotonic()
+        self.stop_component(name, sig)
+        time.sleep(max(0.0, down_seconds - (time.monotonic() - began)))
+        self.start_component(name)
+        return time.monotonic() - began
 
     def _etcd_args(self, url: str, peer_port: int) -> list[str]:
         peer = f"http://127.0.0.1:{peer_port}"
@@ -267,7 +313,7 @@ class LocalCluster:
         args += [f"--config={stage}" for stage in self.tools.kwok_stages()]
         return args
 
-    def _spawn(self, name: str, args: Sequence[str]) -> None:
+    def _spawn(self, name: str, args: Sequence[str], healthy: Callable[[], bool] | None = None) -> None:
         log = self.logs / f"{name}.log"
         with log.open("ab") as out:
             process = subprocess.Popen(
@@ -278,10 +324,16 @@ class LocalCluster:
                 start_new_session=True,
                 preexec_fn=die_with_parent if self.options.tie_to_parent else None,
             )
-        self.components.append(Component(name, process, log))
+        component = Component(name, process, log, tuple(args), healthy)
+        for index, known in enumerate(self.components):
+            if known.name == name:
+                self.components[index] = component  # started again: same place in the order
+                return
+        self.components.append(component)
 
-    def _wait(self, name: str, healthy: Callable[[], bool]) -> None:
-        component = next(c for c in self.components if c.name == name)
+    def _wait(self, name: str) -> None:
+        component = self.component(name)
+        healthy = component.healthy or (lambda: True)
         deadline = time.monotonic() + self.options.start_timeout
         while time.monotonic() < deadline:
             if component.process.poll() is not None:

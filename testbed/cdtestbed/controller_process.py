@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cdtestbed.cluster import free_port
+from cdtestbed.tools import repo_root
 
 
 @dataclass
@@ -30,8 +31,12 @@ class ControllerProcess:
     def start(self, wait_ready: bool = True, timeout: float = 60.0) -> None:
         """Start the process; by default wait until it serves /readyz."""
         self.port = self.port or free_port()
+        # This checkout's code, even when the virtualenv was installed from another checkout.
+        source = str(repo_root() / "operator")
+        python_path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
         env = {
             **os.environ,
+            "PYTHONPATH": python_path,
             "KUBECONFIG": str(self.kubeconfig),
             "HTTP_PORT": str(self.port),
             "PYTHONUNBUFFERED": "1",

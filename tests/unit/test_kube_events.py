@@ -1,10 +1,16 @@
-"""The one Event renderer: names, namespaces and references for namespaced and cluster objects."""
+"""The one Event renderer and writer: names, namespaces and references for namespaced and cluster
+objects; a failed post is logged, never raised."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from computedomain.kube.events import MESSAGE_LIMIT, Involved, render_event
+import aiohttp
+import pytest
+
+from computedomain.kube import KubeError
+from computedomain.kube.events import MESSAGE_LIMIT, Involved, post_event, render_event
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 NODE = Involved(api_version="v1", kind="Node", name="gb200-0", uid="u-node")
@@ -53,3 +59,28 @@ def test_names_and_messages_stay_within_the_api_servers_limits() -> None:
     event = render_event(long, event_type="Normal", reason="R", message="x" * 5000, component="c", now=NOW)
     assert len(event["metadata"]["name"]) <= 253
     assert len(event["message"]) == MESSAGE_LIMIT
+
+
+class _Unreachable:
+    """A client whose every write fails as a restarting API server makes it fail."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    async def create(self, *_: Any) -> Any:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientPayloadError("Response payload is not completed"),
+        TimeoutError(),
+        KubeError(503, "unavailable"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_an_event_that_cannot_be_posted_never_fails_the_work(error: BaseException) -> None:
+    event = {"reason": "DomainReady", "involvedObject": {"name": "cd"}}
+    assert await post_event(_Unreachable(error), event) is False  # type: ignore[arg-type]

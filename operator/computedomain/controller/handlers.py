@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kopf
 
 from computedomain.api import names
 from computedomain.controller.world import World
+from computedomain.kube.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +46,38 @@ def build_registry(world: World, enqueue: Callable[[str], None], forget: Callabl
     return registry
 
 
+class EndlessBackoffs:
+    """Kopf's request retry delays: capped, jittered and never exhausted.
+
+    Kopf gives a request up after its last backoff and, for a watch, then ends the operator; an API
+    server being restarted or upgraded must never do that. Each iteration starts afresh, since Kopf
+    iterates the same settings object for every request.
+    """
+
+    def __init__(self, initial: float = 0.5, maximum: float = 15.0) -> None:
+        self.initial = initial
+        self.maximum = maximum
+
+    def __iter__(self) -> Iterator[float]:
+        backoff = Backoff(initial=self.initial, maximum=self.maximum)
+        while True:
+            yield backoff.next()
+
+
 def kopf_settings() -> Any:
-    """Kopf settings: no Events or log posting from the framework, no peering, quiet on success."""
+    """Kopf settings: no Events or log posting from the framework, no peering, quiet on success, and
+    a watch that outlives any outage of the API server."""
     settings = kopf.OperatorSettings()
     settings.posting.enabled = False
     settings.peering.standalone = True
     settings.watching.connect_timeout = 30
+    # A stream that went silent (a half-open connection after a restart) is reconnected.
+    settings.watching.inactivity_timeout = 70
+    settings.watching.reconnect_backoff = 0.5
     settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
+    settings.networking.error_backoffs = EndlessBackoffs()
+    # Kopf would SIGKILL the whole process some minutes after it stopped without our stop flag;
+    # the controller restarts Kopf instead (see `kopfrun`).
+    settings.process.ultimate_exiting_timeout = None
     return settings

@@ -127,7 +127,10 @@ class Settings(EnvSettings):
     pod_name: str = Field(
         default_factory=socket.gethostname,
         min_length=1,
-        description="Name of this controller pod, for the lease identity (default: the host name).",
+        description=(
+            "Name of this controller pod: the lease identity, unique per replica, kept across"
+            " container restarts (default: the host name)."
+        ),
     )
     sweep_interval: float = Field(
         default=600.0, gt=0, description="Seconds between sweeps for orphaned objects."

@@ -9,6 +9,8 @@ import random
 from collections.abc import Awaitable, Callable
 
 from computedomain.controller import metrics
+from computedomain.controller.leader import NotLeading
+from computedomain.kube import is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -111,13 +113,21 @@ class WorkQueue:
                 self._failures.pop(key, None)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as error:
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
                 again = min(self._base_backoff * 2 ** (failures - 1), self._max_backoff)
                 again *= 0.75 + random.random() / 2  # jitter keeps retries of many domains apart
-                logger.exception(
-                    "reconcile of %s failed (attempt %d); retrying in %.1fs", key, failures, again
+                # A lost connection or lease is routine: one line; anything else: the traceback.
+                routine = is_transient(error) or isinstance(error, NotLeading)
+                logger.log(
+                    logging.WARNING if routine else logging.ERROR,
+                    "reconcile of %s failed (attempt %d: %s); retrying in %.1fs",
+                    key,
+                    failures,
+                    str(error) or type(error).__name__,
+                    again,
+                    exc_info=not routine,
                 )
             finally:
                 self._active.discard(key)

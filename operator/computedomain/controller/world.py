@@ -42,6 +42,8 @@ class World:
         self.namespace = namespace
         self.resource_version = resource_version
         self.notify = notify
+        # Called with the UID of an object that appears for no known domain (for the sweep).
+        self.on_stray: Callable[[str], None] | None = None
         self.domains: dict[str, Object] = {}
         self._index: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         selector = names.DOMAIN_LABEL
@@ -78,6 +80,8 @@ class World:
                     keys.add(key)
                 if uid in self.domains and (event != "MODIFIED" or _relevant(name, old, obj)):
                     self.notify(uid)
+                elif uid not in self.domains and event != "DELETED" and self.on_stray is not None:
+                    self.on_stray(uid)
 
         return Informer(
             self.kube,

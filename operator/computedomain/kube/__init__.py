@@ -6,7 +6,7 @@ each call (the controller's write metric) it passes in as a hook.
 """
 
 from computedomain.kube.client import APPLY, JSON_PATCH, MERGE, Kube, Object, WriteHook
-from computedomain.kube.errors import NAMESPACE_TERMINATING, KubeError, is_transient
+from computedomain.kube.errors import NAMESPACE_TERMINATING, KubeError, WatchExpired, is_transient
 from computedomain.kube.kinds import (
     CLIQUES,
     DAEMONSETS,
@@ -38,6 +38,7 @@ __all__ = [
     "Kube",
     "KubeError",
     "Object",
+    "WatchExpired",
     "WriteHook",
     "claim_templates",
     "claims",

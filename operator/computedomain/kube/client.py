@@ -16,7 +16,7 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient
 
 from computedomain.api import names
-from computedomain.kube.errors import KubeError
+from computedomain.kube.errors import KubeError, WatchExpired
 from computedomain.kube.kinds import Kind
 
 Object = dict[str, Any]
@@ -72,11 +72,14 @@ class Kube:
         timeout: float | aiohttp.ClientTimeout | None = 30.0,
     ) -> aiohttp.ClientResponse:
         """Send one request and return the open response (raises `KubeError` on non-2xx)."""
-        if method != "GET" and self.on_write is not None:
-            self.on_write(method.lower())
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         # The client library adds (and refreshes) bearer tokens; client certificates are in the session.
         await self.api.update_params_for_auth(headers, [], ["BearerToken"])
+        # As late as possible before sending: the hook may refuse the write (a leader whose lease
+        # is no longer certain must not write), and nothing may be awaited between its check and
+        # the request.
+        if method != "GET" and self.on_write is not None:
+            self.on_write(method.lower())
         if not isinstance(timeout, aiohttp.ClientTimeout):
             timeout = aiohttp.ClientTimeout(total=timeout)
         response = await self._client_session().request(
@@ -200,7 +203,13 @@ class Kube:
         timeout_seconds: int = 300,
         field_selector: str | None = None,
     ) -> AsyncIterator[Object]:
-        """Stream watch events ({type, object}) from `resource_version`, bookmarks included."""
+        """Stream watch events ({type, object}) from `resource_version`, bookmarks included.
+
+        A `resource_version` the server no longer holds (410 Gone, as the answer or as an ERROR
+        event in the stream) raises `WatchExpired`: the caller must list again. The stream ends
+        normally when the server closes it at its timeout; a cut connection raises an aiohttp or
+        OS error, after which the caller may resume from the last resourceVersion it saw.
+        """
         query = {
             "watch": "true",
             "resourceVersion": resource_version,
@@ -212,8 +221,24 @@ class Kube:
         if field_selector:
             query["fieldSelector"] = field_selector
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30)
-        response = await self.request("GET", kind.path(namespace), query=query, timeout=timeout)
+        try:
+            response = await self.request("GET", kind.path(namespace), query=query, timeout=timeout)
+        except KubeError as error:
+            if error.status == 410:
+                raise WatchExpired(str(error)) from error
+            raise
         async with response:
             async for line in response.content:
-                if line.strip():
-                    yield json.loads(line)
+                if not line.strip():
+                    continue
+                event: Object = json.loads(line)
+                if event.get("type") == "ERROR" and _status_code(event.get("object")) == 410:
+                    raise WatchExpired(str((event.get("object") or {}).get("message", "expired")))
+                yield event
+
+
+def _status_code(status: Any) -> int:
+    try:
+        return int((status or {}).get("code") or 0)
+    except (TypeError, ValueError, AttributeError):
+        return 0

@@ -59,6 +59,13 @@ class KubeError(Exception):
         return cls.from_response(int(error.status or 0), str(error.reason or ""), error.body)
 
 
+class WatchExpired(KubeError):
+    """A watch's resourceVersion is too old to resume from (410 Gone): list again, then watch."""
+
+    def __init__(self, message: str = "too old resource version") -> None:
+        super().__init__(410, message, "Expired")
+
+
 def is_transient(error: BaseException) -> bool:
     """True for failures that a retry with backoff can cure: a cut connection, a timeout, a
     restarting API server, throttling or a conflict; False for refusals (400, 403, 404, 422...)."""

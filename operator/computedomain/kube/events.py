@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from computedomain.kube.client import Kube, Object
-from computedomain.kube.errors import KubeError
 from computedomain.kube.kinds import EVENTS
 
 logger = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ async def post_event(kube: Kube, event: Object) -> bool:
     """Create `event`; False (logged) when the API server refused it or could not be reached."""
     try:
         await kube.create(EVENTS, event)
-    except (KubeError, OSError, TimeoutError) as error:
+    except Exception as error:  # refused, or the connection cut in any of its many shapes
         logger.warning(
             "could not post event %s about %s: %s",
             event.get("reason"),

@@ -2,8 +2,9 @@
 
 Each informer keeps one kind (label- or field-selected on the server, so it holds only what concerns
 its program), calls back on every change, and sets `synced` once its first list is loaded, so a
-program never acts on a half-known world. A watch that fails for any reason is resumed with backoff:
-losing the connection to the API server is routine, never fatal.
+program never acts on a half-known world. A watch that fails for any reason is resumed with jittered
+backoff from the last resourceVersion it saw; only a version the server no longer holds (410 Gone)
+costs a new list. Losing the connection to the API server is routine, never fatal.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from computedomain.kube.backoff import Backoff
 from computedomain.kube.client import Kube, Object
+from computedomain.kube.errors import WatchExpired
 from computedomain.kube.kinds import Kind
 from computedomain.kube.ownership import keep_applied
 
@@ -94,19 +96,27 @@ class Informer:
         return slim(obj) if self.keep_applied_by is None else keep_applied(obj, self.keep_applied_by)
 
     async def run(self) -> None:
-        """List, then watch forever; re-list when the watch expires or fails."""
+        """List, then watch forever: resume from the last version after a cut, re-list on 410."""
         backoff = Backoff(initial=0.5, maximum=30.0)
+        listed = False
         while True:
             try:
-                await self._list()
-                backoff.reset()
-                await self._watch()
+                if not listed:
+                    await self._list()
+                    listed = True
+                    backoff.reset()
+                if not await self._watch(backoff):
+                    listed = False  # the server said the version is gone: list again at once
             except asyncio.CancelledError:
                 raise
+            except WatchExpired as expired:
+                logger.info("%s: watch expired (%s); re-listing", self.name, expired)
+                listed = False
             except Exception as error:  # a cut connection takes many shapes; none may end the watch
                 delay = backoff.next()
                 detail = str(error) or type(error).__name__
-                logger.warning("%s: watch failed (%s); re-listing in %.1fs", self.name, detail, delay)
+                what = "resuming the watch" if listed else "re-listing"
+                logger.warning("%s: watch failed (%s); %s in %.1fs", self.name, detail, what, delay)
                 await asyncio.sleep(delay)
 
     async def _list(self) -> None:
@@ -125,7 +135,8 @@ class Informer:
                 self.handler("MODIFIED" if known else "ADDED", obj, known)
         self.synced.set()
 
-    async def _watch(self) -> None:
+    async def _watch(self, backoff: Backoff) -> bool:
+        """Watch until the stream fails; False when the informer must list again."""
         while True:
             async for event in self.kube.watch(
                 self.kind,
@@ -134,14 +145,16 @@ class Informer:
                 self.label_selector,
                 field_selector=self.field_selector,
             ):
+                backoff.reset()  # the connection works again
                 if not self._apply(event):
-                    return  # expired: re-list
+                    return False
             # The server ended the watch at its timeout; resume from the last version seen.
 
     def _apply(self, event: dict[str, Any]) -> bool:
         kind = event.get("type")
         obj: Object = event.get("object") or {}
         if kind == "ERROR":
+            # Any other error the server reports in the stream: a fresh list is the safe answer.
             logger.info("%s: watch error %s; re-listing", self.name, obj.get("message", obj))
             return False
         version = obj.get("metadata", {}).get("resourceVersion")
