@@ -22,18 +22,24 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from cdtestbed.cluster import LocalCluster
 from cdtestbed.kubelet_config import KUBELET_SYSCTLS
-from cdtestbed.kubelets import KubeletNodes, KubeletOptions, can_run_kubelet, kubelet_nodes
+from cdtestbed.kubelets import KubeletNodes, KubeletOptions, kubelet_nodes
 from cdtestbed.nodes import wait_nodes_ready
 from cdtestbed.tools import repo_root
 from cdtestbed.topology import nvl72_racks
 from computedomain.api import names
+from support.realnodes import require_kubelets
 from support.testbed import local_cluster
 from support.waiting import eventually
 
 NODES = nvl72_racks(1, 2, prefix="real")
 WAIT = 90.0
-_REASON = can_run_kubelet()
-needs_kubelet = pytest.mark.skipif(_REASON is not None, reason=f"cannot run real kubelets: {_REASON}")
+# Skips where kubelets cannot run, and fails instead where CD_REQUIRE_KUBELETS=1 (as in CI).
+needs_kubelet = pytest.mark.usefixtures("kubelets_required")
+
+
+@pytest.fixture
+def kubelets_required() -> None:
+    require_kubelets()
 
 
 def host_state() -> dict[str, str]:
@@ -53,6 +59,7 @@ def host_before() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def kubelet_bed(host_before: dict[str, str]) -> Iterator[tuple[LocalCluster, KubeletNodes]]:
+    require_kubelets()
     with local_cluster(prefix="kubelets-") as cluster:
         options = KubeletOptions(commands={"/bin/sh": ["/bin/sh"]})
         with kubelet_nodes(cluster, NODES, options) as nodes:

@@ -36,6 +36,8 @@ def child(name: str, uid: str) -> Object:
 class FakeKube:
     """Lists the domains it is given; records deletions; fails the first `failures` lists."""
 
+    field_manager = names.FIELD_MANAGER
+
     def __init__(self, domains: list[Object], version: str, failures: int = 0) -> None:
         self.domains = domains
         self.version = version
@@ -55,12 +57,13 @@ class FakeKube:
 
 def world_of(kube: FakeKube) -> World:
     world = World(kube, "computedomain-system", "v1", lambda _: None)  # type: ignore[arg-type]
-    for informer in world.informers.values():
+    # No watch runs here: the caches count as loaded with what the test records.
+    for informer in world._informers.values():
         informer.synced.set()
     for uid, rv in ((LIVE, 10), (UNSEEN, 12), (NEWER, 30)):
         world.set_domain(domain(uid, rv))
     for uid in (LIVE, GONE, UNSEEN, NEWER):
-        world.informers[w.DAEMONSETS].upsert(child(f"ds-{uid}", uid))
+        world.record(w.DAEMONSETS, child(f"ds-{uid}", uid))
     return world
 
 
@@ -90,7 +93,7 @@ async def test_sweep_loop_survives_a_cut_connection() -> None:
 async def test_a_stray_child_is_swept_soon_not_at_the_next_interval() -> None:
     kube = FakeKube([domain(LIVE, 10), domain(UNSEEN, 12), domain(NEWER, 30)], "40")
     world = world_of(kube)
-    world.informers[w.DAEMONSETS].forget(child(f"ds-{GONE}", GONE))
+    world.forget(w.DAEMONSETS, child(f"ds-{GONE}", GONE))
     stray = asyncio.Event()
     world.on_stray = lambda _: stray.set()
     task = asyncio.create_task(sweep.sweep_forever(kube, world, 3600, stray, settle=0.05))  # type: ignore[arg-type]
@@ -98,7 +101,7 @@ async def test_a_stray_child_is_swept_soon_not_at_the_next_interval() -> None:
         await eventually(lambda: asyncio.sleep(0, not stray.is_set()), timeout=5, what="the first sweep")
         assert kube.deleted == []
         # A late write of a replica that lost its lease creates a child of a domain long gone.
-        world.informers[w.DAEMONSETS].upsert(child("ds-resurrected", GONE))
+        world.record(w.DAEMONSETS, child("ds-resurrected", GONE))
         assert stray.is_set()
         await eventually(
             lambda: asyncio.sleep(0, kube.deleted == ["ds-resurrected"]), timeout=5, what="a sweep"
