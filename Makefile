@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed ## Create the virtualenv with runtime, test and lint dependencies
 
 .PHONY: tools
-tools: ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok and helm from Go modules
+tools: ## Build etcd, the Kubernetes binaries (kubelet too), kwok, helm and the runtime double from Go modules
 	tools/build.sh
 
 .PHONY: lint
