@@ -14,8 +14,8 @@ from cdtestbed.controller_process import ControllerProcess
 from cdtestbed.install import prepare_operator
 from cdtestbed.nodes import add_ready_nodes
 from cdtestbed.topology import FakeNode, nvl72_racks, plain_gpu_nodes
+from support.namespaces import create_namespace
 from support.testbed import Testbed, testbed, work_root
-from support.waiting import eventually
 
 # The session's standard fake hardware: two NVL72 racks (two cliques) and two GPU nodes without fabric.
 STANDARD_NODES: list[FakeNode] = nvl72_racks(2) + plain_gpu_nodes(2)
@@ -52,18 +52,7 @@ async def namespace(api: client.ApiClient) -> AsyncIterator[str]:
     """A fresh namespace whose default ServiceAccount exists (pods can be admitted), deleted afterwards."""
     core = client.CoreV1Api(api)
     name = f"t-{uuid.uuid4().hex[:8]}"
-    await core.create_namespace({"metadata": {"name": name}})
-
-    async def default_sa() -> bool:
-        try:
-            await core.read_namespaced_service_account("default", name)
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
-        return True
-
-    await eventually(default_sa, timeout=60, what=f"default ServiceAccount in {name}")
+    await create_namespace(api, name)
     yield name
     try:
         await core.delete_namespace(name)

@@ -27,12 +27,17 @@ PLUGIN_COMPONENT = "kubelet-plugin"
 Manifest = dict[str, Any]
 
 
-def render_chart(tools: Tools, namespace: str, release: str, *values: str) -> list[Manifest]:
-    """The chart's objects for a Kubernetes 1.36 cluster, rendered offline (`values`: `--set` items)."""
+def render_chart(
+    tools: Tools, namespace: str, release: str, *values: str, show_only: Sequence[str] = ()
+) -> list[Manifest]:
+    """The chart's objects for a Kubernetes 1.36 cluster, rendered offline (`values`: `--set` items;
+    `show_only`: only these templates)."""
     command = [str(tools.bin("helm")), "template", release, str(CHART), "--namespace", namespace]
     command += ["--kube-version", KUBE_VERSION, "--api-versions", "resource.k8s.io/v1"]
     for value in values:
         command += ["--set", value]
+    for template in show_only:
+        command += ["--show-only", template]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"helm template failed:\n{done.stderr}")

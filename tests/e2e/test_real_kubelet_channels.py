@@ -29,6 +29,7 @@ from computedomain.plugin.events import REASON_WAITING
 from fakes.imex.harness import read_events
 from support.domains import domain_manifest, workload_pod
 from support.examples import create_manifest, delete_namespace, example
+from support.namespaces import create_namespace
 from support.realnodes import (
     RESOURCE_GROUP,
     RESOURCE_VERSION,
@@ -36,7 +37,6 @@ from support.realnodes import (
     cdi_specs,
     channel_node,
     container_record,
-    create_namespace,
     events_of,
     node_slices,
     pod_claim_uids,

@@ -27,6 +27,7 @@ from cdtestbed.nodes import wait_nodes_ready
 from cdtestbed.tools import repo_root
 from cdtestbed.topology import nvl72_racks
 from computedomain.api import names
+from support.namespaces import create_namespace
 from support.realnodes import require_kubelets
 from support.testbed import local_cluster
 from support.waiting import eventually
@@ -78,18 +79,7 @@ async def kube(kubelet_bed: tuple[LocalCluster, KubeletNodes]) -> AsyncIterator[
 async def ns(kube: client.ApiClient) -> AsyncIterator[str]:
     core = client.CoreV1Api(kube)
     name = f"k-{uuid.uuid4().hex[:8]}"
-    await core.create_namespace(cast(Any, {"metadata": {"name": name}}))
-
-    async def default_sa() -> bool:
-        try:
-            await core.read_namespaced_service_account("default", name)
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
-        return True
-
-    await eventually(default_sa, timeout=60, what=f"default ServiceAccount in {name}")
+    await create_namespace(kube, name)
     yield name
     await core.delete_namespace(name)
 

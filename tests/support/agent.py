@@ -22,6 +22,7 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from cdtestbed import chartparts
 from cdtestbed.tools import Tools, repo_root
 from computedomain.kube import KubeError
 from fakenvml.build import build_fake_nvml
@@ -47,7 +48,6 @@ AGENT_TEMPLATES = (
     "templates/node-agent-daemonset.yaml",
 )
 AGENT_COMPONENT = "node-agent"
-KUBE_VERSION = "1.36.0"
 FAKE_NVML_CACHE = repo_root() / ".cache" / "fakenvml" / "current"
 MERGE_PATCH = "application/merge-patch+json"
 # The client's stubs omit `_content_type`; without it the client would send a strategic merge patch.
@@ -58,14 +58,7 @@ Manifest = dict[str, Any]
 
 def render_chart(templates: Sequence[str], namespace: str, release: str = RELEASE) -> list[Manifest]:
     """The chart's objects from `templates`, rendered offline for a Kubernetes 1.36 cluster."""
-    command = [str(Tools.default().bin("helm")), "template", release, str(CHART), "--namespace", namespace]
-    command += ["--kube-version", KUBE_VERSION, "--api-versions", "resource.k8s.io/v1"]
-    for template in templates:
-        command += ["--show-only", template]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"helm template failed:\n{done.stderr}")
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    return chartparts.render_chart(Tools.default(), namespace, release, show_only=templates)
 
 
 def kubectl(kubeconfig: Path, *args: str, manifests: Sequence[Manifest] = ()) -> str:

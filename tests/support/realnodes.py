@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from cdtestbed.kubelets import KubeletNode, can_run_kubelet
 from computedomain.api import names
@@ -119,20 +118,3 @@ async def wait_running(
 
     found: client.V1Pod = await eventually(probe, timeout=timeout, interval=0.5, what=f"pod {name} Running")
     return found
-
-
-async def create_namespace(api: client.ApiClient, name: str) -> None:
-    """A namespace whose default ServiceAccount exists (so pods are admitted)."""
-    core = client.CoreV1Api(api)
-    await core.create_namespace({"metadata": {"name": name}})  # type: ignore[arg-type]
-
-    async def default_account() -> bool:
-        try:
-            await core.read_namespaced_service_account("default", name)
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
-        return True
-
-    await eventually(default_account, timeout=60, what=f"default ServiceAccount in {name}")
