@@ -61,7 +61,7 @@ async def _burst_with_retries(chaos: Cluster, namespace: str, prefix: str, count
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
                 failure = error
             assert time.monotonic() < deadline, f"could not create {name}: {failure}"
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the pause between retries while the server is away
     return names
 
 

@@ -23,6 +23,7 @@ from support.chaos import (
     replica,
     report,
     scaled,
+    wait_burst_under_way,
     wait_settled,
 )
 from support.domains import Cluster
@@ -59,6 +60,7 @@ async def test_controller_killed_at_random_points_of_create_and_delete_bursts(
     try:
         for round_ in range(scaled(2)):
             names = await create_burst(chaos, namespace, f"r{round_}", burst)
+            # The chaos itself: strike at a random point of the controller's work on the burst.
             await asyncio.sleep(rng.uniform(0.1, 2.0))
             controller.stop(signal.SIGKILL)
             killed = time.monotonic()
@@ -67,6 +69,7 @@ async def test_controller_killed_at_random_points_of_create_and_delete_bursts(
             created = time.monotonic() - killed
 
             await delete_burst(chaos, namespace, names)
+            # The chaos itself: strike at a random point of the teardown.
             await asyncio.sleep(rng.uniform(0.1, 1.5))
             controller.stop(signal.SIGKILL)
             killed = time.monotonic()
@@ -103,7 +106,7 @@ async def test_leader_killed_mid_burst_hands_over_within_the_lease(
         standby = replicas[next(n for n in replicas if n != leading)]
         count = scaled(30)
         creating = asyncio.create_task(create_burst(chaos, namespace, "fo", count))
-        await asyncio.sleep(0.5)
+        await wait_burst_under_way(chaos, namespace)
         replicas[leading].stop(signal.SIGKILL)
         killed = time.monotonic()
 

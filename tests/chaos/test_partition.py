@@ -30,6 +30,7 @@ from support.chaos import (
     replica,
     report,
     scaled,
+    wait_burst_under_way,
     wait_settled,
     writes_by,
 )
@@ -105,7 +106,7 @@ async def test_a_frozen_leader_does_not_act_on_its_stale_lease(
             await wait_settled(chaos, namespace, count, timeout=120)
             await reconciles_settled(old)
         else:
-            await asyncio.sleep(0.3)
+            await wait_burst_under_way(chaos, namespace)
         frozen = old.process.pid
         os.kill(frozen, signal.SIGSTOP)
         stopped_at = time.time()

@@ -216,6 +216,21 @@ async def wait_settled(cluster: Cluster, namespace: str, count: int, timeout: fl
     return time.monotonic() - started
 
 
+async def wait_burst_under_way(cluster: Cluster, namespace: str, timeout: float = 60.0) -> None:
+    """Wait until the controller has begun on a burst in `namespace`: some domain has its finalizer.
+
+    Chaos that should strike in the middle of a burst waits for this rather than a fixed delay.
+    """
+
+    async def begun() -> bool:
+        listed = await cluster.custom.list_namespaced_custom_object(
+            names.GROUP, names.VERSION, namespace, names.DOMAIN_PLURAL
+        )
+        return any(names.FINALIZER in (d["metadata"].get("finalizers") or []) for d in listed["items"])
+
+    await eventually(begun, timeout=timeout, interval=0.05, what=f"the controller at work in {namespace}")
+
+
 def writes_by(audit_log: Path, user: str, since: float, until: float | None = None) -> list[str]:
     """Writes (not to Leases) the API server received from `user` between two wall-clock times."""
     found = []
