@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cdtestbed.cluster import ClusterError, die_with_parent, free_port
+from cdtestbed.processes import terminate
 from cdtestbed.tools import repo_root
 
 FAKE_IMEX_DIR = repo_root() / "tests" / "fakes" / "imex"
@@ -186,16 +187,8 @@ class PluginProcess:
             self.process.wait()
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM (SIGKILL after `timeout`); the exit code."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.process.returncode
+        """SIGTERM (SIGKILL of its process group after `timeout`); the exit code."""
+        return terminate(self.process, timeout, self.kill)
 
     def rss_bytes(self) -> int:
         """Resident memory of the running plugin."""

@@ -23,6 +23,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from cdtestbed import chartparts
+from cdtestbed.processes import terminate
 from cdtestbed.tools import Tools, repo_root
 from computedomain.kube import KubeError
 from fakenvml.build import build_fake_nvml
@@ -192,16 +193,7 @@ class AgentProcess:
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM (SIGKILL after `timeout`); the exit code."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process, timeout)
 
     def log_text(self) -> str:
         """What the agent printed so far."""
