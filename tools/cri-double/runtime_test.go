@@ -135,7 +135,7 @@ func TestMappedContainerRunsAsHostProcess(t *testing.T) {
 			Metadata:   &runtimeapi.ContainerMetadata{Name: "c"},
 			Image:      &runtimeapi.ImageSpec{Image: "busybox"},
 			Command:    []string{"/bin/sh", "-c"},
-			Args:       []string{`echo "$COMPUTE_DOMAIN_UUID $KUBERNETES_SERVICE_HOST"; trap 'exit 3' TERM; while :; do sleep 0.05; done`},
+			Args:       []string{`trap 'exit 3' TERM; echo "$COMPUTE_DOMAIN_UUID $KUBERNETES_SERVICE_HOST"; while :; do sleep 0.05; done`},
 			CDIDevices: []*runtimeapi.CDIDevice{{Name: "k8s.compute-domain.nvidia.com/claim=uid-1-channel-0"}},
 		},
 	})
@@ -164,16 +164,7 @@ func TestMappedContainerRunsAsHostProcess(t *testing.T) {
 	if unmapped.ExitCode != 127 {
 		t.Fatalf("unmapped probe command: exit %d, want 127", unmapped.ExitCode)
 	}
-	if _, err := rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: cid, Timeout: 5}); err != nil {
-		t.Fatal(err)
-	}
-	status, err := rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: cid})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if status.Status.State != runtimeapi.ContainerState_CONTAINER_EXITED || status.Status.ExitCode != 3 {
-		t.Fatalf("after stop: %v exit %d, want exited with 3 (the TERM trap)", status.Status.State, status.Status.ExitCode)
-	}
+	// The shell prints its line after setting its TERM trap: stop it only then.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		out, _ := os.ReadFile(filepath.Join(state, "logs", cid+".log"))
@@ -184,6 +175,16 @@ func TestMappedContainerRunsAsHostProcess(t *testing.T) {
 			t.Fatalf("process log %q lacks the CDI env and API server address", out)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: cid, Timeout: 5}); err != nil {
+		t.Fatal(err)
+	}
+	status, err := rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: cid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status.Status.State != runtimeapi.ContainerState_CONTAINER_EXITED || status.Status.ExitCode != 3 {
+		t.Fatalf("after stop: %v exit %d, want exited with 3 (the TERM trap)", status.Status.State, status.Status.ExitCode)
 	}
 }
 
