@@ -176,6 +176,7 @@ class Controller:
 
         self.queue = WorkQueue(work, batch_window=self.settings.status_batch_window)
         self.world = World(self.kube, self.settings.namespace, version, self.queue.add)
+        metrics.CACHES.figures = self.world.cache_figures
         reconciler = Reconciler(self.kube, self.world, self.settings, version, EventRecorder(self.kube))
         kopf_stop = asyncio.Event()
         stray = asyncio.Event()
@@ -218,5 +219,6 @@ class Controller:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.world = None
+        metrics.CACHES.figures = None
         self.queue = None
         return code

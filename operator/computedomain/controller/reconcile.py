@@ -213,7 +213,7 @@ class Reconciler:
         return plan_membership(
             uid,
             domain.namespace,
-            self.world.nodes(),
+            self.world.labelled_nodes(),
             self.world.related(w.CLAIMS, uid),
             self.world.related(w.PODS, uid),
             self.world.related(w.CLIQUES, uid),
