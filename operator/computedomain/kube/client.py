@@ -8,14 +8,13 @@ an optional hook (the controller counts them in a metric) so that this layer dep
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio.client import ApiClient
 
 from computedomain.api import names
+from computedomain.kube.config import Connection
 from computedomain.kube.errors import KubeError, WatchExpired
 from computedomain.kube.kinds import Kind
 
@@ -29,28 +28,28 @@ WriteHook = Callable[[str], None]
 
 
 class Kube:
-    """Reads and writes through one `ApiClient`, with one server-side-apply field manager."""
+    """Reads and writes through one `Connection`, with one server-side-apply field manager."""
 
     def __init__(
-        self, api: ApiClient, field_manager: str = names.FIELD_MANAGER, on_write: WriteHook | None = None
+        self,
+        connection: Connection,
+        field_manager: str = names.FIELD_MANAGER,
+        on_write: WriteHook | None = None,
+        connections: int = 16,
     ) -> None:
-        self.api = api
+        self.connection = connection
         self.field_manager = field_manager
         self.on_write = on_write
+        # Requests beyond this wait for a free connection: each TLS connection holds a 256 KiB read
+        # buffer, and a burst of reconciles would otherwise open one per request in flight.
+        self.connections = connections
         self._session: aiohttp.ClientSession | None = None
 
     def _client_session(self) -> aiohttp.ClientSession:
-        # Our own session rather than the client library's: its session trusts the environment,
-        # which costs a proxy and netrc lookup (file system calls in a thread) on every request.
+        # A session that does not trust the environment: that would cost a proxy and netrc lookup
+        # (file system calls in a thread) on every request.
         if self._session is None:
-            conf = self.api.configuration
-            context = ssl.create_default_context(cafile=conf.ssl_ca_cert)
-            if conf.cert_file:
-                context.load_cert_chain(conf.cert_file, keyfile=conf.key_file)
-            if not conf.verify_ssl:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            connector = aiohttp.TCPConnector(limit=conf.connection_pool_maxsize or 100, ssl=context)
+            connector = aiohttp.TCPConnector(limit=self.connections, ssl=self.connection.ssl_context)
             # Watch events of large objects can exceed aiohttp's default line buffer.
             self._session = aiohttp.ClientSession(connector=connector, read_bufsize=2**21)
         return self._session
@@ -73,8 +72,8 @@ class Kube:
     ) -> aiohttp.ClientResponse:
         """Send one request and return the open response (raises `KubeError` on non-2xx)."""
         headers = {"Content-Type": content_type, "Accept": "application/json"}
-        # The client library adds (and refreshes) bearer tokens; client certificates are in the session.
-        await self.api.update_params_for_auth(headers, [], ["BearerToken"])
+        # A bearer token, when we have one (fresh: tokens rotate); client certificates are in the session.
+        headers.update(await self.connection.auth_headers())
         # As late as possible before sending: the hook may refuse the write (a leader whose lease
         # is no longer certain must not write), and nothing may be awaited between its check and
         # the request.
@@ -84,7 +83,7 @@ class Kube:
             timeout = aiohttp.ClientTimeout(total=timeout)
         response = await self._client_session().request(
             method,
-            f"{self.api.configuration.host}{path}",
+            f"{self.connection.host}{path}",
             params=dict(query or {}),
             data=None if body is None else json.dumps(body, separators=(",", ":")),
             headers=headers,
