@@ -8,18 +8,19 @@ memory a cache holds is known exactly (`size`), which the programs export as a m
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
-Object = dict[str, Any]
+import pydantic_core
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+Object = dict[str, Any]
 
 
 def encode(obj: Object) -> bytes:
     """An object as compact UTF-8 JSON."""
-    return _ENCODER.encode(obj).encode()
+    # pydantic's Rust codec: three to four times faster than the json module both ways, which
+    # matters when a 5,000-node domain's reconcile reads 10,000 cached objects.
+    return pydantic_core.to_json(obj)
 
 
 class Store:
@@ -80,5 +81,5 @@ class Store:
 
 
 def _decode(data: bytes) -> Object:
-    obj: Object = json.loads(data)
+    obj: Object = pydantic_core.from_json(data, cache_strings="keys")
     return obj
