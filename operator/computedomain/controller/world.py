@@ -11,7 +11,7 @@ from computedomain import kube as k
 from computedomain.api import names
 from computedomain.controller import shapes
 from computedomain.kube import Kube, Object
-from computedomain.kube.informer import Informer, Shape, object_key, resource_version_of, slim
+from computedomain.kube.informer import Informer, Shape, object_key, resource_version_of
 from computedomain.kube.store import Store
 
 DAEMONSETS = "daemonsets"
@@ -122,11 +122,16 @@ class World:
             self._nodes[name] = (owner, clique)
 
     def set_domain(self, body: Object) -> bool:
-        """Record the latest state of a domain (from its watch); False if it was known already."""
+        """Record the latest state of a domain (from its watch); False if it was known already.
+
+        `body` is not changed (it may be the framework's own): the store encodes a copy without
+        managedFields.
+        """
         uid = str(body["metadata"]["uid"])
         known = self._domain_versions.get(uid)
         if known is None or resource_version_of(body) > known:
-            self.domains.put(uid, slim(body))
+            meta = {key: value for key, value in body["metadata"].items() if key != "managedFields"}
+            self.domains.put(uid, {**body, "metadata": meta})
             self._domain_versions[uid] = resource_version_of(body)
             return True
         return False
