@@ -17,6 +17,7 @@ from computedomain.controller.events import EventRecorder
 from computedomain.controller.reconcile import Reconciler
 from computedomain.controller.render.daemonset import daemonset
 from computedomain.controller.settings import Settings
+from computedomain.controller.statuspace import StatusPacer, progress_interval
 from computedomain.controller.world import World
 from computedomain.kube import Kube, KubeError, Object
 from support.fakekube import FakeKube, Write, register
@@ -341,3 +342,54 @@ async def test_a_daemonset_created_by_post_is_taken_over_by_our_apply(bed: Bed) 
     assert "priorityClassName" not in ds["spec"]["template"]["spec"]
     assert [e["operation"] for e in ds["metadata"]["managedFields"]] == ["Apply"]
     assert await bed.pass_(uid) == []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_big_domain_writes_progress_at_a_pace_and_readiness_at_once(bed: Bed) -> None:
+    clock = Clock()
+    bed.reconcile.pacer = StatusPacer(clock)
+    nodes = [f"node-{i:03d}" for i in range(300)]
+    uid = await bed.create_domain(numNodes=len(nodes))
+    await bed.pass_(uid)
+    for i, node in enumerate(nodes):
+        await bed.add_node(node, clique=f"{CLIQUE[:-6]}.{i // 18}")  # 18 nodes per NVLink clique
+        await bed.allocate(uid, node)
+    await bed.pass_(uid)
+
+    async def reconcile() -> tuple[float | None, list[Write]]:
+        await bed.fake.drain()
+        bed.fake.take_writes()
+        delay = await bed.reconcile(uid)
+        return delay, [w for w in bed.fake.take_writes() if w.resource == "computedomains/status"]
+
+    for i, node in enumerate(nodes[:200]):
+        await bed.start_daemon(uid, node, f"127.0.1.{i}")
+    delay, status_writes = await reconcile()
+    # Only progress (still waiting for nodes): it waits for 2 ms per listed node since the last write.
+    assert status_writes == []
+    assert delay == pytest.approx(progress_interval(200))
+    clock.now += delay
+    _, status_writes = await reconcile()
+    assert len(status_writes) == 1
+    assert bed.domain(uid)["status"]["joinedNodes"] == 200
+
+    for i, node in enumerate(nodes[200:299]):
+        await bed.start_daemon(uid, node, f"127.0.2.{i}")
+    delay, status_writes = await reconcile()
+    assert status_writes == []
+    assert delay == pytest.approx(progress_interval(299))
+
+    # The last node makes the domain Ready: that goes out at once.
+    await bed.start_daemon(uid, nodes[-1], "127.0.3.1")
+    delay, status_writes = await reconcile()
+    assert len(status_writes) == 1
+    assert delay is None
+    assert bed.domain(uid)["status"]["status"] == "Ready"
+    assert bed.domain(uid)["status"]["joinedNodes"] == 300
