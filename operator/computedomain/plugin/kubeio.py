@@ -3,7 +3,10 @@
 Everything goes through `computedomain.kube`. Watches are narrowed to what this node needs: the daemon
 pods of the operator's namespace on this node and this node's own ResourceSlice. No ComputeDomain is
 watched (a domain's every status change would reach every node): a claim's domain is read when the
-claim comes, by metadata only (`plugin.domains` decides which reads, and keeps what it found). A
+claim comes (`plugin.domains` decides which reads, and keeps what it found). Those reads ask for the
+server-side table's Name and UID columns only: even a domain's metadata grows with its size, since its
+managedFields list every node of its status. Where the CRD has no UID column, and for the rare
+cluster-wide search (a table across namespaces names no namespace), metadata-only reads do. A
 prepare call costs one GET of its claim, plus one narrow read the first time a domain is named.
 Transient API errors are retried with jittered backoff; informers resume their watches by themselves.
 """
@@ -29,6 +32,8 @@ from computedomain.plugin.view import DomainRef, Notifier
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "computedomain-kubelet-plugin"
+# The printer column of the ComputeDomain CRD that holds the domain's UID (`api.crd`).
+UID_COLUMN = "UID"
 # How long a read of the node's clique label is reused; the label changes rarely.
 NODE_TTL = 5.0
 T = TypeVar("T")
@@ -70,6 +75,13 @@ def domain_ref(obj: Object) -> DomainRef:
     """The identity of a ComputeDomain (or of its `PartialObjectMetadata`)."""
     meta = obj.get("metadata") or {}
     return DomainRef(str(meta.get("uid", "")), str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
+def table_refs(rows: list[dict[str, Any]], namespace: str) -> list[DomainRef] | None:
+    """The domains of table rows of one namespace; None when the table has no UID column."""
+    if any(UID_COLUMN not in row for row in rows):
+        return None
+    return [DomainRef(str(row[UID_COLUMN]), namespace, str(row.get("Name", ""))) for row in rows]
 
 
 def _pod_ready(pod: Object) -> bool:
@@ -128,7 +140,15 @@ class KubeNodeView:
         )
 
     async def list_domains(self, namespace: str | None) -> list[DomainRef]:
-        """LIST the ComputeDomains of `namespace` (all for None), metadata only (transient errors retried)."""
+        """The ComputeDomains of `namespace` (of all for None) by name and UID (transient errors retried)."""
+        if namespace is not None:
+            rows = await retrying(
+                f"listing ComputeDomains of namespace {namespace}",
+                lambda: self.kube.table(DOMAINS, namespace),
+            )
+            found = table_refs(rows, namespace)
+            if found is not None:
+                return found
         where = f"namespace {namespace}" if namespace else "all namespaces"
         items, _ = await retrying(
             f"listing ComputeDomains of {where}",
@@ -137,12 +157,19 @@ class KubeNodeView:
         return [domain_ref(item) for item in items]
 
     async def get_domain(self, namespace: str, name: str) -> DomainRef | None:
-        """GET one ComputeDomain, metadata only (transient errors retried); None when it does not exist."""
-        found = await retrying(
+        """One ComputeDomain by name and UID (transient errors retried); None when it does not exist."""
+        rows = await retrying(
+            f"reading ComputeDomain {namespace}/{name}",
+            lambda: self.kube.table(DOMAINS, namespace, name),
+        )
+        found = table_refs(rows, namespace)
+        if found is not None:
+            return found[0] if found else None
+        obj = await retrying(
             f"reading ComputeDomain {namespace}/{name}",
             lambda: self.kube.get(DOMAINS, name, namespace, metadata_only=True),
         )
-        return None if found is None else domain_ref(found)
+        return None if obj is None else domain_ref(obj)
 
     def daemon_ready(self, domain_uid: str) -> bool:
         """True when a Ready daemon pod of the domain runs on this node."""
