@@ -163,6 +163,10 @@ async def test_the_plugin_finds_domains_by_narrow_reads_and_never_receives_their
     assert elsewhere == domain
     assert elsewhere.namespace != operator_ready
     assert await DomainFinder(view).find(str(uuid.uuid4()), namespace=namespace) is None
+    # No domain in a namespace: empty, by table and by metadata (which the server sends as null).
+    assert await view.list_domains(operator_ready) == []
+    items, _ = await view.kube.list(DOMAINS, operator_ready, metadata_only=True)
+    assert items == []
 
     # An IMEX daemon's claim, read as the core reads it: its annotations lead to one GET.
     annotated = await daemon_claim(kube, operator_ready, domain, annotated=True)

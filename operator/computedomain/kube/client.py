@@ -166,7 +166,8 @@ class Kube:
             page = await self.call("GET", kind.path(namespace), query=query, accept=accept)
             # Items of a list carry no apiVersion/kind; add them so cached objects look like watched ones.
             item_kind = str(page.get("kind", "")).removesuffix("List")
-            for item in page.get("items", []):
+            # An empty list of metadata comes as `"items": null`.
+            for item in page.get("items") or []:
                 item.setdefault("apiVersion", page.get("apiVersion", kind.api_version))
                 item.setdefault("kind", item_kind)
                 items.append(item)
