@@ -27,7 +27,7 @@ class MemoryView:
         self.clique = clique
         self.events: list[dict[str, Any]] = []
         self.claim_reads = 0
-        # Every domain read, as ("list", namespace or "*") or ("get", namespace, name).
+        # Every domain read: ("list", namespace), ("get", namespace, name) or ("search", uid).
         self.domain_reads: list[tuple[str, ...]] = []
 
     @property
@@ -38,13 +38,17 @@ class MemoryView:
         self.claim_reads += 1
         return self.claims.get((namespace, name))
 
-    async def list_domains(self, namespace: str | None) -> list[DomainRef]:
-        self.domain_reads.append(("list", namespace or "*"))
-        return [d for d in self.domains.values() if namespace is None or d.namespace == namespace]
+    async def list_domains(self, namespace: str) -> list[DomainRef]:
+        self.domain_reads.append(("list", namespace))
+        return [d for d in self.domains.values() if d.namespace == namespace]
 
     async def get_domain(self, namespace: str, name: str) -> DomainRef | None:
         self.domain_reads.append(("get", namespace, name))
         return next((d for d in self.domains.values() if (d.namespace, d.name) == (namespace, name)), None)
+
+    async def search_domain(self, uid: str) -> DomainRef | None:
+        self.domain_reads.append(("search", uid))
+        return self.domains.get(uid)
 
     async def clique_id(self) -> str:
         return self.clique

@@ -69,7 +69,7 @@ async def test_a_domain_of_another_namespace_is_refused_after_one_cluster_wide_l
     errors = await prepare(node, claim)
 
     assert "ComputeDomain other/cd is in namespace other, not in the claim's namespace team" in errors["c"]
-    assert node.view.domain_reads == [("list", "team"), ("list", "*")]
+    assert node.view.domain_reads == [("list", "team"), ("search", domain.uid)]
     assert not node.specs.path(claim["metadata"]["uid"]).exists()
 
 
@@ -80,7 +80,7 @@ async def test_an_unknown_uid_is_refused_and_not_remembered(node: Node) -> None:
     errors = await prepare(node, claim)
 
     assert "names ComputeDomain UID 0000-missing, and no ComputeDomain has that UID" in errors["c"]
-    assert node.view.domain_reads == [("list", "team"), ("list", "*")]
+    assert node.view.domain_reads == [("list", "team"), ("search", "0000-missing")]
     # The domain is created after all: the next prepare looks again and finds it.
     node.view.add_domain("team", "late", uid="0000-missing")
     node.view.set_ready("0000-missing")
@@ -104,7 +104,7 @@ async def test_a_daemon_claim_without_annotations_searches_every_namespace(node:
     claim = node.view.add_claim(daemon_claim(domain, annotated=False))
 
     assert await prepare(node, claim) == {"daemon-cd": ""}
-    assert node.view.domain_reads == [("list", "*")]
+    assert node.view.domain_reads == [("search", domain.uid)]
 
 
 async def test_annotations_naming_another_domain_are_not_trusted(node: Node) -> None:
@@ -115,7 +115,7 @@ async def test_annotations_naming_another_domain_are_not_trusted(node: Node) -> 
     node.view.add_claim(claim)
 
     assert await prepare(node, claim) == {"daemon-cd": ""}
-    assert node.view.domain_reads == [("get", "team", "impostor"), ("list", "*")]
+    assert node.view.domain_reads == [("get", "team", "impostor"), ("search", domain.uid)]
     assert "COMPUTE_DOMAIN_NAME=cd" in node.spec(claim)["devices"][0]["containerEdits"]["env"]
 
 
@@ -168,7 +168,7 @@ async def test_a_failed_read_fails_every_waiter_and_the_next_find_reads_again() 
     release = asyncio.Event()
     calls = 0
 
-    async def failing(namespace: str | None) -> list[DomainRef]:
+    async def failing(namespace: str) -> list[DomainRef]:
         nonlocal calls
         calls += 1
         await release.wait()

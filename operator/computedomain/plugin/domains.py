@@ -2,7 +2,7 @@
 
 A watch of every ComputeDomain would send each node every change of every domain (a large domain's
 status changes with each of its nodes), so that what a node takes in grows with the cluster. Instead
-the plugin asks when a claim comes, narrowest read first, metadata only:
+the plugin asks when a claim comes, narrowest read first, for the domains' identity only:
 
 1. the cache: a domain's UID, namespace and name never change, so a found domain is kept (the most
    recent `capacity` of them); a domain that is not found is not remembered;
@@ -10,8 +10,8 @@ the plugin asks when a claim comes, narrowest read first, metadata only:
    daemon claim lives in the operator's namespace and nothing else says where its domain is): one
    GET, trusted only when the UID matches;
 3. the claim's own namespace, for a workload's channel claim: one list of that namespace's domains;
-4. every namespace: one cluster-wide list, only when the narrower reads found nothing (a claim whose
-   domain is elsewhere or gone, or a daemon claim of a template from before the annotations).
+4. every namespace, only when the narrower reads found nothing (a claim whose domain is elsewhere
+   or gone, or a daemon claim of a template from before the annotations).
 
 A domain deleted after it was cached stays known; its claims then wait in vain for its IMEX daemon,
 whose DaemonSet went with it, and are refused after the prepare wait.
@@ -34,12 +34,16 @@ DEFAULT_CAPACITY = 4096
 class DomainSource(Protocol):
     """The reads a `DomainFinder` needs (a `NodeView` has them)."""
 
-    async def list_domains(self, namespace: str | None) -> list[DomainRef]:
-        """The domains of `namespace` (of every namespace for None), read by metadata only."""
+    async def list_domains(self, namespace: str) -> list[DomainRef]:
+        """The domains of `namespace`."""
         ...
 
     async def get_domain(self, namespace: str, name: str) -> DomainRef | None:
-        """The domain of that name (read by metadata only), or None."""
+        """The domain of that name, or None."""
+        ...
+
+    async def search_domain(self, uid: str) -> DomainRef | None:
+        """The domain with this UID in any namespace, or None."""
         ...
 
 
@@ -109,7 +113,7 @@ class DomainFinder:
             if found is not None:
                 metrics.DOMAIN_LOOKUPS.labels(read="namespace").inc()
                 return found
-        found = _with_uid(await self.source.list_domains(None), uid)
+        found = await self.source.search_domain(uid)
         metrics.DOMAIN_LOOKUPS.labels(read="cluster" if found is not None else "none").inc()
         return found
 

@@ -5,10 +5,11 @@ pods of the operator's namespace on this node and this node's own ResourceSlice.
 watched (a domain's every status change would reach every node): a claim's domain is read when the
 claim comes (`plugin.domains` decides which reads, and keeps what it found). Those reads ask for the
 server-side table's Name and UID columns only: even a domain's metadata grows with its size, since its
-managedFields list every node of its status. Where the CRD has no UID column, and for the rare
-cluster-wide search (a table across namespaces names no namespace), metadata-only reads do. A
-prepare call costs one GET of its claim, plus one narrow read the first time a domain is named.
-Transient API errors are retried with jittered backoff; informers resume their watches by themselves.
+managedFields list every node of its status. The rare search of every namespace reads the table too,
+then the metadata of the domains of the found name only (a table across namespaces names no
+namespace); where the CRD has no UID column, metadata-only reads do. A prepare call costs one GET of
+its claim, plus one narrow read the first time a domain is named. Transient API errors are retried
+with jittered backoff; informers resume their watches by themselves.
 """
 
 from __future__ import annotations
@@ -139,22 +140,43 @@ class KubeNodeView:
             f"reading claim {namespace}/{name}", lambda: self.kube.get(kind, name, namespace)
         )
 
-    async def list_domains(self, namespace: str | None) -> list[DomainRef]:
-        """The ComputeDomains of `namespace` (of all for None) by name and UID (transient errors retried)."""
-        if namespace is not None:
-            rows = await retrying(
-                f"listing ComputeDomains of namespace {namespace}",
-                lambda: self.kube.table(DOMAINS, namespace),
-            )
-            found = table_refs(rows, namespace)
-            if found is not None:
-                return found
-        where = f"namespace {namespace}" if namespace else "all namespaces"
-        items, _ = await retrying(
-            f"listing ComputeDomains of {where}",
-            lambda: self.kube.list(DOMAINS, namespace, metadata_only=True),
+    async def list_domains(self, namespace: str) -> list[DomainRef]:
+        """The ComputeDomains of `namespace` by name and UID (transient errors retried)."""
+        rows = await retrying(
+            f"listing ComputeDomains of namespace {namespace}", lambda: self.kube.table(DOMAINS, namespace)
         )
+        found = table_refs(rows, namespace)
+        if found is not None:
+            return found
+        items, _ = await self._metadata(namespace)
         return [domain_ref(item) for item in items]
+
+    async def search_domain(self, uid: str) -> DomainRef | None:
+        """The ComputeDomain with this UID in any namespace, or None (transient errors retried).
+
+        The table of every namespace tells whether the UID exists and the domain's name, not its
+        namespace: the metadata of the domains of that name (a few at most) tell that.
+        """
+        rows = await retrying("listing ComputeDomains of all namespaces", lambda: self.kube.table(DOMAINS))
+        if not rows:
+            return None
+        selector = None
+        if all(UID_COLUMN in row for row in rows):
+            named = [str(row.get("Name", "")) for row in rows if row[UID_COLUMN] == uid]
+            if not named:
+                return None
+            selector = f"metadata.name={named[0]}"
+        items, _ = await self._metadata(None, selector)
+        return next((ref for ref in map(domain_ref, items) if ref.uid == uid), None)
+
+    async def _metadata(
+        self, namespace: str | None, field_selector: str | None = None
+    ) -> tuple[list[Object], str]:
+        where = f"namespace {namespace}" if namespace else "all namespaces"
+        return await retrying(
+            f"listing ComputeDomains of {where} by metadata",
+            lambda: self.kube.list(DOMAINS, namespace, field_selector=field_selector, metadata_only=True),
+        )
 
     async def get_domain(self, namespace: str, name: str) -> DomainRef | None:
         """One ComputeDomain by name and UID (transient errors retried); None when it does not exist."""

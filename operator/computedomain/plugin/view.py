@@ -1,7 +1,7 @@
 """What the plugin's core needs from the cluster, as a Protocol; `kubeio` implements it on the API.
 
-The core reads claims and the ComputeDomains they name on demand (domains by metadata only, see
-`domains`), the node's daemon pods from a cache fed by a watch of this node's pods only: what a node
+The core reads claims and the ComputeDomains they name on demand (domains by their identity only,
+see `domains`), the node's daemon pods from a cache fed by a watch of this node's pods only: what a node
 takes in does not grow with the size or the number of domains. Tests give the core an in-memory
 implementation.
 """
@@ -67,12 +67,16 @@ class NodeView(Protocol):
         """The ResourceClaim from the API server, or None when it does not exist."""
         ...
 
-    async def list_domains(self, namespace: str | None) -> list[DomainRef]:
-        """The ComputeDomains of `namespace` (of every namespace for None), read by metadata only."""
+    async def list_domains(self, namespace: str) -> list[DomainRef]:
+        """The ComputeDomains of `namespace` (their identity only)."""
         ...
 
     async def get_domain(self, namespace: str, name: str) -> DomainRef | None:
-        """The ComputeDomain of that name (read by metadata only), or None when there is none."""
+        """The ComputeDomain of that name (its identity only), or None when there is none."""
+        ...
+
+    async def search_domain(self, uid: str) -> DomainRef | None:
+        """The ComputeDomain with this UID in any namespace, or None when there is none."""
         ...
 
     async def clique_id(self) -> str:
