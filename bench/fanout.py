@@ -9,9 +9,10 @@ path. The node agent watches nothing.
 
 The benchmark driver imports this module (it is no script) and uses it so:
 
-    fanout = NodeFanout(api, node="node-0", operator_namespace="computedomain-system",
+    connection = computedomain.kube.config.from_kubeconfig(path)  # or connection_of(api), test bed
+    fanout = NodeFanout(connection, node="node-0", operator_namespace="computedomain-system",
                         resource_version="v1", clique_name=names.clique_name(domain_uid, clique_id))
-    # or NodeFanout(kube_factory=lambda hook: Kube(api, on_receive=hook), node=..., ...)
+    # or NodeFanout(kube_factory=lambda hook: Kube(connection, on_receive=hook), node=..., ...)
     await fanout.start()      # opens the watches; returns once each loaded its first list
     fanout.reset()            # count from here: the first lists are a start-up cost, not fan-out
     ...                       # change the cluster: grow a domain, rewrite statuses, add domains
@@ -19,7 +20,8 @@ The benchmark driver imports this module (it is no script) and uses it so:
         print(watch, figures.event_bytes, figures.events)
     await fanout.stop()
 
-Several instances (one per simulated node) may share one `ApiClient`; each opens its own connections.
+Several instances (one per simulated node) may share one `Connection`; each opens its own HTTP
+connections, as each node's programs do.
 What a node receives must not grow with the size or the number of domains: only its own daemon pods,
 its own slice and its own clique (at most the clique's size) reach it.
 """
@@ -32,10 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes_asyncio.client import ApiClient
-
 from computedomain.daemon.kube import watch_clique
 from computedomain.kube import CLIQUES, PODS, Kube, ReceiveHook, resource_slices
+from computedomain.kube.config import Connection
 from computedomain.plugin.kubeio import FIELD_MANAGER, KubeNodeView, SlicePublisher
 
 # The names under which `received` reports each watch.
@@ -64,7 +65,7 @@ class NodeFanout:
 
     def __init__(
         self,
-        api: ApiClient | None = None,
+        connection: Connection | None = None,
         *,
         node: str,
         operator_namespace: str,
@@ -72,13 +73,13 @@ class NodeFanout:
         clique_name: str,
         kube_factory: Callable[[ReceiveHook], Kube] | None = None,
     ) -> None:
-        """Watch through `api`, or through the `Kube` that `kube_factory(on_receive)` makes (the
-        factory must pass the hook on as the `Kube`'s `on_receive`)."""
+        """Watch through `connection`, or through the `Kube` that `kube_factory(on_receive)` makes
+        (the factory must pass the hook on as the `Kube`'s `on_receive`)."""
         self._by_path: dict[str, Figures] = {}
         if kube_factory is None:
-            if api is None:
-                raise ValueError("NodeFanout needs an ApiClient or a Kube factory")
-            self.kube = Kube(api, field_manager=FIELD_MANAGER, on_receive=self._count)
+            if connection is None:
+                raise ValueError("NodeFanout needs a Connection or a Kube factory")
+            self.kube = Kube(connection, field_manager=FIELD_MANAGER, on_receive=self._count)
         else:
             self.kube = kube_factory(self._count)
         self.node = node

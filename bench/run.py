@@ -47,6 +47,25 @@ def cpu_by_component(cluster: LocalCluster, controller_pid: int) -> dict[str, fl
     return {name: cpu_seconds(pid) for name, pid in pids.items()}
 
 
+def metric_by_label(controller: ControllerProcess, name: str) -> dict[str, float]:
+    """The samples of a one-label Prometheus metric, by label value."""
+    _, text = controller.get("/metrics")
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            head, _, value = line.rpartition(" ")
+            samples[head.split('"')[1]] = float(value)
+    return samples
+
+
+def rss_mib(pid: int) -> float:
+    """The process's current resident set size (VmRSS) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def peak_rss_mib(pid: int) -> float:
     """The process's peak resident set size (VmHWM) in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -169,6 +188,16 @@ class Bench:
         self.report("burst: controller writes per domain", f"{per_domain:.2f}", "<= 6")
         self.report("burst: DaemonSets / daemon RCTs / workload RCTs", "/".join(map(str, children)))
         print(f"    burst writes: {audit.summary(writes)}", flush=True)
+        self.caches()
+
+    def caches(self) -> None:
+        """What the controller's caches hold, per kind (objects, bytes as stored, bytes per object)."""
+        objects = metric_by_label(self.controller, "computedomain_cache_objects")
+        stored = metric_by_label(self.controller, "computedomain_cache_bytes")
+        for kind in sorted(objects):
+            count, size = int(objects[kind]), stored.get(kind, 0.0)
+            per = f"{size / count:.0f} B each" if count else ""
+            self.report(f"cache: {kind}", f"{count} / {size / 2**20:.2f} MiB", per)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -214,7 +243,11 @@ async def run(args: argparse.Namespace) -> None:
                     )
                     bench.report("burst: CPU seconds by process", f"{elapsed:.0f}s wall", "")
                     print(f"    {used}", flush=True)
-                bench.report("controller peak RSS", f"{peak_rss_mib(pid):.0f} MiB", "< 200 MiB")
+                bench.report(
+                    "controller RSS now / peak",
+                    f"{rss_mib(pid):.0f} / {peak_rss_mib(pid):.0f} MiB",
+                    "< 134 MiB",
+                )
             finally:
                 controller.stop()
     print("\nsummary (figure, measured, target):")

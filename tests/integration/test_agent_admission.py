@@ -17,6 +17,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 
 from cdtestbed.cluster import ClusterOptions
+from cdtestbed.connection import connection_of
 from cdtestbed.topology import FakeNode, node_manifest
 from computedomain.agent.clique import CliqueResult, Reason
 from computedomain.agent.labeler import NodeLabeler
@@ -61,7 +62,7 @@ async def agent_a(bed: AgentBed) -> AsyncIterator[client.ApiClient]:
 @pytest_asyncio.fixture
 async def agent_kube(agent_a: client.ApiClient) -> AsyncIterator[Kube]:
     """The agent's client layer on its credentials, with its field manager, as the agent builds it."""
-    kube = Kube(agent_a, field_manager=names.AGENT_FIELD_MANAGER)
+    kube = Kube(connection_of(agent_a), field_manager=names.AGENT_FIELD_MANAGER)
     try:
         yield kube
     finally:

@@ -16,6 +16,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 
 from cdtestbed.cluster import ClusterOptions, LocalCluster
+from cdtestbed.connection import connection_of
 from computedomain.agent.clique import CliqueResult, Reason
 from computedomain.agent.labeler import NodeLabeler
 from computedomain.api import names
@@ -50,7 +51,7 @@ def api(plane: ControlPlane) -> client.ApiClient:
 @pytest_asyncio.fixture
 async def kube(api: client.ApiClient) -> AsyncIterator[Kube]:
     """The client layer as the agent builds it: its own field manager."""
-    agent_kube = Kube(api, field_manager=names.AGENT_FIELD_MANAGER)
+    agent_kube = Kube(connection_of(api), field_manager=names.AGENT_FIELD_MANAGER)
     try:
         yield agent_kube
     finally:

@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
+from cdtestbed.connection import connection_of
 from cdtestbed.topology import FakeNode, rack_clique_id
 from computedomain.api import names
 from computedomain.daemon import kube
@@ -87,7 +88,7 @@ async def daemon_api(
     """The daemon's credentials: a token bound to its pod."""
     token = await pod_token(api, daemon_pod)
     async with await token_client(cluster.kubeconfig, token, tmp_path / "kubeconfig") as daemon:
-        daemon_kube = Kube(daemon, field_manager=kube.FIELD_MANAGER)
+        daemon_kube = Kube(connection_of(daemon), field_manager=kube.FIELD_MANAGER)
 
         # RBAC objects just applied reach the authorizer's cache a moment later.
         async def allowed() -> bool:
@@ -103,7 +104,7 @@ async def daemon_api(
 @pytest_asyncio.fixture
 async def daemon_kube(daemon_api: client.ApiClient) -> AsyncIterator[Kube]:
     """The daemon's client layer, as `run` builds it, on the daemon's credentials."""
-    daemon_kube = Kube(daemon_api, field_manager=kube.FIELD_MANAGER)
+    daemon_kube = Kube(connection_of(daemon_api), field_manager=kube.FIELD_MANAGER)
     try:
         yield daemon_kube
     finally:

@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
+from cdtestbed.connection import connection_of
 from computedomain.api import names
 from computedomain.kube import DOMAINS, PODS, Kube, claims
 from computedomain.kube.informer import Informer
@@ -77,7 +78,7 @@ async def counted_view(
 ) -> AsyncIterator[CountedView]:
     """The plugin's view of `node` over a `Kube` that counts what it receives, its cache loaded."""
     received = Received()
-    counting = Kube(api, field_manager="plugin-fanout-test", on_receive=received)
+    counting = Kube(connection_of(api), field_manager="plugin-fanout-test", on_receive=received)
     view = KubeNodeView(counting, node[0], operator_ready, VERSION)
     task = asyncio.create_task(view.run())
     try:
@@ -211,7 +212,7 @@ async def test_the_plugin_finds_domains_by_narrow_reads_and_never_receives_their
     # Rewrite the domain's status: a cluster-wide domain watch (the plugin's watch before) receives
     # every rewrite; the plugin's view receives nothing.
     reference = Received()
-    watching = Kube(kube.api, field_manager="plugin-fanout-test", on_receive=reference)
+    watching = Kube(kube.connection, field_manager="plugin-fanout-test", on_receive=reference)
     domain_watch = Informer(watching, DOMAINS, lambda *_: None, name="every ComputeDomain")
     watch_task = asyncio.create_task(domain_watch.run())
     try:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest_asyncio
 from kubernetes_asyncio import client
 
+from cdtestbed.connection import connection_of
 from computedomain.api import names
 from computedomain.dra.slices import slice_name
 from computedomain.kube import DOMAINS, NODES, PODS, Kind, Kube, claims, resource_slices
@@ -55,7 +56,7 @@ class RunningPlugin:
 
 @pytest_asyncio.fixture
 async def kube(api: client.ApiClient) -> AsyncIterator[Kube]:
-    kube = Kube(api, field_manager="plugin-test")
+    kube = Kube(connection_of(api), field_manager="plugin-test")
     yield kube
     await kube.close()
 
@@ -80,7 +81,7 @@ async def start_plugin(
             "EVENT_INTERVAL_SECONDS": "1",
         }
     )
-    plugin = Plugin(settings, api, health=StaticHealth())
+    plugin = Plugin(settings, connection_of(api), health=StaticHealth())
     task = asyncio.create_task(plugin.run())
 
     async def ready() -> bool:

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from cdtestbed.connection import connection_of
 from computedomain.agent.clique import CliqueResult, Reason
 from computedomain.agent.labeler import NodeLabeler, node_event
 from computedomain.agent.nodeplan import EventSpec
@@ -104,7 +105,7 @@ async def api() -> AsyncIterator[tuple[FakeNodeApi, Kube]]:
     port = runner.addresses[0][1]
     configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
     async with client.ApiClient(configuration) as api_client:
-        kube = Kube(api_client, field_manager=names.AGENT_FIELD_MANAGER)
+        kube = Kube(connection_of(api_client), field_manager=names.AGENT_FIELD_MANAGER)
         yield fake, kube
         await kube.close()
     await runner.cleanup()

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
+from cdtestbed.connection import connection_of
 from computedomain.controller.app import Controller
 from computedomain.controller.leader import LeaderElector, LeaseTiming, NotLeading
 from computedomain.controller.settings import Settings
@@ -183,7 +184,7 @@ async def test_any_error_while_campaigning_means_not_leader(error: BaseException
 async def test_a_failed_campaign_does_not_lead() -> None:
     settings = Settings.from_env({"IMAGE_NAME": "registry.example/cd:1", "POD_NAME": "me"})
     async with ApiClient() as api:
-        controller = Controller(settings, api)
+        controller = Controller(settings, connection_of(api))
 
         async def campaign() -> None:
             raise aiohttp.ServerDisconnectedError()
@@ -249,7 +250,7 @@ async def test_a_clean_stop_hands_the_lease_over_at_once() -> None:
 async def test_writes_are_refused_without_a_valid_lease() -> None:
     settings = Settings.from_env({"IMAGE_NAME": "registry.example/cd:1", "POD_NAME": "me"})
     async with ApiClient() as api:
-        controller = Controller(settings, api)
+        controller = Controller(settings, connection_of(api))
         leases = FakeLeases()
         first_term = elector(leases, "me")
         kube = controller.client(first_term.fence)

@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
 
+from cdtestbed.connection import connection_of
 from computedomain.api import names
 from computedomain.daemon import kube
 from computedomain.daemon.config import DaemonEntry
@@ -128,7 +129,7 @@ async def server() -> AsyncIterator[tuple[ScriptedApiServer, Kube]]:
     await test_server.start_server()
     configuration = client.Configuration(host=str(test_server.make_url("")).rstrip("/"))
     api = client.ApiClient(configuration=configuration)
-    kube_client = Kube(api, field_manager=kube.FIELD_MANAGER)
+    kube_client = Kube(connection_of(api), field_manager=kube.FIELD_MANAGER)
     yield scripted, kube_client
     await kube_client.close()
     await api.close()

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
 
+from cdtestbed.connection import connection_of
 from computedomain.kube import PODS, Kube, KubeError, Object, WatchExpired
 from computedomain.kube import informer as informer_module
 from computedomain.kube.backoff import Backoff
@@ -142,7 +143,7 @@ async def served() -> AsyncIterator[tuple[list[Any], Kube]]:
     server = TestServer(app)
     await server.start_server()
     api = client.ApiClient(configuration=client.Configuration(host=str(server.make_url("")).rstrip("/")))
-    kube = Kube(api)
+    kube = Kube(connection_of(api))
     yield replies, kube
     await kube.close()
     await api.close()

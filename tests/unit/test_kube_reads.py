@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
 
+from cdtestbed.connection import connection_of
 from computedomain.kube import DOMAINS, Kube, KubeError
 
 COLLECTION = DOMAINS.path("team")
@@ -89,7 +90,7 @@ async def served() -> AsyncIterator[Served]:
     await server.start_server()
     api = client.ApiClient(configuration=client.Configuration(host=str(server.make_url("")).rstrip("/")))
     received: list[tuple[str, int, bool]] = []
-    kube = Kube(api, on_receive=lambda path, size, event: received.append((path, size, event)))
+    kube = Kube(connection_of(api), on_receive=lambda path, size, event: received.append((path, size, event)))
     state["served"] = Served(kube, received=received)
     yield state["served"]
     await kube.close()
@@ -153,7 +154,7 @@ async def test_every_body_and_watch_event_is_counted_by_path(served: Served) -> 
 
 
 async def test_without_a_hook_nothing_is_counted(served: Served) -> None:
-    quiet = Kube(served.kube.api)
+    quiet = Kube(served.kube.connection)
     try:
         assert await quiet.get(DOMAINS, "cd", "team") is not None
     finally:

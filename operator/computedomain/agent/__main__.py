@@ -121,25 +121,22 @@ async def _with_sink(options: Options) -> int:
     if not options.kube:
         return await _run(options, None)
     # Imported only when needed: `--no-kube` (gpu-check on a bare GPU host) never loads the client.
-    from kubernetes_asyncio.config import ConfigException
-
     from computedomain.agent.labeler import NodeLabeler
     from computedomain.api import names
     from computedomain.kube import Kube
-    from computedomain.kube.config import load_api_client
+    from computedomain.kube.config import ConfigError, load_connection
 
     try:
-        api_client = await load_api_client()
-    except ConfigException as err:
+        connection = load_connection()
+    except ConfigError as err:
         print(f"computedomain-agent: no Kubernetes credentials: {err}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    async with api_client as api:
-        kube = Kube(api, field_manager=names.AGENT_FIELD_MANAGER)
-        try:
-            settings = options.settings
-            return await _run(options, NodeLabeler(kube, settings.node_name, settings.namespace))
-        finally:
-            await kube.close()
+    kube = Kube(connection, field_manager=names.AGENT_FIELD_MANAGER)
+    try:
+        settings = options.settings
+        return await _run(options, NodeLabeler(kube, settings.node_name, settings.namespace))
+    finally:
+        await kube.close()
 
 
 async def _run(options: Options, sink: CliqueSink | None) -> int:

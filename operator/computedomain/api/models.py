@@ -180,7 +180,10 @@ class ComputeDomainStatus(WireModel):
     nodes: list[NodeEntry] = Field(
         default_factory=list,
         description="Nodes of the domain with their clique, IMEX slot and daemon readiness.",
-        json_schema_extra=_list_map("name"),
+        # Atomic, not a map keyed by name: the controller is the list's only writer, and a map makes
+        # the API server track an owner per entry in managedFields, which nearly doubles the stored
+        # object of a 5,000-node domain (past 1 MiB); readers see the same list either way.
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
     conditions: list[Condition] = Field(
         default_factory=list,

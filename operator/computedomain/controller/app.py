@@ -15,8 +15,6 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
-from kubernetes_asyncio.client import ApiClient
-
 from computedomain import endpoints
 from computedomain.controller import metrics
 from computedomain.controller.events import EventRecorder
@@ -31,6 +29,7 @@ from computedomain.controller.world import World
 from computedomain.dra.versions import RESOURCE_GROUP, pick_resource_version, served_versions
 from computedomain.kube import Kube, KubeError
 from computedomain.kube.backoff import Backoff
+from computedomain.kube.config import Connection
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +48,9 @@ async def discover_resource_version(kube: Kube) -> str | None:
 class Controller:
     """One controller replica; `run()` returns the process exit code."""
 
-    def __init__(self, settings: Settings, api: ApiClient) -> None:
+    def __init__(self, settings: Settings, connection: Connection) -> None:
         self.settings = settings
-        self.api = api
+        self.connection = connection
         self.stop = asyncio.Event()
         self.leading = False
         self.world: World | None = None
@@ -68,7 +67,7 @@ class Controller:
                 fence.check()
             metrics.count_write(verb)
 
-        return Kube(self.api, on_write=before_write)
+        return Kube(self.connection, on_write=before_write, connections=self.settings.api_connections)
 
     def readiness(self) -> tuple[bool, str]:
         """Ready while waiting as a standby, or while leading with every cache loaded."""
@@ -89,7 +88,7 @@ class Controller:
                 code = await self._lead(None)
                 return 1 if code is None else code
             # The lease has a client of its own: its renewals never wait behind the reconciles'.
-            lease_kube = Kube(self.api, on_write=metrics.count_write)
+            lease_kube = Kube(self.connection, on_write=metrics.count_write, connections=2)
             try:
                 return await self._campaign(lease_kube)
             finally:
@@ -176,6 +175,7 @@ class Controller:
 
         self.queue = WorkQueue(work, batch_window=self.settings.status_batch_window)
         self.world = World(self.kube, self.settings.namespace, version, self.queue.add)
+        metrics.CACHES.figures = self.world.cache_figures
         reconciler = Reconciler(self.kube, self.world, self.settings, version, EventRecorder(self.kube))
         kopf_stop = asyncio.Event()
         stray = asyncio.Event()
@@ -218,5 +218,6 @@ class Controller:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.world = None
+        metrics.CACHES.figures = None
         self.queue = None
         return code

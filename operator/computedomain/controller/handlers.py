@@ -6,7 +6,6 @@ annotations, no status): the reconcile owns every write, under one field manager
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -39,8 +38,9 @@ def build_registry(world: World, enqueue: Callable[[str], None], forget: Callabl
             world.drop_domain(uid)
             forget(uid)
             return
-        # The echo of our own write is known already: nothing new to reconcile.
-        if world.set_domain(copy.deepcopy(dict(body))):
+        # The echo of our own write is known already: nothing new to reconcile. No copy is needed:
+        # the world stores its own encoded copy.
+        if world.set_domain(dict(body)):
             enqueue(uid)
 
     return registry

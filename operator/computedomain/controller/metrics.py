@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Callable, Iterable
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Metric
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 RECONCILES = Counter("computedomain_reconcile_total", "Reconciles of ComputeDomains, by result.", ["result"])
 RECONCILE_SECONDS = Histogram(
@@ -26,3 +30,37 @@ LEADER = Gauge("computedomain_leader", "1 while this replica holds the leader Le
 def count_write(verb: str) -> None:
     """The API client's write hook: count one write request by its verb."""
     API_WRITES.labels(verb=verb).inc()
+
+
+# Per cached kind: (objects, encoded bytes). Set while leading (the caches live as long as a term).
+CacheFigures = Callable[[], dict[str, tuple[int, int]]]
+
+
+class CacheCollector(Collector):
+    """`computedomain_cache_objects{kind}` and `computedomain_cache_bytes{kind}`, read at scrape time
+    from counts the caches keep anyway (no walk over the objects)."""
+
+    def __init__(self) -> None:
+        self.figures: CacheFigures | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        """The two gauge families, empty while no caches exist."""
+        objects = GaugeMetricFamily(
+            "computedomain_cache_objects",
+            "Objects held in the controller's caches, by kind.",
+            labels=["kind"],
+        )
+        size = GaugeMetricFamily(
+            "computedomain_cache_bytes",
+            "Bytes of the objects held in the controller's caches (as stored: compact JSON), by kind.",
+            labels=["kind"],
+        )
+        for kind, (count, stored) in sorted((self.figures() if self.figures else {}).items()):
+            objects.add_metric([kind], count)
+            size.add_metric([kind], stored)
+        yield objects
+        yield size
+
+
+CACHES = CacheCollector()
+REGISTRY.register(CACHES)

@@ -29,6 +29,7 @@ from computedomain.controller.render.claimtemplates import daemon_claim_template
 from computedomain.controller.render.daemonset import daemonset
 from computedomain.controller.render.status import clique_full, render_status
 from computedomain.controller.settings import Settings
+from computedomain.controller.statuspace import StatusPacer
 from computedomain.controller.world import World
 from computedomain.kube import Kube, KubeError, Object, is_transient
 from computedomain.kube.contains import contains
@@ -64,6 +65,7 @@ class Reconciler:
         self.resource_version = resource_version
         self.events = events
         self._states: dict[str, str] = {}
+        self.pacer = StatusPacer()
 
     async def __call__(self, uid: str) -> float | None:
         """Reconcile one domain; returns a delay after which to look again, or None."""
@@ -71,6 +73,7 @@ class Reconciler:
         body = self.world.domains.get(uid)
         if body is None:
             self.events.forget(uid)
+            self.pacer.forget(uid)
             self._count_state(uid, None)
             return None
         started = time.perf_counter()
@@ -89,6 +92,7 @@ class Reconciler:
             await teardown.finalize(self.kube, self.world, body)
             # Nothing more is said about a domain that is gone (its DELETED event drops its key).
             self.events.forget(uid)
+            self.pacer.forget(uid)
             self._count_state(uid, None)
             metrics.RECONCILES.labels(result="deleted").inc()
             return None
@@ -114,7 +118,7 @@ class Reconciler:
             phase = "labelling nodes and writing ComputeDomainCliques"
             problems += await self._ensure_membership(domain, plan)
             phase = ""
-            await self._write_status(body, plan.cliques, problems)
+            status_wait = await self._write_status(body, plan.cliques, problems)
         except KubeError as error:
             if error.status == 404 and error.kind == names.DOMAIN_PLURAL:
                 await self._vanished(uid, domain)
@@ -126,7 +130,8 @@ class Reconciler:
             raise
         metrics.RECONCILES.labels(result="ok").inc()
         recheck = any(p.reason in ("NameConflict", "LabelConflict") for p in problems)
-        return RECHECK_SECONDS if recheck else None
+        delays = [d for d in (RECHECK_SECONDS if recheck else None, status_wait or None) if d is not None]
+        return min(delays, default=None)
 
     async def _vanished(self, uid: str, domain: ComputeDomain) -> None:
         # Deleted before our finalizer was on it (or with it forced off): whatever this pass created
@@ -139,6 +144,7 @@ class Reconciler:
         await teardown.remove_everything(self.kube, self.world, uid)
         self.world.drop_domain(uid)
         self.events.forget(uid)
+        self.pacer.forget(uid)
         self._count_state(uid, None)
 
     async def _report_failure(
@@ -213,7 +219,7 @@ class Reconciler:
         return plan_membership(
             uid,
             domain.namespace,
-            self.world.nodes(),
+            self.world.labelled_nodes(),
             self.world.related(w.CLAIMS, uid),
             self.world.related(w.PODS, uid),
             self.world.related(w.CLIQUES, uid),
@@ -226,10 +232,16 @@ class Reconciler:
         conflict = label_conflict(plan.labels.conflicts, refused)
         return [conflict] if conflict is not None else []
 
-    async def _write_status(self, body: Object, plan: CliquePlan | None, problems: list[Problem]) -> None:
+    async def _write_status(self, body: Object, plan: CliquePlan | None, problems: list[Problem]) -> float:
+        """Write the status if it changed; returns seconds until a deferred progress write is due."""
         domain = ComputeDomain.model_validate(body)
         status = render_status(domain, plan or CliquePlan(), problems, domain.metadata.generation, _now())
-        if not contains(body.get("status") or {}, status):
+        current = body.get("status") or {}
+        if not contains(current, status):
+            wait = self.pacer.wait(str(body["metadata"]["uid"]), current, status)
+            if wait > 0:
+                # Only progress changed: the next pass after `wait` writes it (see `statuspace`).
+                return wait
             meta = body["metadata"]
             # The controller is the status's only writer, so a merge patch of the whole status does
             # what an apply would, at a fraction of the API server's cost.
@@ -237,6 +249,7 @@ class Reconciler:
                 k.DOMAINS, meta["name"], meta["namespace"], {"status": status}, subresource="status"
             )
             self.world.record_write(result)
+            self.pacer.written(str(meta["uid"]))
         self._count_state(str(body["metadata"]["uid"]), str(status.get("status", "NotReady")))
         # An idle domain (no node joined yet) is "Ready" by the reference's rule; that is no news.
         ready = status.get("status") == "Ready" and bool(status.get("joinedNodes"))
@@ -244,3 +257,4 @@ class Reconciler:
         full = clique_full(plan) if plan is not None else None
         warnings = [*problems, full] if full is not None else problems
         await self.events.record(body, [(p.reason, p.message) for p in warnings], ready)
+        return 0.0

@@ -48,6 +48,7 @@ ENV_NAMES: dict[str, str] = {
     "pod_name": "POD_NAME",
     "sweep_interval": "SWEEP_INTERVAL_SECONDS",
     "status_batch_window": "STATUS_BATCH_SECONDS",
+    "api_connections": "API_CONNECTIONS",
 }
 
 
@@ -139,6 +140,15 @@ class Settings(EnvSettings):
         default=0.2,
         ge=0,
         description="Seconds to gather changes of one domain before reconciling it.",
+    )
+    api_connections: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description=(
+            "Connections to the API server the reconciles share. Each TLS connection holds a 256 KiB "
+            "read buffer; more than the API server works on at once only costs memory."
+        ),
     )
 
     @field_validator("namespace")

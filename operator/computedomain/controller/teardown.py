@@ -30,8 +30,8 @@ async def remove_everything(kube: Kube, world: World, uid: str) -> None:
             meta = obj["metadata"]
             await kube.delete(kind, meta["name"], meta.get("namespace"))
             world.forget(informer, obj)
-    for node in world.related(w.NODES, uid):
-        result = await nodelabels.remove_label(kube, node["metadata"]["name"], uid)
+    for node in world.nodes_of(uid):
+        result = await nodelabels.remove_label(kube, node, uid)
         if result is not None:
             world.record(w.NODES, result)
 

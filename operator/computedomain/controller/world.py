@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterable
 
 from computedomain import kube as k
 from computedomain.api import names
+from computedomain.controller import shapes
 from computedomain.kube import Kube, Object
-from computedomain.kube.informer import Informer, object_key, resource_version_of, slim
+from computedomain.kube.informer import Informer, Shape, object_key, resource_version_of
+from computedomain.kube.store import Store
 
 DAEMONSETS = "daemonsets"
 TEMPLATES = "templates"
@@ -44,31 +46,47 @@ class World:
         self.notify = notify
         # Called with the UID of an object that appears for no known domain (for the sweep).
         self.on_stray: Callable[[str], None] | None = None
-        self.domains: dict[str, Object] = {}
+        # Kept encoded like every cache (`kube.store`); a reconcile decodes the one it works on.
+        self.domains = Store()
+        self._domain_versions: dict[str, int] = {}
         self._index: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        # node name -> (domain UID of its label, its NVLink clique): all the planners read of nodes.
+        self._nodes: dict[str, tuple[str, str]] = {}
         selector = names.DOMAIN_LABEL
         self._informers: dict[str, Informer] = {
-            DAEMONSETS: self._informer(DAEMONSETS, k.DAEMONSETS, namespace, selector, applied=True),
-            PODS: self._informer(PODS, k.PODS, namespace, selector),
-            CLIQUES: self._informer(CLIQUES, k.CLIQUES, namespace, selector, applied=True),
-            NODES: self._informer(NODES, k.NODES, None, selector),
+            DAEMONSETS: self._informer(
+                DAEMONSETS, k.DAEMONSETS, namespace, selector, shapes.without_status, applied=True
+            ),
+            PODS: self._informer(PODS, k.PODS, namespace, selector, shapes.pod),
+            CLIQUES: self._informer(CLIQUES, k.CLIQUES, namespace, selector, None, applied=True),
+            NODES: self._informer(NODES, k.NODES, None, selector, shapes.node),
         }
         # Without a served resource.k8s.io version there are no templates or claims to watch; the
         # reconcile reports that on each domain instead.
         if resource_version is not None:
             self._informers[TEMPLATES] = self._informer(
-                TEMPLATES, k.claim_templates(resource_version), None, selector
+                TEMPLATES, k.claim_templates(resource_version), None, selector, None
             )
-            self._informers[CLAIMS] = self._informer(CLAIMS, k.claims(resource_version), None, selector)
+            self._informers[CLAIMS] = self._informer(
+                CLAIMS, k.claims(resource_version), None, selector, shapes.claim
+            )
 
     def _informer(
-        self, name: str, kind: k.Kind, namespace: str | None, selector: str, applied: bool = False
+        self,
+        name: str,
+        kind: k.Kind,
+        namespace: str | None,
+        selector: str,
+        shape: Shape | None,
+        applied: bool = False,
     ) -> Informer:
         """An informer feeding the per-domain index; with `applied`, its cache keeps what our field
         manager applied (the kinds `children.ensure` applies, to see fields we stopped rendering)."""
 
         def handle(event: str, obj: Object, old: Object | None) -> None:
             key = object_key(obj)
+            if name == NODES:
+                self._index_node(event, obj)
             for uid in {domain_uid_of(old), domain_uid_of(obj)} - {None}:
                 assert uid is not None
                 keys = self._index[name][uid]
@@ -91,14 +109,30 @@ class World:
             label_selector=selector,
             name=name,
             keep_applied_by=self.kube.field_manager if applied else None,
+            shape=shape,
         )
 
+    def _index_node(self, event: str, node: Object) -> None:
+        name = str(node["metadata"]["name"])
+        owner = domain_uid_of(node)
+        if event == "DELETED" or owner is None:
+            self._nodes.pop(name, None)
+        else:
+            clique = str((node["metadata"].get("labels") or {}).get(names.GPU_CLIQUE_LABEL, ""))
+            self._nodes[name] = (owner, clique)
+
     def set_domain(self, body: Object) -> bool:
-        """Record the latest state of a domain (from its watch); False if it was known already."""
+        """Record the latest state of a domain (from its watch); False if it was known already.
+
+        `body` is not changed (it may be the framework's own): the store encodes a copy without
+        managedFields.
+        """
         uid = str(body["metadata"]["uid"])
-        current = self.domains.get(uid)
-        if current is None or resource_version_of(body) > resource_version_of(current):
-            self.domains[uid] = slim(body)
+        known = self._domain_versions.get(uid)
+        if known is None or resource_version_of(body) > known:
+            meta = {key: value for key, value in body["metadata"].items() if key != "managedFields"}
+            self.domains.put(uid, {**body, "metadata": meta})
+            self._domain_versions[uid] = resource_version_of(body)
             return True
         return False
 
@@ -109,7 +143,8 @@ class World:
 
     def drop_domain(self, uid: str) -> None:
         """Forget a domain that no longer exists."""
-        self.domains.pop(uid, None)
+        self.domains.pop(uid)
+        self._domain_versions.pop(uid, None)
 
     def related(self, name: str, uid: str) -> list[Object]:
         """Objects of one related kind that carry the domain's label (none if the kind is not watched)."""
@@ -124,10 +159,19 @@ class World:
         informer = self._informers.get(name)
         return informer.store.get(key) if informer else None
 
-    def nodes(self) -> list[Object]:
-        """Every cached node that carries a domain label, sorted by name."""
-        store = self._informers[NODES].store
-        return [store[name] for name in sorted(store)]
+    def labelled_nodes(self) -> dict[str, tuple[str, str]]:
+        """node name -> (domain UID of its label, its NVLink clique), for every labelled node."""
+        return self._nodes
+
+    def nodes_of(self, uid: str) -> list[str]:
+        """The names of the nodes that carry the domain's label, sorted."""
+        return sorted(self._index[NODES].get(uid, ()))
+
+    def cache_figures(self) -> dict[str, tuple[int, int]]:
+        """Per cached kind: (objects, encoded bytes); the domains themselves under "computedomains"."""
+        figures = {name: (len(i.store), i.store.size) for name, i in self._informers.items()}
+        figures[names.DOMAIN_PLURAL] = (len(self.domains), self.domains.size)
+        return figures
 
     def watches(self, name: str) -> bool:
         """Whether a related kind is watched (templates and claims need a served resource.k8s.io)."""

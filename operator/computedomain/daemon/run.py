@@ -19,7 +19,7 @@ from computedomain.daemon.process import ImexFatalError, ImexSupervisor, imex_ar
 from computedomain.daemon.settings import DaemonSettings, SettingsError
 from computedomain.kube import Kube, KubeError, is_transient
 from computedomain.kube.backoff import Backoff
-from computedomain.kube.config import load_api_client
+from computedomain.kube.config import ConfigError, load_connection
 from computedomain.shutdown import ignore_further_signals, stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -159,17 +159,19 @@ async def run_command(settings: DaemonSettings) -> int:
     loop = asyncio.get_running_loop()
     stop_on_signals(loop, stop)
     try:
-        async with await load_api_client() as api:
-            kube_client = Kube(api, field_manager=kube.FIELD_MANAGER)
-            try:
-                await run_daemon(settings, kube_client, stop)
-            finally:
-                await kube_client.close()
+        kube_client = Kube(load_connection(), field_manager=kube.FIELD_MANAGER)
+        try:
+            await run_daemon(settings, kube_client, stop)
+        finally:
+            await kube_client.close()
     except StopRequested as stopped:
         log.info("terminated while %s; exiting", stopped)
         return 0
     except ImexFatalError as err:
         log.error("exiting: %s", err)
+        return 1
+    except ConfigError as err:
+        log.error("exiting: no Kubernetes credentials: %s", err)
         return 1
     except KubeError as err:
         log.error("exiting: API server answered %d: %s", err.status, err)

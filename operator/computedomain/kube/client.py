@@ -11,14 +11,13 @@ does not pay for its spec and status.
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio.client import ApiClient
 
 from computedomain.api import names
+from computedomain.kube.config import Connection
 from computedomain.kube.errors import KubeError, WatchExpired
 from computedomain.kube.kinds import Kind
 
@@ -42,33 +41,30 @@ TableRows = list[dict[str, Any]]
 
 
 class Kube:
-    """Reads and writes through one `ApiClient`, with one server-side-apply field manager."""
+    """Reads and writes through one `Connection`, with one server-side-apply field manager."""
 
     def __init__(
         self,
-        api: ApiClient,
+        connection: Connection,
         field_manager: str = names.FIELD_MANAGER,
         on_write: WriteHook | None = None,
+        connections: int = 16,
         on_receive: ReceiveHook | None = None,
     ) -> None:
-        self.api = api
+        self.connection = connection
         self.field_manager = field_manager
         self.on_write = on_write
         self.on_receive = on_receive
+        # Requests beyond this wait for a free connection: each TLS connection holds a 256 KiB read
+        # buffer, and a burst of reconciles would otherwise open one per request in flight.
+        self.connections = connections
         self._session: aiohttp.ClientSession | None = None
 
     def _client_session(self) -> aiohttp.ClientSession:
-        # Our own session rather than the client library's: its session trusts the environment,
-        # which costs a proxy and netrc lookup (file system calls in a thread) on every request.
+        # A session that does not trust the environment: that would cost a proxy and netrc lookup
+        # (file system calls in a thread) on every request.
         if self._session is None:
-            conf = self.api.configuration
-            context = ssl.create_default_context(cafile=conf.ssl_ca_cert)
-            if conf.cert_file:
-                context.load_cert_chain(conf.cert_file, keyfile=conf.key_file)
-            if not conf.verify_ssl:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            connector = aiohttp.TCPConnector(limit=conf.connection_pool_maxsize or 100, ssl=context)
+            connector = aiohttp.TCPConnector(limit=self.connections, ssl=self.connection.ssl_context)
             # Watch events of large objects can exceed aiohttp's default line buffer.
             self._session = aiohttp.ClientSession(connector=connector, read_bufsize=2**21)
         return self._session
@@ -92,8 +88,8 @@ class Kube:
     ) -> aiohttp.ClientResponse:
         """Send one request and return the open response (raises `KubeError` on non-2xx)."""
         headers = {"Content-Type": content_type, "Accept": accept}
-        # The client library adds (and refreshes) bearer tokens; client certificates are in the session.
-        await self.api.update_params_for_auth(headers, [], ["BearerToken"])
+        # A bearer token, when we have one (fresh: tokens rotate); client certificates are in the session.
+        headers.update(await self.connection.auth_headers())
         # As late as possible before sending: the hook may refuse the write (a leader whose lease
         # is no longer certain must not write), and nothing may be awaited between its check and
         # the request.
@@ -103,7 +99,7 @@ class Kube:
             timeout = aiohttp.ClientTimeout(total=timeout)
         response = await self._client_session().request(
             method,
-            f"{self.api.configuration.host}{path}",
+            f"{self.connection.host}{path}",
             params=dict(query or {}),
             data=None if body is None else json.dumps(body, separators=(",", ":")),
             headers=headers,

@@ -6,7 +6,6 @@ import asyncio
 import json
 
 import aiohttp
-from kubernetes_asyncio.client.exceptions import ApiException
 
 # The cause the API server gives when it refuses new objects in a namespace being deleted.
 NAMESPACE_TERMINATING = "NamespaceTerminating"
@@ -53,11 +52,6 @@ class KubeError(Exception):
                 message = text
         return cls(int(status or 0), message, status_reason, causes, kind)
 
-    @classmethod
-    def from_api(cls, error: ApiException) -> KubeError:
-        """Turn the generated client's exception into one that carries the API server's message."""
-        return cls.from_response(int(error.status or 0), str(error.reason or ""), error.body)
-
 
 class WatchExpired(KubeError):
     """A watch's resourceVersion is too old to resume from (410 Gone): list again, then watch."""
@@ -71,6 +65,4 @@ def is_transient(error: BaseException) -> bool:
     restarting API server, throttling or a conflict; False for refusals (400, 403, 404, 422...)."""
     if isinstance(error, KubeError):
         return error.status in _TRANSIENT_STATUSES or error.status == 0
-    if isinstance(error, ApiException):
-        return int(error.status or 0) in _TRANSIENT_STATUSES or not error.status
     return isinstance(error, (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError))

@@ -19,11 +19,14 @@ from computedomain.kube.client import Kube, Object
 from computedomain.kube.errors import WatchExpired
 from computedomain.kube.kinds import Kind
 from computedomain.kube.ownership import keep_applied
+from computedomain.kube.store import Store
 
 logger = logging.getLogger(__name__)
 
 # (event type, new or last-known object, previous object or None)
 Handler = Callable[[str, Object, Object | None], None]
+# What a program keeps of an object: a projection onto the fields it reads.
+Shape = Callable[[Object], Object]
 
 
 def object_key(obj: Object) -> str:
@@ -50,7 +53,11 @@ def resource_version_of(obj: Object | None) -> int:
 
 
 class Informer:
-    """A cache of one kind kept current by a watch; `store` maps `object_key` to the object."""
+    """A cache of one kind kept current by a watch; `store` maps `object_key` to the object.
+
+    The store holds each object as `shape` leaves it (everything but managedFields without one),
+    encoded (`kube.store`); handlers get the new and the previous object in that same form.
+    """
 
     def __init__(
         self,
@@ -63,6 +70,7 @@ class Informer:
         field_selector: str | None = None,
         name: str = "",
         keep_applied_by: str | None = None,
+        shape: Shape | None = None,
     ) -> None:
         self.kube = kube
         self.kind = kind
@@ -73,7 +81,8 @@ class Informer:
         self.name = name or kind.plural
         # Keep this field manager's apply entry of managedFields (see `kube.ownership`).
         self.keep_applied_by = keep_applied_by
-        self.store: dict[str, Object] = {}
+        self.shape = shape
+        self.store = Store()
         self.synced = asyncio.Event()
         self._resource_version = ""
 
@@ -83,17 +92,19 @@ class Informer:
         old = self.store.get(key)
         if old is not None and resource_version_of(old) >= resource_version_of(obj):
             return
-        self.store[key] = self._slim(obj)
-        self.handler("MODIFIED" if old else "ADDED", obj, old)
+        kept = self._slim(obj)
+        self.store.put(key, kept)
+        self.handler("MODIFIED" if old else "ADDED", kept, old)
 
     def forget(self, obj: Object) -> None:
         """Drop an object we deleted ourselves."""
-        old = self.store.pop(object_key(obj), None)
+        old = self.store.pop(object_key(obj))
         if old is not None:
             self.handler("DELETED", old, old)
 
     def _slim(self, obj: Object) -> Object:
-        return slim(obj) if self.keep_applied_by is None else keep_applied(obj, self.keep_applied_by)
+        kept = slim(obj) if self.keep_applied_by is None else keep_applied(obj, self.keep_applied_by)
+        return kept if self.shape is None else self.shape(kept)
 
     async def run(self) -> None:
         """List, then watch forever: resume from the last version after a cut, re-list on 410."""
@@ -123,16 +134,18 @@ class Informer:
         items, self._resource_version = await self.kube.list(
             self.kind, self.namespace, self.label_selector, self.field_selector
         )
-        fresh = {object_key(item): self._slim(item) for item in items}
-        for key, old in list(self.store.items()):
+        fresh = {object_key(item): item for item in items}
+        for key in list(self.store):
             if key not in fresh:
-                del self.store[key]
+                old = self.store.pop(key)
+                assert old is not None
                 self.handler("DELETED", old, old)
         for key, obj in fresh.items():
             known = self.store.get(key)
             if known is None or resource_version_of(obj) > resource_version_of(known):
-                self.store[key] = obj
-                self.handler("MODIFIED" if known else "ADDED", obj, known)
+                kept = self._slim(obj)
+                self.store.put(key, kept)
+                self.handler("MODIFIED" if known else "ADDED", kept, known)
         self.synced.set()
 
     async def _watch(self, backoff: Backoff) -> bool:
@@ -165,10 +178,11 @@ class Informer:
         key = object_key(obj)
         old = self.store.get(key)
         if kind == "DELETED":
-            self.store.pop(key, None)
-            self.handler("DELETED", obj, old)
+            self.store.pop(key)
+            self.handler("DELETED", self._slim(obj), old)
         elif old is None or resource_version_of(obj) > resource_version_of(old):
-            self.store[key] = self._slim(obj)
-            self.handler(str(kind), obj, old)
+            kept = self._slim(obj)
+            self.store.put(key, kept)
+            self.handler(str(kind), kept, old)
         # else: the echo of our own write (already recorded by `upsert`) or an older state.
         return True

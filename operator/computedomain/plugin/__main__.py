@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from computedomain.kube.config import load_api_client
+from computedomain.kube.config import ConfigError, load_connection
 from computedomain.logs import configure_logging
 from computedomain.plugin.settings import PluginSettings, SettingsError
 from computedomain.shutdown import ignore_further_signals, stop_on_signals
@@ -25,13 +25,17 @@ async def _main(settings: PluginSettings) -> int:
     from computedomain.plugin.app import Plugin
 
     loop = asyncio.get_running_loop()
-    async with await load_api_client() as api:
-        plugin = Plugin(settings, api)
-        stop_on_signals(loop, plugin.stop)
-        try:
-            return await plugin.run()
-        finally:
-            ignore_further_signals(loop)
+    try:
+        connection = load_connection()
+    except ConfigError as error:
+        logger.error("no Kubernetes credentials: %s", error)
+        return 2
+    plugin = Plugin(settings, connection)
+    stop_on_signals(loop, plugin.stop)
+    try:
+        return await plugin.run()
+    finally:
+        ignore_further_signals(loop)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,10 +8,9 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from kubernetes_asyncio.client import ApiClient
-
 from computedomain import endpoints
 from computedomain.kube import Kube
+from computedomain.kube.config import Connection
 from computedomain.plugin import metrics
 from computedomain.plugin.cdi import SpecStore
 from computedomain.plugin.checkpoint import Checkpoint, read_boot_id
@@ -32,9 +31,11 @@ DOMAINS_DIR = "domains"
 class Plugin:
     """One node's kubelet plugin; `run()` returns the process exit code."""
 
-    def __init__(self, settings: PluginSettings, api: ApiClient, health: HealthSource | None = None) -> None:
+    def __init__(
+        self, settings: PluginSettings, connection: Connection, health: HealthSource | None = None
+    ) -> None:
         self.settings = settings
-        self.kube = Kube(api, field_manager=FIELD_MANAGER)
+        self.kube = Kube(connection, field_manager=FIELD_MANAGER)
         self.health = health or default_source(settings.health_source)
         self.stop = asyncio.Event()
         self.view: KubeNodeView | None = None

@@ -30,15 +30,10 @@ class MembershipPlan:
     prune: tuple[Object, ...] = ()
 
 
-def _domain_uid(obj: Object) -> str | None:
-    value = (obj["metadata"].get("labels") or {}).get(names.DOMAIN_LABEL)
-    return str(value) if value else None
-
-
 def plan_membership(
     uid: str,
     namespace: str,
-    nodes: Iterable[Object],
+    labelled_nodes: Mapping[str, tuple[str, str]],
     claims: Iterable[Object],
     pods: Iterable[Object],
     cliques: Iterable[Object],
@@ -46,21 +41,17 @@ def plan_membership(
 ) -> MembershipPlan:
     """Plan one domain's membership from cached objects.
 
-    `nodes` are the labelled nodes (any domain); `claims`, `pods` and `cliques` are the domain's own.
-    Daemon pods whose own label does not tell their clique take their node's clique, counting only
-    the nodes that carry the domain label once the label changes are made.
+    `labelled_nodes` maps every labelled node (any domain) to (domain UID, NVLink clique); `claims`,
+    `pods` and `cliques` are the domain's own. Daemon pods whose own label does not tell their clique
+    take their node's clique, counting only the nodes that carry the domain label once the label
+    changes are made.
     """
-    node_list = list(nodes)
-    labelled = {node["metadata"]["name"]: owner for node in node_list if (owner := _domain_uid(node))}
+    labelled = {node: owner for node, (owner, _) in labelled_nodes.items()}
     labels = label_plan(uid, wanted_nodes(claims, namespace), labelled)
     members_after = ({n for n, owner in labelled.items() if owner == uid} | set(labels.add)) - set(
         labels.remove
     )
-    node_cliques = {
-        node["metadata"]["name"]: (node["metadata"].get("labels") or {}).get(names.GPU_CLIQUE_LABEL, "")
-        for node in node_list
-        if node["metadata"]["name"] in members_after
-    }
+    node_cliques = {node: labelled_nodes[node][1] for node in members_after if node in labelled_nodes}
     found, _ignored = members(pods, node_cliques, names.daemon_name(uid))
     current = list(cliques)
     layout = plan_cliques([ComputeDomainClique.model_validate(c) for c in current], found, max_nodes)

@@ -1,0 +1,85 @@
+"""A cache of objects kept as compact JSON.
+
+A parsed Kubernetes object costs five to eight times its JSON size in Python dicts and strings, and a
+controller caches thousands of them while reading each only when its own domain is reconciled. Kept
+as compact UTF-8 JSON, an object costs its encoded size, decoding one costs microseconds, and the
+memory a cache holds is known exactly (`size`), which the programs export as a metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pydantic_core
+
+Object = dict[str, Any]
+
+
+def encode(obj: Object) -> bytes:
+    """An object as compact UTF-8 JSON."""
+    # pydantic's Rust codec: three to four times faster than the json module both ways, which
+    # matters when a 5,000-node domain's reconcile reads 10,000 cached objects.
+    return pydantic_core.to_json(obj)
+
+
+class Store:
+    """Objects by key; each `get` returns a fresh copy the caller may change."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, bytes] = {}
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes of encoded objects held."""
+        return self._size
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def get(self, key: str) -> Object | None:
+        """The object under `key`, decoded, or None."""
+        data = self._data.get(key)
+        return None if data is None else _decode(data)
+
+    def __getitem__(self, key: str) -> Object:
+        return _decode(self._data[key])
+
+    def put(self, key: str, obj: Object) -> None:
+        """Store `obj` under `key` (replacing what was there)."""
+        data = encode(obj)
+        self._size += len(data) - len(self._data.get(key, b""))
+        self._data[key] = data
+
+    def pop(self, key: str) -> Object | None:
+        """Remove and return the object under `key` (None if there was none)."""
+        data = self._data.pop(key, None)
+        if data is None:
+            return None
+        self._size -= len(data)
+        return _decode(data)
+
+    def values(self) -> Iterator[Object]:
+        """Every object, decoded one at a time."""
+        return (_decode(data) for data in list(self._data.values()))
+
+    def items(self) -> Iterator[tuple[str, Object]]:
+        """Every (key, object) pair, decoded one at a time."""
+        return ((key, _decode(data)) for key, data in list(self._data.items()))
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._data.clear()
+        self._size = 0
+
+
+def _decode(data: bytes) -> Object:
+    obj: Object = pydantic_core.from_json(data, cache_strings="keys")
+    return obj
