@@ -79,9 +79,7 @@ def test_printer_columns() -> None:
         ("Nodes", "string", ".status.nodeSummary"),
         ("Cliques", "integer", ".status.cliqueCount"),
         ("Age", "date", ".metadata.creationTimestamp"),
-        ("UID", "string", ".metadata.uid"),
     ]
-    assert [c.get("priority", 0) for c in columns] == [0, 0, 0, 0, 1]  # UID only with `-o wide`
 
 
 @pytest.mark.parametrize("kind", [names.DOMAIN_KIND, names.CLIQUE_KIND])

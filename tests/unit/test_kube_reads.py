@@ -1,12 +1,11 @@
-"""`Kube`'s narrow reads (metadata only, the server-side table) and its count of received bytes, against
-a small HTTP server that answers as the API server does."""
+"""`Kube`'s metadata-only reads and its count of received bytes, against a small HTTP server that
+answers as the API server does."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -20,7 +19,6 @@ from computedomain.kube import DOMAINS, Kube, KubeError
 COLLECTION = DOMAINS.path("team")
 ONE = DOMAINS.path("team", "cd")
 ABSENT = DOMAINS.path("team", "gone")
-COLUMNS = [{"name": "Name"}, {"name": "Ready"}, {"name": "UID"}]
 
 
 @dataclass
@@ -30,16 +28,6 @@ class Served:
     queries: list[dict[str, str]] = field(default_factory=list)
     received: list[tuple[str, int, bool]] = field(default_factory=list)
     watch_lines: list[bytes] = field(default_factory=list)
-
-
-def _table(rows: list[list[Any]], token: str = "") -> dict[str, Any]:
-    return {
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"continue": token} if token else {},
-        "columnDefinitions": COLUMNS,
-        "rows": [{"cells": cells, "object": None} for cells in rows],
-    }
 
 
 @pytest_asyncio.fixture
@@ -59,10 +47,6 @@ async def served() -> AsyncIterator[Served]:
                 await response.write(line)
             await response.write_eof()
             return response
-        if "as=Table" in accept:
-            if request.query.get("continue") == "page-2":
-                return web.json_response(_table([["cd-2", "Ready", "uid-2"]]))
-            return web.json_response(_table([["cd", "NotReady", "uid-1"]], token="page-2"))
         # An empty list of metadata, as the API server sends it.
         return web.json_response(
             {"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "items": None}
@@ -72,8 +56,6 @@ async def served() -> AsyncIterator[Served]:
         seen = state["served"]
         accept = request.headers.get("Accept", "")
         seen.accepts.append(accept)
-        if "as=Table" in accept:
-            return web.json_response(_table([["cd", "Ready", "uid-1"]]))
         return web.json_response(
             {"kind": "PartialObjectMetadata", "metadata": {"name": "cd", "uid": "uid-1"}}
         )
@@ -109,24 +91,6 @@ async def test_metadata_only_reads_ask_for_partial_object_metadata(served: Serve
         "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
         "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
     ]
-
-
-async def test_table_gives_rows_by_column_name_across_pages_and_none_for_a_missing_object(
-    served: Served,
-) -> None:
-    rows = await served.kube.table(DOMAINS, "team")
-    one = await served.kube.table(DOMAINS, "team", "cd")
-    gone = await served.kube.table(DOMAINS, "team", "gone")
-
-    assert rows == [
-        {"Name": "cd", "Ready": "NotReady", "UID": "uid-1"},
-        {"Name": "cd-2", "Ready": "Ready", "UID": "uid-2"},
-    ]
-    assert one == [{"Name": "cd", "Ready": "Ready", "UID": "uid-1"}]
-    assert gone == []
-    assert set(served.accepts) == {"application/json;as=Table;g=meta.k8s.io;v=v1"}
-    assert [q.get("includeObject") for q in served.queries] == ["None", "None"]
-    assert served.queries[1]["continue"] == "page-2"
 
 
 async def test_every_body_and_watch_event_is_counted_by_path(served: Served) -> None:

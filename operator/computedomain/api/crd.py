@@ -157,16 +157,6 @@ _DOMAIN_COLUMNS: list[dict[str, Any]] = [
         "description": "Number of NVLink cliques the domain spans.",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    # Shown with `-o wide`. The kubelet plugin reads a domain's identity from this column of the
-    # server-side table: the domain's metadata alone can be as large as its status (managedFields
-    # list every node of a large domain).
-    {
-        "name": "UID",
-        "type": "string",
-        "jsonPath": ".metadata.uid",
-        "priority": 1,
-        "description": "The domain's UID, which claims and the operator's objects name it by.",
-    },
 ]
 
 

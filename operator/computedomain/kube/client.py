@@ -34,10 +34,6 @@ ReceiveHook = Callable[[str, int, bool], None]
 # Ask the API server for an object's metadata only, or for a list of objects' metadata only.
 METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-# Ask for the server-side table (the printer columns `kubectl get` shows), without the objects.
-TABLE = "application/json;as=Table;g=meta.k8s.io;v=v1"
-# Rows of a server-side table, each a dict of column name to cell.
-TableRows = list[dict[str, Any]]
 
 
 class Kube:
@@ -170,33 +166,6 @@ class Kube:
             token = page.get("metadata", {}).get("continue")
             if not token:
                 return items, str(page.get("metadata", {}).get("resourceVersion", ""))
-            query["continue"] = token
-
-    async def table(self, kind: Kind, namespace: str | None = None, name: str | None = None) -> TableRows:
-        """The rows of the server-side table of a kind (or of the one object `name`), each a dict of
-        column name to cell: the printer columns `kubectl get -o wide` shows, and nothing else.
-
-        The objects themselves stay on the server, metadata included: a few columns of a large object
-        cost a few bytes. An object that does not exist gives no row.
-        """
-        query: dict[str, str] = {"includeObject": "None"}
-        if name is None:
-            query["limit"] = "500"
-        rows: TableRows = []
-        while True:
-            try:
-                page = await self.call("GET", kind.path(namespace, name), query=query, accept=TABLE)
-            except KubeError as error:
-                if error.status == 404 and name is not None:
-                    return []
-                raise
-            columns = [str(c.get("name", "")) for c in page.get("columnDefinitions") or []]
-            rows.extend(
-                dict(zip(columns, row.get("cells") or [], strict=False)) for row in page.get("rows") or []
-            )
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return rows
             query["continue"] = token
 
     async def apply(

@@ -2,7 +2,7 @@
 
 A watch of every ComputeDomain would send each node every change of every domain (a large domain's
 status changes with each of its nodes), so that what a node takes in grows with the cluster. Instead
-the plugin asks when a claim comes, narrowest read first, for the domains' identity only:
+the plugin asks when a claim comes, narrowest read first, for the domains' metadata only:
 
 1. the cache: a domain's UID, namespace and name never change, so a found domain is kept (the most
    recent `capacity` of them); a domain that is not found is not remembered;

@@ -3,13 +3,10 @@
 Everything goes through `computedomain.kube`. Watches are narrowed to what this node needs: the daemon
 pods of the operator's namespace on this node and this node's own ResourceSlice. No ComputeDomain is
 watched (a domain's every status change would reach every node): a claim's domain is read when the
-claim comes (`plugin.domains` decides which reads, and keeps what it found). Those reads ask for the
-server-side table's Name and UID columns only: even a domain's metadata grows with its size, since its
-managedFields list every node of its status. The rare search of every namespace reads the table too,
-then the metadata of the domains of the found name only (a table across namespaces names no
-namespace); where the CRD has no UID column, metadata-only reads do. A prepare call costs one GET of
-its claim, plus one narrow read the first time a domain is named. Transient API errors are retried
-with jittered backoff; informers resume their watches by themselves.
+claim comes (`plugin.domains` decides which reads, and keeps what it found), by its metadata only,
+never its spec or status. A prepare call costs one GET of its claim, plus one such read the first
+time a domain is named. Transient API errors are retried with jittered backoff; informers resume
+their watches by themselves.
 """
 
 from __future__ import annotations
@@ -33,8 +30,6 @@ from computedomain.plugin.view import DomainRef, Notifier
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "computedomain-kubelet-plugin"
-# The printer column of the ComputeDomain CRD that holds the domain's UID (`api.crd`).
-UID_COLUMN = "UID"
 # How long a read of the node's clique label is reused; the label changes rarely.
 NODE_TTL = 5.0
 T = TypeVar("T")
@@ -76,13 +71,6 @@ def domain_ref(obj: Object) -> DomainRef:
     """The identity of a ComputeDomain (or of its `PartialObjectMetadata`)."""
     meta = obj.get("metadata") or {}
     return DomainRef(str(meta.get("uid", "")), str(meta.get("namespace", "")), str(meta.get("name", "")))
-
-
-def table_refs(rows: list[dict[str, Any]], namespace: str) -> list[DomainRef] | None:
-    """The domains of table rows of one namespace; None when the table has no UID column."""
-    if any(UID_COLUMN not in row for row in rows):
-        return None
-    return [DomainRef(str(row[UID_COLUMN]), namespace, str(row.get("Name", ""))) for row in rows]
 
 
 def _pod_ready(pod: Object) -> bool:
@@ -141,57 +129,29 @@ class KubeNodeView:
         )
 
     async def list_domains(self, namespace: str) -> list[DomainRef]:
-        """The ComputeDomains of `namespace` by name and UID (transient errors retried)."""
-        rows = await retrying(
-            f"listing ComputeDomains of namespace {namespace}", lambda: self.kube.table(DOMAINS, namespace)
-        )
-        found = table_refs(rows, namespace)
-        if found is not None:
-            return found
-        items, _ = await self._metadata(namespace)
-        return [domain_ref(item) for item in items]
-
-    async def search_domain(self, uid: str) -> DomainRef | None:
-        """The ComputeDomain with this UID in any namespace, or None (transient errors retried).
-
-        The table of every namespace tells whether the UID exists and the domain's name, not its
-        namespace: the metadata of the domains of that name (a few at most) tell that.
-        """
-        rows = await retrying("listing ComputeDomains of all namespaces", lambda: self.kube.table(DOMAINS))
-        if not rows:
-            return None
-        selector = None
-        if all(UID_COLUMN in row for row in rows):
-            named = [str(row.get("Name", "")) for row in rows if row[UID_COLUMN] == uid]
-            if not named:
-                return None
-            selector = f"metadata.name={named[0]}"
-        items, _ = await self._metadata(None, selector)
-        return next((ref for ref in map(domain_ref, items) if ref.uid == uid), None)
-
-    async def _metadata(
-        self, namespace: str | None, field_selector: str | None = None
-    ) -> tuple[list[Object], str]:
-        where = f"namespace {namespace}" if namespace else "all namespaces"
-        return await retrying(
-            f"listing ComputeDomains of {where} by metadata",
-            lambda: self.kube.list(DOMAINS, namespace, field_selector=field_selector, metadata_only=True),
-        )
+        """LIST the ComputeDomains of `namespace`, metadata only (transient errors retried)."""
+        return await self._list_domains(namespace)
 
     async def get_domain(self, namespace: str, name: str) -> DomainRef | None:
-        """One ComputeDomain by name and UID (transient errors retried); None when it does not exist."""
-        rows = await retrying(
-            f"reading ComputeDomain {namespace}/{name}",
-            lambda: self.kube.table(DOMAINS, namespace, name),
-        )
-        found = table_refs(rows, namespace)
-        if found is not None:
-            return found[0] if found else None
-        obj = await retrying(
+        """GET one ComputeDomain, metadata only (transient errors retried); None when it does not exist."""
+        found = await retrying(
             f"reading ComputeDomain {namespace}/{name}",
             lambda: self.kube.get(DOMAINS, name, namespace, metadata_only=True),
         )
-        return None if obj is None else domain_ref(obj)
+        return None if found is None else domain_ref(found)
+
+    async def search_domain(self, uid: str) -> DomainRef | None:
+        """The ComputeDomain with this UID in any namespace, or None: one cluster-wide LIST, metadata
+        only (transient errors retried)."""
+        return next((ref for ref in await self._list_domains(None) if ref.uid == uid), None)
+
+    async def _list_domains(self, namespace: str | None) -> list[DomainRef]:
+        where = f"namespace {namespace}" if namespace else "all namespaces"
+        items, _ = await retrying(
+            f"listing ComputeDomains of {where}",
+            lambda: self.kube.list(DOMAINS, namespace, metadata_only=True),
+        )
+        return [domain_ref(item) for item in items]
 
     def daemon_ready(self, domain_uid: str) -> bool:
         """True when a Ready daemon pod of the domain runs on this node."""
