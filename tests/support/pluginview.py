@@ -27,6 +27,8 @@ class MemoryView:
         self.clique = clique
         self.events: list[dict[str, Any]] = []
         self.claim_reads = 0
+        # Every domain read: ("list", namespace), ("get", namespace, name) or ("search", uid).
+        self.domain_reads: list[tuple[str, ...]] = []
 
     @property
     def changes(self) -> Notifier:
@@ -36,7 +38,16 @@ class MemoryView:
         self.claim_reads += 1
         return self.claims.get((namespace, name))
 
-    def domain(self, uid: str) -> DomainRef | None:
+    async def list_domains(self, namespace: str) -> list[DomainRef]:
+        self.domain_reads.append(("list", namespace))
+        return [d for d in self.domains.values() if d.namespace == namespace]
+
+    async def get_domain(self, namespace: str, name: str) -> DomainRef | None:
+        self.domain_reads.append(("get", namespace, name))
+        return next((d for d in self.domains.values() if (d.namespace, d.name) == (namespace, name)), None)
+
+    async def search_domain(self, uid: str) -> DomainRef | None:
+        self.domain_reads.append(("search", uid))
         return self.domains.get(uid)
 
     async def clique_id(self) -> str:
@@ -92,8 +103,12 @@ def allocated_claim(
     request: str = "channel",
     pods: tuple[tuple[str, str], ...] = (("pod-a", "pod-uid-a"),),
     uid: str | None = None,
+    domain: DomainRef | None = None,
 ) -> dict[str, Any]:
-    """A ResourceClaim as the API server returns it once the scheduler allocated `device`."""
+    """A ResourceClaim as the API server returns it once the scheduler allocated `device`.
+
+    With `domain`, the claim carries the annotations the controller's templates give it.
+    """
     config = (
         []
         if parameters is None
@@ -108,7 +123,12 @@ def allocated_claim(
     return {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaim",
-        "metadata": {"namespace": namespace, "name": name, "uid": uid or str(uuid.uuid4())},
+        "metadata": {
+            "namespace": namespace,
+            "name": name,
+            "uid": uid or str(uuid.uuid4()),
+            **({"annotations": domain_annotations(domain)} if domain is not None else {}),
+        },
         "spec": {"devices": {"requests": [{"name": request}]}},
         "status": {
             "allocation": {
@@ -120,6 +140,11 @@ def allocated_claim(
             "reservedFor": [{"resource": "pods", "name": n, "uid": u} for n, u in pods],
         },
     }
+
+
+def domain_annotations(domain: DomainRef) -> dict[str, str]:
+    """What the controller's claim templates annotate their claims with."""
+    return {names.DOMAIN_NAMESPACE_ANNOTATION: domain.namespace, names.DOMAIN_NAME_ANNOTATION: domain.name}
 
 
 PROC_DEVICES = """Character devices:

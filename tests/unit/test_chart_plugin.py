@@ -16,7 +16,7 @@ def test_kubelet_plugin_rbac_is_exactly_what_it_needs(default_render: list[Manif
         [
             rule("resource.k8s.io", "resourceslices", "get list watch create update patch delete"),
             rule("resource.k8s.io", "resourceclaims", "get"),
-            rule(names.GROUP, names.DOMAIN_PLURAL, "get list watch"),
+            rule(names.GROUP, names.DOMAIN_PLURAL, "get list"),
             rule("", "nodes", "get"),
             rule("", "events", "create patch"),
         ]

@@ -36,26 +36,34 @@ async def test_sweep_releases_deleted_and_abandoned_claims(tmp_path: Path) -> No
     assert node.specs.claim_uids() == {refs["kept"].uid}
 
 
-async def test_sweep_removes_config_folders_of_gone_domains_only(tmp_path: Path) -> None:
+async def test_sweep_removes_config_folders_no_prepared_claim_uses(tmp_path: Path) -> None:
     node = make_core(tmp_path, MemoryView())
     live = node.view.add_domain("computedomain-system", "live")
     used = node.view.add_domain("computedomain-system", "used-but-deleted")
-    for domain in (live, used):
+    unused = node.view.add_domain("computedomain-system", "unused")
+    claims = {}
+    for domain in (live, used, unused):
         claim = node.view.add_claim(
             allocated_claim(
                 "computedomain-system", domain.name, "daemon-0", daemon_config(domain.uid), request="daemon"
             )
         )
-        await node.core.prepare([ClaimRef("computedomain-system", domain.name, claim["metadata"]["uid"])])
+        claims[domain.name] = ClaimRef("computedomain-system", domain.name, claim["metadata"]["uid"])
+        await node.core.prepare([claims[domain.name]])
     gone = node.core.paths.domain_dir("gone-domain")
     gone.mkdir(parents=True)
     del node.view.domains[used.uid]
+    # The daemon of a domain that still exists left this node: its folder is no longer used.
+    await node.core.unprepare([claims["unused"]])
+    reads = list(node.view.domain_reads)
 
     await Sweeper(node.core, node.view, interval=60, stale_after=300).sweep_once()
 
     assert node.core.paths.domain_dir(live.uid).is_dir()
     assert node.core.paths.domain_dir(used.uid).is_dir()  # a prepared claim still uses it
+    assert not node.core.paths.domain_dir(unused.uid).exists()
     assert not gone.exists()
+    assert node.view.domain_reads == reads  # nothing asked whether a domain exists
 
 
 async def test_specs_of_a_previous_boot_are_removed(tmp_path: Path) -> None:

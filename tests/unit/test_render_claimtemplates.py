@@ -50,7 +50,13 @@ def test_workload_template_v1() -> None:
             ],
         },
         "spec": {
-            "metadata": {"labels": {"resource.nvidia.com/computeDomain": UID}},
+            "metadata": {
+                "labels": {"resource.nvidia.com/computeDomain": UID},
+                "annotations": {
+                    "resource.nvidia.com/computeDomainNamespace": "default",
+                    "resource.nvidia.com/computeDomainName": "train-cd",
+                },
+            },
             "spec": {
                 "devices": {
                     "requests": [
@@ -92,6 +98,12 @@ def test_daemon_template_v1() -> None:
             },
         },
         "spec": {
+            "metadata": {
+                "annotations": {
+                    "resource.nvidia.com/computeDomainNamespace": "default",
+                    "resource.nvidia.com/computeDomainName": "train-cd",
+                },
+            },
             "spec": {
                 "devices": {
                     "requests": [

@@ -28,6 +28,12 @@ GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_COUNT_LABEL = "nvidia.com/gpu.count"
 
+# Annotations of the claims generated from a domain's two ResourceClaimTemplates: where the domain
+# is, so that a node's kubelet plugin finds it with one narrow read (a daemon claim lives in the
+# operator's namespace, not in the domain's). The plugin checks the domain's UID before it trusts them.
+DOMAIN_NAMESPACE_ANNOTATION = "resource.nvidia.com/computeDomainNamespace"
+DOMAIN_NAME_ANNOTATION = "resource.nvidia.com/computeDomainName"
+
 FINALIZER = "resource.nvidia.com/computeDomain"
 
 # Dynamic Resource Allocation.

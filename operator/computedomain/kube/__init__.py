@@ -5,7 +5,7 @@ Nothing here imports a program (controller, agent, daemon, plugin): what a progr
 each call (the controller's write metric) it passes in as a hook.
 """
 
-from computedomain.kube.client import APPLY, JSON_PATCH, MERGE, Kube, Object, WriteHook
+from computedomain.kube.client import APPLY, JSON_PATCH, MERGE, Kube, Object, ReceiveHook, WriteHook
 from computedomain.kube.errors import NAMESPACE_TERMINATING, KubeError, WatchExpired, is_transient
 from computedomain.kube.kinds import (
     CLIQUES,
@@ -38,6 +38,7 @@ __all__ = [
     "Kube",
     "KubeError",
     "Object",
+    "ReceiveHook",
     "WatchExpired",
     "WriteHook",
     "claim_templates",

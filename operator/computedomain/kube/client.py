@@ -2,7 +2,10 @@
 
 Objects travel as plain dicts: the programs render complete manifests and compare them with what the
 API server returns, so a typed client model would only add conversion cost. Each write is reported to
-an optional hook (the controller counts them in a metric) so that this layer depends on no program.
+an optional hook (the controller counts them in a metric) so that this layer depends on no program;
+so is every body and watch event received (benchmarks and metrics count the bytes a program takes in).
+Reads can ask for metadata only (`PartialObjectMetadata`): a program that needs an object's identity
+does not pay for its spec and status.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 # Called with the verb ("post", "patch", "delete", ...) of every write.
 WriteHook = Callable[[str], None]
+# Called with the request path, the size in bytes of what arrived, and True for one watch event
+# (a line of the stream) or False for a whole response body (a GET, one page of a list, an error).
+ReceiveHook = Callable[[str, int, bool], None]
+# Ask the API server for an object's metadata only, or for a list of objects' metadata only.
+METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class Kube:
@@ -36,10 +45,12 @@ class Kube:
         field_manager: str = names.FIELD_MANAGER,
         on_write: WriteHook | None = None,
         connections: int = 16,
+        on_receive: ReceiveHook | None = None,
     ) -> None:
         self.connection = connection
         self.field_manager = field_manager
         self.on_write = on_write
+        self.on_receive = on_receive
         # Requests beyond this wait for a free connection: each TLS connection holds a 256 KiB read
         # buffer, and a burst of reconciles would otherwise open one per request in flight.
         self.connections = connections
@@ -68,10 +79,11 @@ class Kube:
         query: Mapping[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
         timeout: float | aiohttp.ClientTimeout | None = 30.0,
     ) -> aiohttp.ClientResponse:
         """Send one request and return the open response (raises `KubeError` on non-2xx)."""
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        headers = {"Content-Type": content_type, "Accept": accept}
         # A bearer token, when we have one (fresh: tokens rotate); client certificates are in the session.
         headers.update(await self.connection.auth_headers())
         # As late as possible before sending: the hook may refuse the write (a leader whose lease
@@ -92,6 +104,8 @@ class Kube:
         if response.status >= 400:
             async with response:
                 body = await response.read()
+            if self.on_receive is not None:
+                self.on_receive(path, len(body), False)
             raise KubeError.from_response(response.status, str(response.reason or ""), body)
         return response
 
@@ -99,13 +113,22 @@ class Kube:
         """Send one request and return the decoded JSON body."""
         response = await self.request(method, path, **kwargs)
         async with response:
-            data: Object = json.loads(await response.read())
+            body = await response.read()
+        if self.on_receive is not None:
+            self.on_receive(path, len(body), False)
+        data: Object = json.loads(body)
         return data
 
-    async def get(self, kind: Kind, name: str, namespace: str | None = None) -> Object | None:
-        """One object, or None when it does not exist."""
+    async def get(
+        self, kind: Kind, name: str, namespace: str | None = None, *, metadata_only: bool = False
+    ) -> Object | None:
+        """One object, or None when it does not exist.
+
+        With `metadata_only`, a `PartialObjectMetadata`: the object's metadata and no spec or status.
+        """
+        accept = METADATA if metadata_only else "application/json"
         try:
-            return await self.call("GET", kind.path(namespace, name))
+            return await self.call("GET", kind.path(namespace, name), accept=accept)
         except KubeError as error:
             if error.status == 404:
                 return None
@@ -117,8 +140,14 @@ class Kube:
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        *,
+        metadata_only: bool = False,
     ) -> tuple[list[Object], str]:
-        """All objects of a kind (optionally label- or field-selected) and the list's resourceVersion."""
+        """All objects of a kind (optionally label- or field-selected) and the list's resourceVersion.
+
+        With `metadata_only`, each item is a `PartialObjectMetadata`: metadata, no spec or status.
+        """
+        accept = METADATA_LIST if metadata_only else "application/json"
         query: dict[str, str] = {"limit": "500"}
         if label_selector:
             query["labelSelector"] = label_selector
@@ -126,10 +155,11 @@ class Kube:
             query["fieldSelector"] = field_selector
         items: list[Object] = []
         while True:
-            page = await self.call("GET", kind.path(namespace), query=query)
+            page = await self.call("GET", kind.path(namespace), query=query, accept=accept)
             # Items of a list carry no apiVersion/kind; add them so cached objects look like watched ones.
             item_kind = str(page.get("kind", "")).removesuffix("List")
-            for item in page.get("items", []):
+            # An empty list of metadata comes as `"items": null`.
+            for item in page.get("items") or []:
                 item.setdefault("apiVersion", page.get("apiVersion", kind.api_version))
                 item.setdefault("kind", item_kind)
                 items.append(item)
@@ -220,8 +250,9 @@ class Kube:
         if field_selector:
             query["fieldSelector"] = field_selector
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30)
+        path = kind.path(namespace)
         try:
-            response = await self.request("GET", kind.path(namespace), query=query, timeout=timeout)
+            response = await self.request("GET", path, query=query, timeout=timeout)
         except KubeError as error:
             if error.status == 410:
                 raise WatchExpired(str(error)) from error
@@ -230,6 +261,8 @@ class Kube:
             async for line in response.content:
                 if not line.strip():
                     continue
+                if self.on_receive is not None:
+                    self.on_receive(path, len(line), True)
                 event: Object = json.loads(line)
                 if event.get("type") == "ERROR" and _status_code(event.get("object")) == 410:
                     raise WatchExpired(str((event.get("object") or {}).get("message", "expired")))

@@ -3,6 +3,11 @@
 A claim is stale when its prepare began long ago and never finished (the pod went away while it
 waited), or when the claim no longer exists (deleted while the plugin was down). Stale claims lose
 their CDI spec and their checkpoint entry, as an unprepare would do.
+
+A domain's IMEX config folder is used only by this node's IMEX daemon, through the daemon's claim,
+which stays in the checkpoint while it is prepared. A folder no claim of the checkpoint names is
+therefore unused, whether its domain still exists or not; a daemon that comes back gets it anew at
+its prepare. So the sweep needs no knowledge of which domains exist.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class Sweeper:
-    """Finds and releases stale claims; removes config folders of domains that are gone."""
+    """Finds and releases stale claims; removes config folders no claim uses."""
 
     def __init__(
         self,
@@ -67,18 +72,18 @@ class Sweeper:
             if await asyncio.to_thread(self.core.specs.remove, uid):
                 log.info("removed the CDI spec of claim %s of a previous boot", uid)
             self.core.checkpoint.dropped.pop(uid, None)
-        await asyncio.to_thread(self._remove_unused_domain_dirs)
+        async with self.core.domains_in_use() as used:
+            await asyncio.to_thread(self._remove_unused_domain_dirs, used)
         return released
 
-    def _remove_unused_domain_dirs(self) -> None:
+    def _remove_unused_domain_dirs(self, used: set[str]) -> None:
         root = self.core.paths.domains_dir
         if not root.is_dir():
             return
-        used = {d.domain_id for r in self.core.checkpoint.claims.values() for d in r.devices}
         for entry in root.iterdir():
-            if entry.is_dir() and entry.name not in used and self.view.domain(entry.name) is None:
+            if entry.is_dir() and entry.name not in used:
                 shutil.rmtree(entry, ignore_errors=True)
-                log.info("removed the IMEX config folder of ComputeDomain %s, which is gone", entry.name)
+                log.info("removed the IMEX config folder of ComputeDomain %s: no claim uses it", entry.name)
 
     async def run(self) -> None:
         """Sweep now and then every `interval` seconds (forever)."""

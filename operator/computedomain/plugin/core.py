@@ -8,9 +8,10 @@ claim and leaves the others alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from computedomain.plugin.cdi import Edits, SpecStore
 from computedomain.plugin.checkpoint import Checkpoint, ClaimRecord, ClaimState, PreparedDevice
 from computedomain.plugin.claims import AllocatedDevice, ClaimError, allocated_devices, reserved_pods
 from computedomain.plugin.devices import DeviceError
+from computedomain.plugin.domains import DomainFinder, annotated_domain
 from computedomain.plugin.edits import HostPaths, channel_edits, daemon_edits
 from computedomain.plugin.events import REASON_NOT_READY, REASON_WAITING, RateLimit, render_event
 from computedomain.plugin.gate import wait_for_daemon
@@ -74,6 +76,7 @@ class Core:
         self.prepare_wait = prepare_wait
         self.events = RateLimit(event_interval)
         self.clock = clock
+        self.domains = DomainFinder(view)
         self._claim_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         # Set by an unprepare to cut short the prepare of the same claim that waits for its daemon.
         self._aborts: dict[str, asyncio.Event] = {}
@@ -147,7 +150,7 @@ class Core:
             allocated = allocated_devices(claim)
         except ClaimError as error:
             raise _Refused(f"ResourceClaim {ref}: {error}") from None
-        domains = {device.domain_id: self._domain_of(ref, device) for device in allocated}
+        domains = {device.domain_id: await self._domain_of(ref, claim, device) for device in allocated}
         await self._record(ref, "PrepareStarted", allocated, ())
         # Gates run side by side, so that a claim never waits longer than one gate's time in all.
         gated = {domains[d.domain_id] for d in allocated if d.type == "channel"}
@@ -185,8 +188,14 @@ class Core:
         log.info("prepared claim %s (%s): %s", ref, ref.uid, ", ".join(d.device for d in prepared) or "none")
         return prepared
 
-    def _domain_of(self, ref: ClaimRef, device: AllocatedDevice) -> DomainRef:
-        domain = self.view.domain(device.domain_id)
+    async def _domain_of(self, ref: ClaimRef, claim: dict[str, Any], device: AllocatedDevice) -> DomainRef:
+        # A channel's domain should be in the claim's namespace; a daemon claim's is found by the
+        # claim's annotations (or, for claims of older templates, in every namespace).
+        domain = await self.domains.find(
+            device.domain_id,
+            namespace=ref.namespace if device.type == "channel" else None,
+            named=annotated_domain(claim),
+        )
         if domain is None:
             raise _Refused(
                 f"ResourceClaim {ref}: {device.config.kind} names ComputeDomain UID {device.domain_id}, "
@@ -262,6 +271,16 @@ class Core:
         )
         async with self._checkpoint_lock:
             await asyncio.to_thread(self.checkpoint.put, record)
+
+    @contextlib.asynccontextmanager
+    async def domains_in_use(self) -> AsyncIterator[set[str]]:
+        """The UIDs of the domains this node's claims use; no claim is recorded while the block runs.
+
+        A prepare records its claim before it makes the domain's config folder, so a folder of a
+        domain outside this set is not in use and none is being made.
+        """
+        async with self._checkpoint_lock:
+            yield {d.domain_id for r in self.checkpoint.claims.values() for d in r.devices}
 
     # --- unprepare --------------------------------------------------------------------------------
 

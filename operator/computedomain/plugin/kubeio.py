@@ -1,9 +1,12 @@
 """The plugin's Kubernetes I/O: the node view (claims, domains, daemon pods, the node) and the slice.
 
 Everything goes through `computedomain.kube`. Watches are narrowed to what this node needs: the daemon
-pods of the operator's namespace on this node, every ComputeDomain (to find one by UID, as NVIDIA's
-plugin does) and this node's own ResourceSlice. A prepare call costs one GET of its claim. Transient
-API errors are retried with jittered backoff; informers resume their watches by themselves.
+pods of the operator's namespace on this node and this node's own ResourceSlice. No ComputeDomain is
+watched (a domain's every status change would reach every node): a claim's domain is read when the
+claim comes (`plugin.domains` decides which reads, and keeps what it found), by its metadata only,
+never its spec or status. A prepare call costs one GET of its claim, plus one such read the first
+time a domain is named. Transient API errors are retried with jittered backoff; informers resume
+their watches by themselves.
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ async def discover_resource_version(kube: Kube, budget: float = float("inf")) ->
     return pick_resource_version(served_versions(group))
 
 
+def domain_ref(obj: Object) -> DomainRef:
+    """The identity of a ComputeDomain (or of its `PartialObjectMetadata`)."""
+    meta = obj.get("metadata") or {}
+    return DomainRef(str(meta.get("uid", "")), str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
 def _pod_ready(pod: Object) -> bool:
     if pod.get("metadata", {}).get("deletionTimestamp"):
         return False
@@ -79,8 +88,6 @@ class KubeNodeView:
         self.node = node
         self.version = resource_version
         self._changes = Notifier()
-        self._domains: dict[str, DomainRef] = {}
-        self.domain_informer = Informer(kube, DOMAINS, self._on_domain, name="computedomains")
         self.pod_informer = Informer(
             kube,
             PODS,
@@ -95,33 +102,23 @@ class KubeNodeView:
 
     @property
     def changes(self) -> Notifier:
-        """Notified on every change of a domain, a daemon pod or the node."""
+        """Notified on every change of a daemon pod on this node, or of the node."""
         return self._changes
-
-    def _on_domain(self, event: str, obj: Object, old: Object | None) -> None:
-        meta = obj.get("metadata", {})
-        uid = str(meta.get("uid", ""))
-        if event == "DELETED":
-            self._domains.pop(uid, None)
-        else:
-            self._domains[uid] = DomainRef(uid, str(meta.get("namespace", "")), str(meta.get("name", "")))
-        self._changes.notify()
 
     def _on_pod(self, event: str, obj: Object, old: Object | None) -> None:
         self._changes.notify()
 
     async def run(self) -> None:
-        """Keep the caches current (forever)."""
-        await asyncio.gather(self.domain_informer.run(), self.pod_informer.run())
+        """Keep the daemon pod cache current (forever)."""
+        await self.pod_informer.run()
 
     @property
     def synced(self) -> bool:
-        """True once both caches were loaded."""
-        return self.domain_informer.synced.is_set() and self.pod_informer.synced.is_set()
+        """True once the daemon pod cache was loaded."""
+        return self.pod_informer.synced.is_set()
 
     async def wait_synced(self) -> None:
-        """Wait until both caches were loaded once."""
-        await self.domain_informer.synced.wait()
+        """Wait until the daemon pod cache was loaded once."""
         await self.pod_informer.synced.wait()
 
     async def read_claim(self, namespace: str, name: str) -> Object | None:
@@ -131,9 +128,30 @@ class KubeNodeView:
             f"reading claim {namespace}/{name}", lambda: self.kube.get(kind, name, namespace)
         )
 
-    def domain(self, uid: str) -> DomainRef | None:
-        """The cached ComputeDomain with this UID."""
-        return self._domains.get(uid)
+    async def list_domains(self, namespace: str) -> list[DomainRef]:
+        """LIST the ComputeDomains of `namespace`, metadata only (transient errors retried)."""
+        return await self._list_domains(namespace)
+
+    async def get_domain(self, namespace: str, name: str) -> DomainRef | None:
+        """GET one ComputeDomain, metadata only (transient errors retried); None when it does not exist."""
+        found = await retrying(
+            f"reading ComputeDomain {namespace}/{name}",
+            lambda: self.kube.get(DOMAINS, name, namespace, metadata_only=True),
+        )
+        return None if found is None else domain_ref(found)
+
+    async def search_domain(self, uid: str) -> DomainRef | None:
+        """The ComputeDomain with this UID in any namespace, or None: one cluster-wide LIST, metadata
+        only (transient errors retried)."""
+        return next((ref for ref in await self._list_domains(None) if ref.uid == uid), None)
+
+    async def _list_domains(self, namespace: str | None) -> list[DomainRef]:
+        where = f"namespace {namespace}" if namespace else "all namespaces"
+        items, _ = await retrying(
+            f"listing ComputeDomains of {where}",
+            lambda: self.kube.list(DOMAINS, namespace, metadata_only=True),
+        )
+        return [domain_ref(item) for item in items]
 
     def daemon_ready(self, domain_uid: str) -> bool:
         """True when a Ready daemon pod of the domain runs on this node."""

@@ -25,3 +25,8 @@ SLICE_PUBLISHES = Counter(
 )
 PREPARED_CLAIMS = Gauge("computedomain_plugin_prepared_claims", "Claims in the checkpoint.")
 REGISTERED = Gauge("computedomain_plugin_registered", "1 once the kubelet confirmed the registration.")
+DOMAIN_LOOKUPS = Counter(
+    "computedomain_plugin_domain_lookups_total",
+    "ComputeDomains found by UID, by the read that answered (cache, named, namespace, cluster) or none.",
+    ["read"],
+)

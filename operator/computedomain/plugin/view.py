@@ -1,7 +1,9 @@
 """What the plugin's core needs from the cluster, as a Protocol; `kubeio` implements it on the API.
 
-The core reads claims on demand and everything else from caches fed by watches, so a prepare call
-costs one GET. Tests give the core an in-memory implementation.
+The core reads claims and the ComputeDomains they name on demand (domains by their identity only,
+see `domains`), the node's daemon pods from a cache fed by a watch of this node's pods only: what a node
+takes in does not grow with the size or the number of domains. Tests give the core an in-memory
+implementation.
 """
 
 from __future__ import annotations
@@ -58,15 +60,23 @@ class NodeView(Protocol):
 
     @property
     def changes(self) -> Notifier:
-        """Notified whenever a cached domain, daemon pod or the node itself changed."""
+        """Notified whenever a daemon pod on this node or the node itself changed."""
         ...
 
     async def read_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The ResourceClaim from the API server, or None when it does not exist."""
         ...
 
-    def domain(self, uid: str) -> DomainRef | None:
-        """The ComputeDomain with this UID, or None when there is none."""
+    async def list_domains(self, namespace: str) -> list[DomainRef]:
+        """The ComputeDomains of `namespace` (their identity only)."""
+        ...
+
+    async def get_domain(self, namespace: str, name: str) -> DomainRef | None:
+        """The ComputeDomain of that name (its identity only), or None when there is none."""
+        ...
+
+    async def search_domain(self, uid: str) -> DomainRef | None:
+        """The ComputeDomain with this UID in any namespace, or None when there is none."""
         ...
 
     async def clique_id(self) -> str:

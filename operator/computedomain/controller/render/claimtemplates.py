@@ -18,7 +18,8 @@ def workload_claim_template(domain: ComputeDomain, api_version: str) -> dict[str
     """The channel template named in the domain's spec, in the domain's namespace.
 
     Owned by the domain, so the garbage collector removes it with the domain. Every claim generated from
-    it carries the domain label, which is what the controller watches claims by.
+    it carries the domain label, which is what the controller watches claims by, and the domain's
+    namespace and name (`claim_annotations`).
     """
     channel = domain.spec.channel
     config = ComputeDomainChannelConfig(domain_id=domain.uid, allocation_mode=channel.allocation_mode)
@@ -32,7 +33,7 @@ def workload_claim_template(domain: ComputeDomain, api_version: str) -> dict[str
             "ownerReferences": [owner_reference(domain)],
         },
         "spec": {
-            "metadata": {"labels": domain_labels(domain)},
+            "metadata": {"labels": domain_labels(domain), "annotations": claim_annotations(domain)},
             "spec": _devices(
                 names.CHANNEL_REQUEST, names.CHANNEL_DEVICE_CLASS, config.to_parameters(), api_version
             ),
@@ -41,7 +42,11 @@ def workload_claim_template(domain: ComputeDomain, api_version: str) -> dict[str
 
 
 def daemon_claim_template(domain: ComputeDomain, settings: Settings, api_version: str) -> dict[str, Any]:
-    """The template of the IMEX daemon pods' claim, in the controller's namespace (next to the DaemonSet)."""
+    """The template of the IMEX daemon pods' claim, in the controller's namespace (next to the DaemonSet).
+
+    Its claims name the domain's namespace and name (`claim_annotations`): nothing else about a claim
+    in the controller's namespace tells where its domain is.
+    """
     config = ComputeDomainDaemonConfig(domain_id=domain.uid)
     return {
         "apiVersion": resource_api_version(api_version),
@@ -52,10 +57,19 @@ def daemon_claim_template(domain: ComputeDomain, settings: Settings, api_version
             "labels": {**domain_labels(domain), names.TARGET_LABEL: names.TARGET_DAEMON},
         },
         "spec": {
+            "metadata": {"annotations": claim_annotations(domain)},
             "spec": _devices(
                 names.DAEMON_REQUEST, names.DAEMON_DEVICE_CLASS, config.to_parameters(), api_version
             ),
         },
+    }
+
+
+def claim_annotations(domain: ComputeDomain) -> dict[str, str]:
+    """The annotations every claim generated from the domain's templates carries: where the domain is."""
+    return {
+        names.DOMAIN_NAMESPACE_ANNOTATION: domain.namespace,
+        names.DOMAIN_NAME_ANNOTATION: domain.name,
     }
 
 
