@@ -39,6 +39,7 @@ from cdtestbed.install import prepare_operator
 from cdtestbed.nodes import add_ready_nodes
 from cdtestbed.tools import Tools, repo_root
 from cdtestbed.topology import nvl72_racks
+from scalejoin import Phases
 
 DOMAINS_NAMESPACE = "bench-domains"
 # Column name -> the control-plane component (or the controller) whose CPU it shows.
@@ -70,16 +71,17 @@ class Wave:
 
 @contextlib.asynccontextmanager
 async def bench_on_cluster(
-    options: ClusterOptions, racks: int, node_timeout: float
+    options: ClusterOptions, racks: int, node_timeout: float, setup: Phases
 ) -> AsyncIterator[run.Bench]:
     """A control plane with `racks` racks of fake nodes, the operator's prerequisites and the controller
-    started; everything is stopped on the way out, whatever happened."""
+    started (each step marked in `setup`); everything is stopped on the way out, whatever happened."""
     tools = Tools.default()
     if tools.missing():
         tools.build()
     workdir = Path(tempfile.mkdtemp(prefix="scale-", dir=repo_root() / ".work"))
     with LocalCluster(workdir, tools, options) as cluster:
         print(f"control plane up ({workdir})", flush=True)
+        setup.mark("control plane up")
         identity = cluster.kubeconfig_for(run.CONTROLLER_USER, ("system:masters",))
         async with await config.new_client_from_config(config_file=str(cluster.kubeconfig)) as api:
             nodes = nvl72_racks(racks)
@@ -87,9 +89,11 @@ async def bench_on_cluster(
             if nodes:
                 await add_ready_nodes(api, nodes, timeout=node_timeout)
                 print(f"  {len(nodes)} nodes Ready in {time.monotonic() - began:.1f} s", flush=True)
+                setup.mark(f"{len(nodes)} nodes ready")
             began = time.monotonic()
             await prepare_operator(api, sc.OPERATOR_NAMESPACE, [n.name for n in nodes])
             print(f"  CRDs, classes and slices in place in {time.monotonic() - began:.1f} s", flush=True)
+            setup.mark("CRDs, device classes and slices in place")
             env = {
                 "NAMESPACE": sc.OPERATOR_NAMESPACE,
                 "IMAGE_NAME": "registry.example/computedomain-operator:0.1.0",
@@ -98,6 +102,7 @@ async def bench_on_cluster(
             }
             controller = ControllerProcess(identity, workdir / "controller.log", env)
             controller.start()
+            setup.mark("controller ready")
             try:
                 yield run.Bench(cluster, api, controller)
             finally:
@@ -213,7 +218,7 @@ async def run_scenarios(args: argparse.Namespace) -> list[run.Bench]:
     if "domains" in chosen:
         waves = sorted(int(w) for w in args.waves.split(","))
         options = ClusterOptions(audit=args.audit, controllers_qps=args.controllers_qps)
-        async with bench_on_cluster(options, 0, 0) as bench:
+        async with bench_on_cluster(options, 0, 0, Phases()) as bench:
             benches.append(bench)
             await domains(bench, waves, args.settle, args.timeout_scale)
     if "join" in chosen:
@@ -223,12 +228,13 @@ async def run_scenarios(args: argparse.Namespace) -> list[run.Bench]:
             controllers_qps=args.controllers_qps,
         )
         nodes = nvl72_racks(args.racks)
-        node_timeout = args.timeout_scale * (120 + 0.1 * len(nodes))
-        async with bench_on_cluster(options, args.racks, node_timeout) as bench:
+        node_timeout = args.timeout_scale * (120 + 0.2 * len(nodes))
+        setup = Phases()
+        async with bench_on_cluster(options, args.racks, node_timeout, setup) as bench:
             benches.append(bench)
             first = nodes[0]
             await scalejoin.join(
-                bench, args.racks, first.name, first.clique_id, args.anti_affinity, args.timeout_scale
+                bench, args.racks, first.name, first.clique_id, args.anti_affinity, args.timeout_scale, setup
             )
     return benches
 

@@ -5,11 +5,10 @@ what one node's watchers receive while the others join (fan-out)."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from kubernetes_asyncio import client
 
@@ -19,6 +18,7 @@ import procstats
 import run
 import scenarios as sc
 from computedomain.api import names
+from fanoutprobe import FanoutProbe
 from tracker import Tracker, claim_allocated, pod_ready, pod_scheduled
 
 NAMESPACE = "bench-join"
@@ -27,14 +27,6 @@ JOB_PODS = f"bench={DOMAIN}"
 OPERATOR = sc.OPERATOR_NAMESPACE
 # etcd's default --max-request-bytes: no object can be stored larger.
 ETCD_LIMIT = 1536 * 1024
-
-
-class Watchers(Protocol):
-    """What the fan-out module offers: one node's plugin and daemon watches over a byte-counting client."""
-
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    def bytes(self) -> dict[str, int]: ...
 
 
 @dataclass
@@ -61,19 +53,6 @@ def job_without_anti_affinity(pods: int) -> dict[str, Any]:
     job = sc.join_job(DOMAIN, NAMESPACE, pods)
     del job["spec"]["template"]["spec"]["affinity"]
     return job
-
-
-def fanout_watchers(api: client.ApiClient, node: str, clique: str) -> Watchers | None:
-    """One node's watchers from the fan-out module, or None (with a note) where it is not there."""
-    try:
-        module = importlib.import_module("fanout")
-        made: Watchers = module.NodeWatchers(
-            api, node=node, namespace=sc.OPERATOR_NAMESPACE, resource_version="v1", clique=clique
-        )
-    except (ImportError, AttributeError, TypeError) as error:
-        print(f"    fan-out: skipped ({type(error).__name__}: {error})", flush=True)
-        return None
-    return made
 
 
 async def raw_get(call: Any, *args: Any) -> Any:
@@ -115,13 +94,20 @@ async def object_sizes(bench: run.Bench, uid: str, nodes: int) -> None:
 
 
 async def join(
-    bench: run.Bench, racks: int, first_node: str, clique_id: str, anti_affinity: bool, scale: float
+    bench: run.Bench,
+    racks: int,
+    first_node: str,
+    clique_id: str,
+    anti_affinity: bool,
+    scale: float,
+    phases: Phases,
 ) -> None:
-    """One domain of racks x 18 nodes joined by an Indexed Job; prints the join's figures."""
+    """One domain of racks x 18 nodes joined by an Indexed Job; prints the join's figures, with the
+    timeline in `phases` (which may already hold the set-up's moments)."""
     nodes = racks * 18
     wait = scale * (300 + 0.5 * nodes)  # seconds for each phase at this size
     print(f"join: one domain of {nodes} nodes in {racks} cliques (phase timeout {wait:.0f} s)", flush=True)
-    api, phases = bench.api, Phases()
+    api = bench.api
     await sc.create_namespace(api, NAMESPACE)
     domains = await guards.open_domain_watcher(api, NAMESPACE)
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
@@ -133,9 +119,10 @@ async def join(
         names.GROUP, names.VERSION, NAMESPACE, names.DOMAIN_PLURAL, sc.domain(DOMAIN, NAMESPACE, nodes)
     )
     uid = created["metadata"]["uid"]
-    watchers = fanout_watchers(api, first_node, names.clique_name(uid, clique_id))
+    clique = names.clique_name(uid, clique_id)
+    watchers = FanoutProbe.make(api, bench.cluster.kubeconfig, first_node, OPERATOR, clique)
     if watchers is not None:
-        await watchers.start()
+        watchers.start(wait)
     await guards.while_alive(bench.controller, domains.wait({DOMAIN}, "settled", wait))
     phases.mark("domain children ready", domains.settled[DOMAIN])
     selector = f"{names.DOMAIN_LABEL}={uid}"
