@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import sys
 import tempfile
 import time
@@ -71,10 +72,11 @@ class Wave:
 
 @contextlib.asynccontextmanager
 async def bench_on_cluster(
-    options: ClusterOptions, racks: int, node_timeout: float, setup: Phases
+    options: ClusterOptions, racks: int, node_timeout: float, setup: Phases, keep: bool
 ) -> AsyncIterator[run.Bench]:
     """A control plane with `racks` racks of fake nodes, the operator's prerequisites and the controller
-    started (each step marked in `setup`); everything is stopped on the way out, whatever happened."""
+    started (each step marked in `setup`); everything is stopped on the way out, whatever happened, and
+    the bulky state (etcd's data, the audit log) removed unless `keep`: the logs stay."""
     tools = Tools.default()
     if tools.missing():
         tools.build()
@@ -107,6 +109,9 @@ async def bench_on_cluster(
                 yield run.Bench(cluster, api, controller)
             finally:
                 controller.stop()
+    if not keep:
+        shutil.rmtree(workdir / "etcd", ignore_errors=True)
+        cluster.audit_log.unlink(missing_ok=True)
 
 
 def cache_gauges(controller: ControllerProcess) -> dict[str, dict[str, float]]:
@@ -218,7 +223,7 @@ async def run_scenarios(args: argparse.Namespace) -> list[run.Bench]:
     if "domains" in chosen:
         waves = sorted(int(w) for w in args.waves.split(","))
         options = ClusterOptions(audit=args.audit, controllers_qps=args.controllers_qps)
-        async with bench_on_cluster(options, 0, 0, Phases()) as bench:
+        async with bench_on_cluster(options, 0, 0, Phases(), args.keep) as bench:
             benches.append(bench)
             await domains(bench, waves, args.settle, args.timeout_scale)
     if "join" in chosen:
@@ -230,7 +235,7 @@ async def run_scenarios(args: argparse.Namespace) -> list[run.Bench]:
         nodes = nvl72_racks(args.racks)
         node_timeout = args.timeout_scale * (120 + 0.2 * len(nodes))
         setup = Phases()
-        async with bench_on_cluster(options, args.racks, node_timeout, setup) as bench:
+        async with bench_on_cluster(options, args.racks, node_timeout, setup, args.keep) as bench:
             benches.append(bench)
             first = nodes[0]
             await scalejoin.join(
@@ -262,6 +267,7 @@ def main() -> int:
         default=1000,
         help="client QPS of kube-controller-manager and kube-scheduler (0: their test-bed defaults)",
     )
+    parser.add_argument("--keep", action="store_true", help="keep etcd's data and the audit log")
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every deadline by this")
     args = parser.parse_args()
     started = time.monotonic()
