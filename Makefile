@@ -78,6 +78,10 @@ bench: venv tools ## Run the benchmarks (they print their figures): controller, 
 	$(PY) bench/run.py
 	$(PY) bench/kubelets.py
 
+.PHONY: bench-scale
+bench-scale: venv tools ## Scale benchmarks: controller memory up to 10,000 domains, one 5,000-node join
+	$(PY) bench/scale.py
+
 .PHONY: gpu-check
 gpu-check: ## Read the real NVML once and print GPUs, fabric state and clique (needs a GPU)
 	scripts/gpu-check.sh

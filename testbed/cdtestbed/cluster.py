@@ -52,6 +52,12 @@ class ClusterOptions:
     # switched off needs RBAC alone (no kubelet runs here, so nothing needs the Node authorizer).
     authorization_mode: str = "Node,RBAC"
     start_timeout: float = 120.0
+    # KWOK renews each fake node's Lease every quarter of this: thousands of nodes need a longer one
+    # (the node-lifecycle grace period follows it).
+    node_lease_seconds: int = 40
+    # Client QPS of kube-controller-manager and kube-scheduler (burst twice that); 0 keeps the
+    # controller manager at 200 and the scheduler at its default 50. Thousands of pods and claims need more.
+    controllers_qps: float = 0.0
 
 
 @dataclass
@@ -71,6 +77,12 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def node_grace_seconds(lease_seconds: int) -> int:
+    """kube-controller-manager's node-monitor grace period for a node lease of `lease_seconds`: five
+    lease durations, at least 200 s (a late renewal on a loaded machine must not evict a fake node)."""
+    return max(200, 5 * lease_seconds)
 
 
 def die_with_parent() -> None:
@@ -276,9 +288,9 @@ class LocalCluster:
             f"--cluster-signing-cert-file={certs.ca_cert}",
             f"--cluster-signing-key-file={certs.ca_key}",
             # KWOK heartbeats can lag on a loaded 2-core machine; do not evict fake nodes for it.
-            "--node-monitor-grace-period=3m20s",
-            "--kube-api-qps=200",
-            "--kube-api-burst=400",
+            f"--node-monitor-grace-period={node_grace_seconds(self.options.node_lease_seconds)}s",
+            f"--kube-api-qps={self.options.controllers_qps or 200:g}",
+            f"--kube-api-burst={2 * (self.options.controllers_qps or 200):g}",
             "--concurrent-daemonset-syncs=8",
             "--profiling=false",
         ]
@@ -295,6 +307,9 @@ class LocalCluster:
             "--leader-elect=false",
             "--profiling=false",
         ]
+        if self.options.controllers_qps:
+            qps = self.options.controllers_qps
+            args += [f"--kube-api-qps={qps:g}", f"--kube-api-burst={2 * qps:g}"]
         if self.options.feature_gates:
             args.append(f"--feature-gates={self.options.feature_gates}")
         return args
@@ -307,7 +322,7 @@ class LocalCluster:
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--cidr=10.244.0.0/16",
             "--node-ip=10.240.0.1",
-            "--node-lease-duration-seconds=40",
+            f"--node-lease-duration-seconds={self.options.node_lease_seconds}",
             f"--server-address=127.0.0.1:{port}",
         ]
         args += [f"--config={stage}" for stage in self.tools.kwok_stages()]

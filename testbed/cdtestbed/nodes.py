@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, cast
 
-from kubernetes_asyncio import client
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from cdtestbed.topology import FakeNode, node_manifest
@@ -15,42 +16,70 @@ from cdtestbed.topology import FakeNode, node_manifest
 _NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 
 
-async def create_nodes(api: client.ApiClient, nodes: Iterable[FakeNode]) -> None:
-    """Create each node; one that already exists is left as it is."""
+async def create_nodes(api: client.ApiClient, nodes: Iterable[FakeNode], concurrency: int = 64) -> None:
+    """Create each node, `concurrency` at a time; one that already exists is left as it is."""
     core = client.CoreV1Api(api)
+    gate = asyncio.Semaphore(concurrency)
 
     async def create(node: FakeNode) -> None:
-        try:
-            await core.create_node(cast(Any, node_manifest(node)))
-        except ApiException as error:
-            if error.status != 409:
-                raise
+        async with gate:
+            try:
+                await core.create_node(cast(Any, node_manifest(node)))
+            except ApiException as error:
+                if error.status != 409:
+                    raise
 
     await asyncio.gather(*(create(node) for node in nodes))
 
 
 async def wait_nodes_ready(api: client.ApiClient, names: Iterable[str], timeout: float = 120.0) -> None:
-    """Wait until every named node is Ready and has lost the not-ready taint (so pods can land)."""
+    """Wait until every named node is Ready and has lost the not-ready taint (so pods can land).
+
+    One list, then a watch from it: thousands of nodes are not listed again and again.
+    """
     core = client.CoreV1Api(api)
     pending = set(names)
     deadline = time.monotonic() + timeout
     while pending:
-        listing = await core.list_node()
-        for node in listing.items:
-            if node.metadata.name in pending and _schedulable(node):
-                pending.discard(node.metadata.name)
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nodes not ready after {timeout:.0f}s: {sorted(pending)[:5]}")
-        await asyncio.sleep(0.5)
+        listing = await _raw(core.list_node(_preload_content=False))
+        _discard_schedulable(pending, listing["items"])
+        version = listing["metadata"]["resourceVersion"]
+        while pending and time.monotonic() < deadline:
+            left = max(1, int(deadline - time.monotonic()))
+            stream = watch.Watch(return_type="object").stream(
+                core.list_node, resource_version=version, timeout_seconds=min(left, 60)
+            )
+            try:
+                async with stream:
+                    async for event in stream:
+                        version = event["object"]["metadata"]["resourceVersion"]
+                        _discard_schedulable(pending, [event["object"]])
+                        if not pending:
+                            break
+            except ApiException as error:
+                if error.status != 410:
+                    raise
+                break  # the version expired: list again
+        if pending and time.monotonic() >= deadline:
+            raise TimeoutError(f"{len(pending)} nodes not ready after {timeout:.0f}s: {sorted(pending)[:5]}")
 
 
-def _schedulable(node: client.V1Node) -> bool:
-    conditions = node.status.conditions or []
-    ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
-    taints = node.spec.taints or []
-    return ready and not any(t.key == _NOT_READY_TAINT for t in taints)
+async def _raw(call: Awaitable[Any]) -> Any:
+    response = await call
+    return json.loads(await response.read())
+
+
+def _discard_schedulable(pending: set[str], nodes: Iterable[dict[str, Any]]) -> None:
+    for node in nodes:
+        if node["metadata"]["name"] in pending and _schedulable(node):
+            pending.discard(node["metadata"]["name"])
+
+
+def _schedulable(node: dict[str, Any]) -> bool:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    taints = (node.get("spec") or {}).get("taints") or []
+    return ready and not any(t.get("key") == _NOT_READY_TAINT for t in taints)
 
 
 async def delete_nodes(api: client.ApiClient, names: Iterable[str]) -> None:

@@ -1,0 +1,105 @@
+"""Count objects that reach a state, from a watch of plain JSON (no model objects: thousands of pods
+would cost the benchmark more CPU to decode than the components it measures)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio import watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+ListCall = Callable[..., Any]
+
+
+@dataclass
+class Tracker:
+    """Watches the objects a list call returns and records when `count` of them first met `test`."""
+
+    what: str
+    list_call: ListCall
+    args: tuple[Any, ...]
+    test: Callable[[dict[str, Any]], bool]
+    count: int
+    label_selector: str = ""
+    met: set[str] = field(default_factory=set)
+    reached: float | None = None
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin watching."""
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def wait(self, timeout: float) -> float:
+        """Wait until `count` objects met the test at once; returns when that was first seen."""
+        deadline = time.monotonic() + timeout
+        while self.reached is None:
+            if self._task is not None and self._task.done():
+                self._task.result()  # the watch failed: say why
+                raise RuntimeError(f"the watch of {self.what} ended")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.met)}/{self.count} {self.what} after {timeout:.0f}s")
+            await asyncio.sleep(0.05)
+        return self.reached
+
+    async def _run(self) -> None:
+        while True:
+            response = await self.list_call(
+                *self.args, label_selector=self.label_selector, _preload_content=False
+            )
+            listing = json.loads(await response.read())
+            self.met.clear()
+            for obj in listing["items"]:
+                self._observe("ADDED", obj)
+            version = listing["metadata"]["resourceVersion"]
+            try:
+                while True:
+                    stream = watch.Watch(return_type="object").stream(
+                        self.list_call,
+                        *self.args,
+                        label_selector=self.label_selector,
+                        resource_version=version,
+                        timeout_seconds=300,
+                    )
+                    async with stream:
+                        async for event in stream:
+                            version = event["object"]["metadata"]["resourceVersion"]
+                            self._observe(event["type"], event["object"])
+            except ApiException as error:
+                if error.status != 410:
+                    raise  # else the version expired: list again
+
+    def _observe(self, kind: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if kind != "DELETED" and self.test(obj):
+            self.met.add(name)
+        else:
+            self.met.discard(name)
+        if self.reached is None and len(self.met) >= self.count:
+            self.reached = time.monotonic()
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """The pod's Ready condition is True."""
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def pod_scheduled(pod: dict[str, Any]) -> bool:
+    """The pod is bound to a node."""
+    return bool((pod.get("spec") or {}).get("nodeName"))
+
+
+def claim_allocated(claim: dict[str, Any]) -> bool:
+    """The ResourceClaim has an allocation."""
+    return bool((claim.get("status") or {}).get("allocation"))
