@@ -12,7 +12,7 @@ from computedomain.controller import shapes
 from computedomain.controller.plan.membership import members, wanted_nodes
 from computedomain.kube import PODS, Object
 from computedomain.kube.informer import Informer
-from computedomain.kube.store import Store, encode
+from computedomain.kube.store import DEFLATE_FROM, Store, encode
 
 UID = "0f6c1b7e-1111-4222-8333-944455556666"
 
@@ -203,3 +203,17 @@ async def test_an_informer_stores_and_hands_handlers_the_shaped_object() -> None
     assert stored == seen[0] == shapes.pod(daemon_pod("n1"))
     assert "containers" not in json.dumps(stored)
     assert informer.store.size == len(encode(stored))
+
+
+def test_large_objects_are_deflated_and_come_back_whole() -> None:
+    store = Store()
+    big = {
+        "metadata": {"name": "ds"},
+        "spec": {"env": [{"name": f"VAR_{i}", "value": "x" * 20} for i in range(80)]},
+    }
+    assert len(encode(big)) >= DEFLATE_FROM
+    store.put("big", big)
+    store.put("small", {"a": 1})
+    assert store["big"] == big
+    assert store["small"] == {"a": 1}
+    assert store.size < len(encode(big)) // 3 + len(encode({"a": 1}))
