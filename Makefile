@@ -31,6 +31,7 @@ lint: venv ## ruff (lint + format check), mypy --strict and the import rules
 	$(VENV)/bin/ruff check operator testbed tests bench
 	$(VENV)/bin/ruff format --check operator testbed tests bench
 	$(VENV)/bin/mypy
+	MYPYPATH=operator:testbed:bench $(VENV)/bin/mypy --strict --explicit-package-bases bench/*.py
 	PYTHONPATH=operator:testbed $(VENV)/bin/lint-imports
 
 .PHONY: fmt
@@ -74,8 +75,9 @@ demo: venv tools ## Example 01 on real kubelet nodes with the kubelet plugin (KW
 	$(TESTBED) demo
 
 .PHONY: bench
-bench: venv tools ## Run the benchmarks (they print their figures): controller, then real kubelets
+bench: venv tools ## Run the benchmarks (they print their figures): controller, its memory up to 10,000 domains, real kubelets
 	$(PY) bench/run.py
+	$(PY) bench/scale.py --scenarios domains
 	$(PY) bench/kubelets.py
 
 .PHONY: bench-scale

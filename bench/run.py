@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 from kubernetes_asyncio import client, config
 
@@ -132,7 +133,7 @@ class Bench:
         pods.start()
         start, job_created = time.time(), time.monotonic()
         job = sc.join_job("big", "bench-join", nodes)
-        await client.BatchV1Api(self.api).create_namespaced_job("bench-join", job)
+        await client.BatchV1Api(self.api).create_namespaced_job("bench-join", cast(Any, job))
         daemons_ready = await pods.wait(600)
         await watcher.wait({"big"}, "ready", 120)
         await pods.stop()

@@ -6,7 +6,7 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from kubernetes_asyncio import client, watch
 
@@ -98,7 +98,8 @@ class DomainWatcher:
 
 async def create_namespace(api: client.ApiClient, name: str) -> None:
     """Create a namespace for a scenario."""
-    await client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    # The typed client takes plain manifests too; its stubs only know its own models.
+    await client.CoreV1Api(api).create_namespace(cast(Any, {"metadata": {"name": name}}))
 
 
 async def create_domains(
