@@ -53,31 +53,45 @@ class Tracker:
         return self.reached
 
     async def _run(self) -> None:
+        # An overloaded API server answers 429, 504 or a cut stream now and then: list again.
         while True:
-            response = await self.list_call(
-                *self.args, label_selector=self.label_selector, _preload_content=False
-            )
-            listing = json.loads(await response.read())
-            self.met.clear()
-            for obj in listing["items"]:
-                self._observe("ADDED", obj)
-            version = listing["metadata"]["resourceVersion"]
             try:
-                while True:
-                    stream = watch.Watch(return_type="object").stream(
-                        self.list_call,
-                        *self.args,
-                        label_selector=self.label_selector,
-                        resource_version=version,
-                        timeout_seconds=300,
-                    )
-                    async with stream:
-                        async for event in stream:
-                            version = event["object"]["metadata"]["resourceVersion"]
-                            self._observe(event["type"], event["object"])
-            except ApiException as error:
-                if error.status != 410:
-                    raise  # else the version expired: list again
+                await self._list_and_watch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                print(f"    ({self.what}: watch failed: {str(error)[:120]}; listing again)", flush=True)
+                await asyncio.sleep(1.0)
+
+    async def _list_and_watch(self) -> None:
+        response = await self.list_call(
+            *self.args, label_selector=self.label_selector, _preload_content=False
+        )
+        listing = json.loads(await response.read())
+        if "items" not in listing:
+            raise RuntimeError(f"list answered {listing.get('code')}: {listing.get('message')}")
+        self.met.clear()
+        for obj in listing["items"] or []:
+            self._observe("ADDED", obj)
+        version = listing["metadata"]["resourceVersion"]
+        try:
+            while True:
+                stream = watch.Watch(return_type="object").stream(
+                    self.list_call,
+                    *self.args,
+                    label_selector=self.label_selector,
+                    resource_version=version,
+                    timeout_seconds=300,
+                )
+                async with stream:
+                    async for event in stream:
+                        if event.get("type") == "ERROR":
+                            return  # list again
+                        version = event["object"]["metadata"]["resourceVersion"]
+                        self._observe(event["type"], event["object"])
+        except ApiException as error:
+            if error.status != 410:
+                raise  # else the version expired: list again
 
     def _observe(self, kind: str, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]

@@ -77,6 +77,10 @@ def kopf_settings() -> Any:
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
     settings.networking.error_backoffs = EndlessBackoffs()
+    # Kopf keeps a worker task per object until it has been idle this long (5 s by default). Our
+    # handler only hands the body to the work queue, so a worker is cheap to start again, while a
+    # burst of thousands of new domains kept thousands of them, each holding its last event.
+    settings.queueing.idle_timeout = 0.5
     # Kopf would SIGKILL the whole process some minutes after it stopped without our stop flag;
     # the controller restarts Kopf instead (see `kopfrun`).
     settings.process.ultimate_exiting_timeout = None
