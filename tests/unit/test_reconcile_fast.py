@@ -13,6 +13,7 @@ import pytest_asyncio
 from computedomain import kube as k
 from computedomain.api import names
 from computedomain.api.models import ComputeDomain
+from computedomain.controller import metrics
 from computedomain.controller.events import EventRecorder
 from computedomain.controller.reconcile import Reconciler
 from computedomain.controller.render.daemonset import daemonset
@@ -393,3 +394,20 @@ async def test_a_big_domain_writes_progress_at_a_pace_and_readiness_at_once(bed:
     assert delay is None
     assert bed.domain(uid)["status"]["status"] == "Ready"
     assert bed.domain(uid)["status"]["joinedNodes"] == 300
+
+
+async def test_the_cache_metrics_report_what_the_caches_hold(bed: Bed) -> None:
+    uid = await bed.create_domain()
+    await bed.pass_(uid)
+    await bed.fake.drain()
+    collector = metrics.CacheCollector()
+    collector.figures = bed.world.cache_figures
+    families = {f.name: {s.labels["kind"]: s.value for s in f.samples} for f in collector.collect()}
+    objects, stored = families["computedomain_cache_objects"], families["computedomain_cache_bytes"]
+    assert objects["computedomains"] == 1
+    assert objects["daemonsets"] == 1
+    assert objects["templates"] == 2
+    daemonset_store = bed.world._informers["daemonsets"].store
+    assert stored["daemonsets"] == daemonset_store.size > 0
+    collector.figures = None
+    assert [list(f.samples) for f in collector.collect()] == [[], []]
