@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from cdtestbed.tools import COMPLETE_ANNOTATION
 from computedomain.api import names
@@ -56,9 +57,17 @@ class DomainWatcher:
 
     async def _run(self) -> None:
         custom = client.CustomObjectsApi(self.api)
-        listing = await custom.list_namespaced_custom_object(
-            names.GROUP, names.VERSION, self.namespace, names.DOMAIN_PLURAL
-        )
+        while True:
+            # A freshly established CRD answers 429 for a moment: ask again rather than hang.
+            try:
+                listing = await custom.list_namespaced_custom_object(
+                    names.GROUP, names.VERSION, self.namespace, names.DOMAIN_PLURAL
+                )
+                break
+            except ApiException as error:
+                if error.status != 429:
+                    raise
+                await asyncio.sleep(0.5)
         version = listing["metadata"]["resourceVersion"]
         self._started.set()
         while True:

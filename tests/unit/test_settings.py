@@ -33,7 +33,7 @@ def test_defaults() -> None:
         "pod_name": "controller-0",
         "sweep_interval": 600.0,
         "status_batch_window": 0.2,
-        "api_connections": 16,
+        "api_connections": 32,
     }
 
 

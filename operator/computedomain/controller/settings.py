@@ -142,7 +142,7 @@ class Settings(EnvSettings):
         description="Seconds to gather changes of one domain before reconciling it.",
     )
     api_connections: int = Field(
-        default=16,
+        default=32,
         ge=1,
         le=256,
         description=(

@@ -55,21 +55,32 @@ class Kube:
         # buffer, and a burst of reconciles would otherwise open one per request in flight.
         self.connections = connections
         self._session: aiohttp.ClientSession | None = None
+        # Watches hold their connection for minutes: they get their own pool, so that they never
+        # take a place among the `connections` the requests share.
+        self._watch_session: aiohttp.ClientSession | None = None
 
-    def _client_session(self) -> aiohttp.ClientSession:
-        # A session that does not trust the environment: that would cost a proxy and netrc lookup
+    def _client_session(self, watch: bool = False) -> aiohttp.ClientSession:
+        # Sessions that do not trust the environment: that would cost a proxy and netrc lookup
         # (file system calls in a thread) on every request.
+        if watch:
+            if self._watch_session is None:
+                self._watch_session = self._new_session(limit=0)
+            return self._watch_session
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.connections, ssl=self.connection.ssl_context)
-            # Watch events of large objects can exceed aiohttp's default line buffer.
-            self._session = aiohttp.ClientSession(connector=connector, read_bufsize=2**21)
+            self._session = self._new_session(limit=self.connections)
         return self._session
 
+    def _new_session(self, limit: int) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=limit, ssl=self.connection.ssl_context)
+        # Watch events of large objects can exceed aiohttp's default line buffer.
+        return aiohttp.ClientSession(connector=connector, read_bufsize=2**21)
+
     async def close(self) -> None:
-        """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the HTTP sessions."""
+        for session in (self._session, self._watch_session):
+            if session is not None:
+                await session.close()
+        self._session = self._watch_session = None
 
     async def request(
         self,
@@ -81,8 +92,10 @@ class Kube:
         content_type: str = "application/json",
         accept: str = "application/json",
         timeout: float | aiohttp.ClientTimeout | None = 30.0,
+        stream: bool = False,
     ) -> aiohttp.ClientResponse:
-        """Send one request and return the open response (raises `KubeError` on non-2xx)."""
+        """Send one request and return the open response (raises `KubeError` on non-2xx); `stream`
+        sends it over the watch pool (long-lived responses)."""
         headers = {"Content-Type": content_type, "Accept": accept}
         # A bearer token, when we have one (fresh: tokens rotate); client certificates are in the session.
         headers.update(await self.connection.auth_headers())
@@ -93,7 +106,7 @@ class Kube:
             self.on_write(method.lower())
         if not isinstance(timeout, aiohttp.ClientTimeout):
             timeout = aiohttp.ClientTimeout(total=timeout)
-        response = await self._client_session().request(
+        response = await self._client_session(watch=stream).request(
             method,
             f"{self.connection.host}{path}",
             params=dict(query or {}),
@@ -252,7 +265,7 @@ class Kube:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30)
         path = kind.path(namespace)
         try:
-            response = await self.request("GET", path, query=query, timeout=timeout)
+            response = await self.request("GET", path, query=query, timeout=timeout, stream=True)
         except KubeError as error:
             if error.status == 410:
                 raise WatchExpired(str(error)) from error
