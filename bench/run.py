@@ -75,6 +75,19 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def start_controller(identity: Path, workdir: Path) -> ControllerProcess:
+    """The controller as its own process, with its own identity and leader election, once ready."""
+    env = {
+        "NAMESPACE": sc.OPERATOR_NAMESPACE,
+        "IMAGE_NAME": "registry.example/computedomain-operator:0.1.0",
+        "POD_NAME": "bench",
+        "LEADER_ELECTION": "true",
+    }
+    controller = ControllerProcess(identity, workdir / "controller.log", env)
+    controller.start()
+    return controller
+
+
 class Bench:
     """Holds the cluster, the controller and the results of each scenario."""
 
@@ -213,14 +226,7 @@ async def run(args: argparse.Namespace) -> None:
             nodes = nvl72_racks(args.racks)
             await add_ready_nodes(api, nodes, timeout=300)
             await prepare_operator(api, sc.OPERATOR_NAMESPACE, [n.name for n in nodes])
-            env = {
-                "NAMESPACE": sc.OPERATOR_NAMESPACE,
-                "IMAGE_NAME": "registry.example/computedomain-operator:0.1.0",
-                "POD_NAME": "bench",
-                "LEADER_ELECTION": "true",
-            }
-            controller = ControllerProcess(identity, workdir / "controller.log", env)
-            controller.start()
+            controller = start_controller(identity, workdir)
             assert controller.process is not None
             pid = controller.process.pid
             bench = Bench(cluster, api, controller)

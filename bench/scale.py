@@ -96,14 +96,7 @@ async def bench_on_cluster(
             await prepare_operator(api, sc.OPERATOR_NAMESPACE, [n.name for n in nodes])
             print(f"  CRDs, classes and slices in place in {time.monotonic() - began:.1f} s", flush=True)
             setup.mark("CRDs, device classes and slices in place")
-            env = {
-                "NAMESPACE": sc.OPERATOR_NAMESPACE,
-                "IMAGE_NAME": "registry.example/computedomain-operator:0.1.0",
-                "POD_NAME": "bench",
-                "LEADER_ELECTION": "true",
-            }
-            controller = ControllerProcess(identity, workdir / "controller.log", env)
-            controller.start()
+            controller = run.start_controller(identity, workdir)
             setup.mark("controller ready")
             try:
                 yield run.Bench(cluster, api, controller)
