@@ -141,8 +141,22 @@ async def test_a_new_domain_gets_finalizer_children_and_status(cd: Cluster, name
     await cd.wait_nothing_left(uid)
 
 
+async def no_domain_going(cd: Cluster) -> bool:
+    """No ComputeDomain is being deleted, by itself or with its namespace."""
+    namespaces = await cd.core.list_namespace()
+    terminating = {ns.metadata.name for ns in namespaces.items if ns.status.phase == "Terminating"}
+    domains = await cd.custom.list_cluster_custom_object(names.GROUP, names.VERSION, names.DOMAIN_PLURAL)
+    return not any(
+        d["metadata"].get("deletionTimestamp") or d["metadata"]["namespace"] in terminating
+        for d in domains["items"]
+    )
+
+
 async def settled_writes(controller: ControllerProcess, cd: Cluster, namespace: str, name: str) -> float:
     """Writes the controller makes when a domain that is settled is reconciled once more."""
+    # The count is the controller's, over all domains: the clean-up of a domain an earlier test left
+    # in a namespace still being deleted would land in it.
+    await eventually(lambda: no_domain_going(cd), timeout=120, what="earlier tests' domains to be gone")
     await quiet(controller)
     writes, reconciles = controller.metric(WRITES), controller.metric(RECONCILES)
     # An annotation changes nothing the controller renders, but its watch event starts a reconcile.
