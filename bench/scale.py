@@ -5,7 +5,9 @@
 domains: ComputeDomains created in waves up to the last target; after each wave its duration,
     latencies, controller writes, memory and CPU, then the controller's memory slope per 1000 domains.
 join: one domain over racks x 18 KWOK nodes joined by an Indexed Job of one pod per node: the phases,
-    writes (from the audit log), the largest object written and one node's watch fan-out.
+    writes (from the audit log), the largest object written and one node's watch fan-out. A scheduler
+    double places the pods (kube-scheduler's DRA allocation, not the controller, bounds a join of
+    thousands of nodes on a small machine; see standin.py); --scheduler kube leaves it to kube-scheduler.
 
 Each scenario runs on a control plane of its own, with the controller as its own process.
 """
@@ -41,6 +43,7 @@ from cdtestbed.nodes import add_ready_nodes
 from cdtestbed.tools import Tools, repo_root
 from cdtestbed.topology import nvl72_racks
 from scalejoin import Phases
+from standin import SchedulerStandIn
 
 DOMAINS_NAMESPACE = "bench-domains"
 # Column name -> the control-plane component (or the controller) whose CPU it shows.
@@ -224,6 +227,7 @@ async def run_scenarios(args: argparse.Namespace) -> list[run.Bench]:
             audit=not args.no_audit,
             node_lease_seconds=args.node_lease,
             controllers_qps=args.controllers_qps,
+            scheduler=args.scheduler == "kube",
         )
         nodes = nvl72_racks(args.racks)
         node_timeout = args.timeout_scale * (120 + 0.2 * len(nodes))
@@ -231,8 +235,18 @@ async def run_scenarios(args: argparse.Namespace) -> list[run.Bench]:
         async with bench_on_cluster(options, args.racks, node_timeout, setup, args.keep) as bench:
             benches.append(bench)
             first = nodes[0]
+            standin = None
+            if args.scheduler == "standin":
+                standin = SchedulerStandIn(bench.api, [n.name for n in nodes])
             await scalejoin.join(
-                bench, args.racks, first.name, first.clique_id, args.anti_affinity, args.timeout_scale, setup
+                bench,
+                args.racks,
+                first.name,
+                first.clique_id,
+                args.anti_affinity,
+                args.timeout_scale,
+                setup,
+                standin,
             )
     return benches
 
@@ -252,6 +266,12 @@ def main() -> int:
         "--anti-affinity",
         action="store_true",
         help="keep the join Job's pod anti-affinity (one channel device per node spreads pods anyway)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        choices=("kube", "standin"),
+        default="standin",
+        help="who places the join's pods: the scheduler double of standin.py, or kube-scheduler",
     )
     parser.add_argument("--node-lease", type=int, default=1800, help="KWOK node lease seconds for the join")
     parser.add_argument(

@@ -19,6 +19,7 @@ import run
 import scenarios as sc
 from computedomain.api import names
 from fanoutprobe import FanoutProbe
+from standin import SchedulerStandIn
 from tracker import Tracker, claim_allocated, pod_ready, pod_scheduled
 
 NAMESPACE = "bench-join"
@@ -101,9 +102,11 @@ async def join(
     anti_affinity: bool,
     scale: float,
     phases: Phases,
+    standin: SchedulerStandIn | None = None,
 ) -> None:
     """One domain of racks x 18 nodes joined by an Indexed Job; prints the join's figures, with the
-    timeline in `phases` (which may already hold the set-up's moments)."""
+    timeline in `phases` (which may already hold the set-up's moments). With `standin` that double, not
+    kube-scheduler, places the pods (see `standin`)."""
     nodes = racks * 18
     wait = scale * (300 + 0.5 * nodes)  # seconds for each phase at this size
     print(f"join: one domain of {nodes} nodes in {racks} cliques (phase timeout {wait:.0f} s)", flush=True)
@@ -141,6 +144,8 @@ async def join(
     ]
     for tracker in trackers:
         tracker.start()
+    if standin is not None:
+        standin.start()
     writes_before = bench.controller.metric("computedomain_api_writes_total")
     job = sc.join_job(DOMAIN, NAMESPACE, nodes) if anti_affinity else job_without_anti_affinity(nodes)
     phases.mark("job created")
@@ -156,6 +161,8 @@ async def join(
     finally:
         for tracker in trackers:
             await tracker.stop()
+        if standin is not None:
+            await standin.stop()
     cpu_after = run.cpu_by_component(bench.cluster, pid)
     metric_writes = bench.controller.metric("computedomain_api_writes_total") - writes_before
     received = watchers.bytes() if watchers is not None else {}
@@ -165,6 +172,8 @@ async def join(
     await asyncio.sleep(0.5)
     await domains.stop()
     phases.print("job created")
+    if standin is not None:
+        print(f"    scheduler stand-in placed {standin.placed} pods", flush=True)
     marks = dict(phases.marks)
     ready = marks["domain ready"]
     took = ready - marks["all daemon pods ready"]

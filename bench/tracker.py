@@ -53,45 +53,7 @@ class Tracker:
         return self.reached
 
     async def _run(self) -> None:
-        # An overloaded API server answers 429, 504 or a cut stream now and then: list again.
-        while True:
-            try:
-                await self._list_and_watch()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                print(f"    ({self.what}: watch failed: {str(error)[:120]}; listing again)", flush=True)
-                await asyncio.sleep(1.0)
-
-    async def _list_and_watch(self) -> None:
-        response = await self.list_call(
-            *self.args, label_selector=self.label_selector, _preload_content=False
-        )
-        listing = json.loads(await response.read())
-        if "items" not in listing:
-            raise RuntimeError(f"list answered {listing.get('code')}: {listing.get('message')}")
-        self.met.clear()
-        for obj in listing["items"] or []:
-            self._observe("ADDED", obj)
-        version = listing["metadata"]["resourceVersion"]
-        try:
-            while True:
-                stream = watch.Watch(return_type="object").stream(
-                    self.list_call,
-                    *self.args,
-                    label_selector=self.label_selector,
-                    resource_version=version,
-                    timeout_seconds=300,
-                )
-                async with stream:
-                    async for event in stream:
-                        if event.get("type") == "ERROR":
-                            return  # list again
-                        version = event["object"]["metadata"]["resourceVersion"]
-                        self._observe(event["type"], event["object"])
-        except ApiException as error:
-            if error.status != 410:
-                raise  # else the version expired: list again
+        await follow(self.list_call, self.args, self.met.clear, self._observe, self.what, self.label_selector)
 
     def _observe(self, kind: str, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
@@ -101,6 +63,60 @@ class Tracker:
             self.met.discard(name)
         if self.reached is None and len(self.met) >= self.count:
             self.reached = time.monotonic()
+
+
+async def follow(
+    list_call: ListCall,
+    args: tuple[Any, ...],
+    listed: Callable[[], None],
+    observe: Callable[[str, dict[str, Any]], None],
+    what: str,
+    label_selector: str = "",
+    field_selector: str = "",
+) -> None:
+    """List then watch, forever: `listed()` before each list's items, then `observe(type, object)` for
+    each item (as ADDED) and each event. An overloaded API server answers 429, 504 or a cut stream now
+    and then: it lists again."""
+    selectors = {"label_selector": label_selector, "field_selector": field_selector}
+    while True:
+        try:
+            response = await list_call(*args, **selectors, _preload_content=False)
+            listing = json.loads(await response.read())
+            if "items" not in listing:
+                raise RuntimeError(f"list answered {listing.get('code')}: {listing.get('message')}")
+            listed()
+            for obj in listing["items"] or []:
+                observe("ADDED", obj)
+            await _watch(list_call, args, selectors, listing["metadata"]["resourceVersion"], observe)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            print(f"    ({what}: watch failed: {str(error)[:120]}; listing again)", flush=True)
+            await asyncio.sleep(1.0)
+
+
+async def _watch(
+    list_call: ListCall,
+    args: tuple[Any, ...],
+    selectors: dict[str, str],
+    version: str,
+    observe: Callable[[str, dict[str, Any]], None],
+) -> None:
+    """Watch from `version` until the server ends the watch with an error or the version expires."""
+    try:
+        while True:
+            stream = watch.Watch(return_type="object").stream(
+                list_call, *args, **selectors, resource_version=version, timeout_seconds=300
+            )
+            async with stream:
+                async for event in stream:
+                    if event.get("type") == "ERROR":
+                        return  # list again
+                    version = event["object"]["metadata"]["resourceVersion"]
+                    observe(event["type"], event["object"])
+    except ApiException as error:
+        if error.status != 410:
+            raise  # else the version expired: list again
 
 
 def pod_ready(pod: dict[str, Any]) -> bool:

@@ -58,6 +58,8 @@ class ClusterOptions:
     # Client QPS of kube-controller-manager and kube-scheduler (burst twice that); 0 keeps the
     # controller manager at 200 and the scheduler at its default 50. Thousands of pods and claims need more.
     controllers_qps: float = 0.0
+    # Without kube-scheduler something else must bind pods (a benchmark's scheduler double).
+    scheduler: bool = True
 
 
 @dataclass
@@ -172,16 +174,18 @@ class LocalCluster:
             self._kcm_args(certs, kcm_port),
             lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure),
         )
-        self._spawn(
-            "kube-scheduler",
-            self._scheduler_args(sched_port),
-            lambda: _http_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure),
-        )
+        if self.options.scheduler:
+            self._spawn(
+                "kube-scheduler",
+                self._scheduler_args(sched_port),
+                lambda: _http_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure),
+            )
         self._spawn(
             "kwok", self._kwok_args(kwok_port), lambda: _http_ok(f"http://127.0.0.1:{kwok_port}/healthz")
         )
         for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
-            self._wait(name)
+            if name != "kube-scheduler" or self.options.scheduler:
+                self._wait(name)
 
     def stop(self) -> None:
         """Stop every component (SIGTERM, then SIGKILL) in reverse start order."""
