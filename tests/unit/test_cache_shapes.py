@@ -9,7 +9,9 @@ from typing import Any
 
 from computedomain.api import names
 from computedomain.controller import shapes
-from computedomain.controller.plan.membership import members, wanted_nodes
+from computedomain.controller import world as w
+from computedomain.controller.plan.membership import claim_facts, daemon_facts, members, wanted_nodes
+from computedomain.controller.world import World
 from computedomain.kube import PODS, Object
 from computedomain.kube.informer import Informer
 from computedomain.kube.store import DEFLATE_FROM, Store, encode
@@ -217,3 +219,37 @@ def test_large_objects_are_deflated_and_come_back_whole() -> None:
     assert store["big"] == big
     assert store["small"] == {"a": 1}
     assert store.size < len(encode(big)) // 3 + len(encode({"a": 1}))
+
+
+class _NoKube:
+    """The World only needs its client's field manager until a watch runs (none does here)."""
+
+    field_manager = names.FIELD_MANAGER
+
+
+def test_the_world_keeps_the_planners_facts_in_step_with_its_caches() -> None:
+    world = World(_NoKube(), "computedomain-system", "v1", lambda _: None)  # type: ignore[arg-type]
+    pods = [daemon_pod("n2"), daemon_pod("n1", ready=False)]
+    claims = [channel_claim("n1"), channel_claim("n2")]
+    for pod in pods:
+        world.record(w.PODS, pod)
+    for claim in claims:
+        world.record(w.CLAIMS, claim)
+    # The same facts, in the same (key) order, as decoding every cached object would give.
+    assert world.daemon_facts(UID) == [daemon_facts(p) for p in world.related(w.PODS, UID)]
+    assert [f.node for f in world.daemon_facts(UID)] == ["n1", "n2"]
+    assert world.claim_facts(UID) == [claim_facts(c) for c in world.related(w.CLAIMS, UID)]
+
+    # A change replaces the facts; a pod that loses the domain label, or is gone, leaves none.
+    ready = daemon_pod("n1")
+    ready["metadata"]["resourceVersion"] = "42"
+    world.record(w.PODS, ready)
+    assert [f.ready for f in world.daemon_facts(UID)] == [True, True]
+    unlabelled = daemon_pod("n2")
+    unlabelled["metadata"]["resourceVersion"] = "43"
+    del unlabelled["metadata"]["labels"][names.DOMAIN_LABEL]
+    world.record(w.PODS, unlabelled)
+    world.forget(w.CLAIMS, claims[0])
+    assert [f.node for f in world.daemon_facts(UID)] == ["n1"]
+    assert world._daemons.keys() == {"computedomain-system/computedomain-daemon-n1"}
+    assert [f.node for f in world.claim_facts(UID)] == ["n2"]

@@ -220,8 +220,8 @@ class Reconciler:
             uid,
             domain.namespace,
             self.world.labelled_nodes(),
-            self.world.related(w.CLAIMS, uid),
-            self.world.related(w.PODS, uid),
+            self.world.claim_facts(uid),
+            self.world.daemon_facts(uid),
             self.world.related(w.CLIQUES, uid),
             self.settings.max_nodes_per_clique,
         )

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from computedomain import kube as k
 from computedomain.api import names
 from computedomain.controller import shapes
+from computedomain.controller.plan.membership import ClaimFacts, DaemonFacts, claim_facts, daemon_facts
 from computedomain.kube import Kube, Object
 from computedomain.kube.informer import Informer, Shape, object_key, resource_version_of
 from computedomain.kube.store import Store
@@ -20,6 +22,8 @@ PODS = "pods"
 CLAIMS = "claims"
 CLIQUES = "cliques"
 NODES = "nodes"
+
+T = TypeVar("T")
 
 
 def domain_uid_of(obj: Object | None) -> str | None:
@@ -52,6 +56,10 @@ class World:
         self._index: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         # node name -> (domain UID of its label, its NVLink clique): all the planners read of nodes.
         self._nodes: dict[str, tuple[str, str]] = {}
+        # What the membership planner reads of each labelled claim and pod, kept beside the encoded
+        # object: a 5,000-node domain's reconcile would otherwise decode 15,000 objects each time.
+        self._claims: dict[str, ClaimFacts] = {}
+        self._daemons: dict[str, DaemonFacts] = {}
         selector = names.DOMAIN_LABEL
         self._informers: dict[str, Informer] = {
             DAEMONSETS: self._informer(
@@ -87,6 +95,10 @@ class World:
             key = object_key(obj)
             if name == NODES:
                 self._index_node(event, obj)
+            elif name == CLAIMS:
+                _keep(self._claims, key, claim_facts, event, obj)
+            elif name == PODS:
+                _keep(self._daemons, key, daemon_facts, event, obj)
             for uid in {domain_uid_of(old), domain_uid_of(obj)} - {None}:
                 assert uid is not None
                 keys = self._index[name][uid]
@@ -154,6 +166,17 @@ class World:
         store = informer.store
         return [store[key] for key in sorted(self._index[name].get(uid, ())) if key in store]
 
+    def claim_facts(self, uid: str) -> list[ClaimFacts]:
+        """What the planner reads of the domain's labelled claims, in key order."""
+        return self._facts(CLAIMS, self._claims, uid)
+
+    def daemon_facts(self, uid: str) -> list[DaemonFacts]:
+        """What the planner reads of the domain's labelled pods, in key order."""
+        return self._facts(PODS, self._daemons, uid)
+
+    def _facts(self, name: str, facts: dict[str, T], uid: str) -> list[T]:
+        return [facts[key] for key in sorted(self._index[name].get(uid, ())) if key in facts]
+
     def get(self, name: str, key: str) -> Object | None:
         """One cached object by `namespace/name` (or `name`)."""
         informer = self._informers.get(name)
@@ -204,6 +227,14 @@ class World:
     async def wait_synced(self) -> None:
         """Wait until every informer has loaded its first list."""
         await asyncio.gather(*(informer.synced.wait() for informer in self._informers.values()))
+
+
+def _keep(facts: dict[str, T], key: str, read: Callable[[Object], T], event: str, obj: Object) -> None:
+    """Keep `read(obj)` under `key` while the object carries a domain label, else nothing."""
+    if event == "DELETED" or domain_uid_of(obj) is None:
+        facts.pop(key, None)
+    else:
+        facts[key] = read(obj)
 
 
 def _labels(obj: Object | None) -> dict[str, str]:

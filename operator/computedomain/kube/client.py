@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
+import pydantic_core
 
 from computedomain.api import names
 from computedomain.kube.config import Connection
@@ -129,7 +130,7 @@ class Kube:
             body = await response.read()
         if self.on_receive is not None:
             self.on_receive(path, len(body), False)
-        data: Object = json.loads(body)
+        data: Object = pydantic_core.from_json(body)
         return data
 
     async def get(
@@ -276,7 +277,9 @@ class Kube:
                     continue
                 if self.on_receive is not None:
                     self.on_receive(path, len(line), True)
-                event: Object = json.loads(line)
+                # pydantic's Rust codec decodes three to four times faster than the json module,
+                # and a large domain's every event is its whole status.
+                event: Object = pydantic_core.from_json(line)
                 if event.get("type") == "ERROR" and _status_code(event.get("object")) == 410:
                     raise WatchExpired(str((event.get("object") or {}).get("message", "expired")))
                 yield event

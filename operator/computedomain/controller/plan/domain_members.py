@@ -11,7 +11,14 @@ from typing import Any
 from computedomain.api import names
 from computedomain.api.models import ComputeDomainClique
 from computedomain.controller.plan.cliques import CliquePlan, plan_cliques
-from computedomain.controller.plan.membership import LabelPlan, label_plan, members, wanted_nodes
+from computedomain.controller.plan.membership import (
+    ClaimFacts,
+    DaemonFacts,
+    LabelPlan,
+    label_plan,
+    members_of,
+    nodes_wanted,
+)
 from computedomain.controller.plan.problems import Problem
 
 _NAMES_SHOWN = 5
@@ -34,25 +41,25 @@ def plan_membership(
     uid: str,
     namespace: str,
     labelled_nodes: Mapping[str, tuple[str, str]],
-    claims: Iterable[Object],
-    pods: Iterable[Object],
+    claims: Iterable[ClaimFacts],
+    pods: Iterable[DaemonFacts],
     cliques: Iterable[Object],
     max_nodes: int,
 ) -> MembershipPlan:
     """Plan one domain's membership from cached objects.
 
     `labelled_nodes` maps every labelled node (any domain) to (domain UID, NVLink clique); `claims`,
-    `pods` and `cliques` are the domain's own. Daemon pods whose own label does not tell their clique
-    take their node's clique, counting only the nodes that carry the domain label once the label
-    changes are made.
+    `pods` (as the facts the planner reads of them) and `cliques` are the domain's own. Daemon pods
+    whose own label does not tell their clique take their node's clique, counting only the nodes
+    that carry the domain label once the label changes are made.
     """
     labelled = {node: owner for node, (owner, _) in labelled_nodes.items()}
-    labels = label_plan(uid, wanted_nodes(claims, namespace), labelled)
+    labels = label_plan(uid, nodes_wanted(claims, namespace), labelled)
     members_after = ({n for n, owner in labelled.items() if owner == uid} | set(labels.add)) - set(
         labels.remove
     )
     node_cliques = {node: labelled_nodes[node][1] for node in members_after if node in labelled_nodes}
-    found, _ignored = members(pods, node_cliques, names.daemon_name(uid))
+    found, _ignored = members_of(pods, node_cliques, names.daemon_name(uid))
     current = list(cliques)
     layout = plan_cliques([ComputeDomainClique.model_validate(c) for c in current], found, max_nodes)
     keep = {names.clique_name(uid, clique_id) for clique_id in layout.cliques}

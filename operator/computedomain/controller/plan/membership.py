@@ -18,17 +18,32 @@ from computedomain.dra.allocation import allocated_node
 Object = dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimFacts:
+    """All the membership planner reads of a claim: where it is and the node it is allocated to."""
+
+    namespace: str
+    node: str | None
+
+
+def claim_facts(claim: Object) -> ClaimFacts:
+    """The facts of one cached claim."""
+    node = allocated_node(claim)
+    return ClaimFacts(str(claim.get("metadata", {}).get("namespace", "")), node or None)
+
+
 def wanted_nodes(claims: Iterable[Object], namespace: str) -> set[str]:
+    """Nodes holding at least one allocated workload claim of the domain (see `nodes_wanted`)."""
+    return nodes_wanted((claim_facts(claim) for claim in claims), namespace)
+
+
+def nodes_wanted(claims: Iterable[ClaimFacts], namespace: str) -> set[str]:
     """Nodes holding at least one allocated workload claim of the domain.
 
     Only claims in the domain's own namespace count: NVIDIA's kubelet plugin refuses a channel of a
     domain in another namespace, so such a claim must not start an IMEX daemon either.
     """
-    return {
-        node
-        for claim in claims
-        if claim.get("metadata", {}).get("namespace") == namespace and (node := allocated_node(claim))
-    }
+    return {claim.node for claim in claims if claim.namespace == namespace and claim.node}
 
 
 @dataclass
@@ -55,24 +70,61 @@ def label_plan(uid: str, wanted: Iterable[str], labelled: Mapping[str, str]) -> 
     return plan
 
 
+@dataclass(frozen=True, slots=True)
+class DaemonFacts:
+    """All the membership planner reads of a pod that carries a domain's label."""
+
+    name: str
+    node: str | None
+    ip: str | None
+    deleting: bool
+    # The DaemonSet that controls the pod, if one does.
+    daemonset: str | None
+    # The clique the daemon reported on its own pod, if it did.
+    clique_id: str | None
+    ready: bool
+
+
 def _pod_ready(pod: Object) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def owned_by(pod: Object, daemonset: str) -> bool:
-    """True when `pod` is controlled by the DaemonSet named `daemonset` (its own namespace)."""
-    return any(
-        ref.get("kind") == "DaemonSet"
-        and ref.get("apiVersion") == "apps/v1"
-        and ref.get("name") == daemonset
-        and ref.get("controller") is True
-        for ref in pod["metadata"].get("ownerReferences") or []
+def _controlling_daemonset(pod: Object) -> str | None:
+    for ref in pod["metadata"].get("ownerReferences") or []:
+        if (
+            ref.get("kind") == "DaemonSet"
+            and ref.get("apiVersion") == "apps/v1"
+            and ref.get("controller") is True
+        ):
+            return str(ref.get("name", ""))
+    return None
+
+
+def daemon_facts(pod: Object) -> DaemonFacts:
+    """The facts of one cached pod."""
+    meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+    clique = (meta.get("labels") or {}).get(names.CLIQUE_LABEL)
+    return DaemonFacts(
+        name=str(meta.get("name", "")),
+        node=spec.get("nodeName") or None,
+        ip=status.get("podIP") or None,
+        deleting=bool(meta.get("deletionTimestamp")),
+        daemonset=_controlling_daemonset(pod),
+        clique_id=None if clique is None else str(clique),
+        ready=_pod_ready(pod),
     )
 
 
 def members(
     pods: Iterable[Object], node_cliques: Mapping[str, str], daemonset: str
+) -> tuple[list[Member], list[str]]:
+    """`members_of` the pods' facts."""
+    return members_of((daemon_facts(pod) for pod in pods), node_cliques, daemonset)
+
+
+def members_of(
+    pods: Iterable[DaemonFacts], node_cliques: Mapping[str, str], daemonset: str
 ) -> tuple[list[Member], list[str]]:
     """The domain's daemons, as members; and the pods that carry its label but do not count.
 
@@ -85,14 +137,11 @@ def members(
     found: list[Member] = []
     ignored: list[str] = []
     for pod in pods:
-        meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
-        node, ip = spec.get("nodeName"), status.get("podIP")
-        if not node or not ip or meta.get("deletionTimestamp"):
+        if not pod.node or not pod.ip or pod.deleting:
             continue
-        if node not in node_cliques or not owned_by(pod, daemonset):
-            ignored.append(str(meta.get("name", "")))
+        if pod.node not in node_cliques or pod.daemonset != daemonset:
+            ignored.append(pod.name)
             continue
-        labels = meta.get("labels") or {}
-        clique = labels.get(names.CLIQUE_LABEL, node_cliques[node])
-        found.append(Member(node=node, ip=ip, clique_id=clique, ready=_pod_ready(pod)))
+        clique = node_cliques[pod.node] if pod.clique_id is None else pod.clique_id
+        found.append(Member(node=pod.node, ip=pod.ip, clique_id=clique, ready=pod.ready))
     return sorted(found, key=lambda m: m.node), sorted(ignored)
