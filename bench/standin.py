@@ -23,6 +23,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from computedomain.api import names
+from computedomain.dra.allocation import node_named_by
 from computedomain.dra.slices import channel_device, daemon_device
 from tracker import follow
 
@@ -45,13 +46,10 @@ class Unplaceable(RuntimeError):
 def target_node(pod: dict[str, Any], nodes: Sequence[str]) -> str | None:
     """Where the pod goes: the node its required node affinity names (DaemonSet pods), else the node at
     its Job completion index; None for a pod that names neither."""
-    affinity = ((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}).get(
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    ) or {}
-    for term in affinity.get("nodeSelectorTerms") or []:
-        for match in term.get("matchFields") or []:
-            if match.get("key") == "metadata.name" and match.get("values"):
-                return str(match["values"][0])
+    affinity = (pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}
+    node = node_named_by(affinity.get("requiredDuringSchedulingIgnoredDuringExecution"))
+    if node is not None:
+        return node
     index = (pod["metadata"].get("annotations") or {}).get(COMPLETION_INDEX)
     if index is not None and int(index) < len(nodes):
         return nodes[int(index)]
@@ -99,14 +97,17 @@ def allocation(claim: dict[str, Any], node: str) -> dict[str, Any]:
 
 async def retried(call: Callable[[], Awaitable[T]], what: str, attempts: int = 30) -> T:
     """`call()`, tried again after a short random wait on an answer worth another try."""
-    for attempt in range(attempts):
+    for attempt in range(attempts - 1):
         try:
             return await call()
         except ApiException as error:
-            if error.status not in RETRY or attempt == attempts - 1:
+            if error.status not in RETRY:
                 raise RuntimeError(f"{what}: {error.status} {error.reason}") from None
         await asyncio.sleep(random.uniform(0.05, 0.1) * min(2**attempt, 20))
-    raise AssertionError("unreachable")
+    try:
+        return await call()
+    except ApiException as error:
+        raise RuntimeError(f"{what}: {error.status} {error.reason} after {attempts} tries") from None
 
 
 @dataclass
@@ -174,7 +175,7 @@ class SchedulerStandIn:
                 await self._bind(meta, node)
             self._done.add(meta["uid"])
             self.placed += 1
-        except (Unplaceable, RuntimeError) as error:
+        except RuntimeError as error:  # Unplaceable, or an answer that retrying did not mend
             self.failures.append(str(error))
             print(f"    (scheduler stand-in: {error})", flush=True)
         finally:

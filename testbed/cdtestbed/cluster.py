@@ -183,9 +183,9 @@ class LocalCluster:
         self._spawn(
             "kwok", self._kwok_args(kwok_port), lambda: _http_ok(f"http://127.0.0.1:{kwok_port}/healthz")
         )
-        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
-            if name != "kube-scheduler" or self.options.scheduler:
-                self._wait(name)
+        for component in self.components:
+            if component.name not in ("etcd", "kube-apiserver"):  # those two are up already
+                self._wait(component.name)
 
     def stop(self) -> None:
         """Stop every component (SIGTERM, then SIGKILL) in reverse start order."""

@@ -14,6 +14,7 @@ import pytest_asyncio
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from cdtestbed.cluster import LocalCluster
+from computedomain.api.names import DOMAIN_PLURAL, GROUP, VERSION
 from support.chaos import (
     admin_of,
     chaos_plane,
@@ -26,6 +27,7 @@ from support.chaos import (
     wait_settled,
 )
 from support.domains import Cluster, domain_manifest
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.chaos]
 
@@ -65,6 +67,13 @@ async def _burst_with_retries(chaos: Cluster, namespace: str, prefix: str, count
     return names
 
 
+async def _created_any(chaos: Cluster, namespace: str) -> bool:
+    listed = await chaos.custom.list_namespaced_custom_object(
+        GROUP, VERSION, namespace, DOMAIN_PLURAL, limit=1
+    )
+    return bool(listed["items"])
+
+
 @pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
 async def test_controller_survives_a_restart_during_a_burst(
     chaos_cluster: LocalCluster, chaos: Cluster, component: str
@@ -78,7 +87,8 @@ async def test_controller_survives_a_restart_during_a_burst(
         assert controller.process is not None
         pid = controller.process.pid
         creating = asyncio.create_task(_burst_with_retries(chaos, namespace, "b", count))
-        await asyncio.sleep(0.3)
+        # Break the server once the burst is under way: its first domain exists.
+        await eventually(lambda: _created_any(chaos, namespace), timeout=60, what="the burst's first domain")
         unavailable = await asyncio.to_thread(chaos_cluster.restart, component, down)
         back = time.monotonic()
         names = await creating

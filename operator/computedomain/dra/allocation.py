@@ -45,8 +45,17 @@ def allocated_node(claim: Mapping[str, Any]) -> str | None:
     allocation = allocation_of(claim)
     if allocation is None:
         return None
-    for term in (allocation.get("nodeSelector") or {}).get("nodeSelectorTerms") or []:
+    node = node_named_by(allocation.get("nodeSelector"))
+    if node is not None:
+        return node
+    return next((result.pool for result in device_results(claim) if result.pool), None)
+
+
+def node_named_by(selector: Mapping[str, Any] | None) -> str | None:
+    """The node a NodeSelector names by `metadata.name` (as the scheduler writes an allocation's and
+    the DaemonSet controller a daemon pod's required affinity), or None."""
+    for term in (selector or {}).get("nodeSelectorTerms") or []:
         for match in term.get("matchFields") or []:
             if match.get("key") == "metadata.name" and match.get("values"):
                 return str(match["values"][0])
-    return next((result.pool for result in device_results(claim) if result.pool), None)
+    return None
