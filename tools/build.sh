@@ -5,7 +5,8 @@
 # A family is rebuilt only when its pinned inputs change: each build records a digest of the
 # family's go.mod, go.sum, sources and build recipe, and a matching digest skips the build.
 #
-# usage: tools/build.sh [k8s|etcd|kwok|helm|cri-double ...]   (no argument: all families)
+# usage: tools/build.sh [k8s|etcd|kwok|helm|cri-double|containerd|runc|cni|pause ...]
+#        (no argument: all families)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -55,15 +56,76 @@ build_helm() {
     -o "$bin/helm" helm.sh/helm/v4/cmd/helm)
 }
 
-# The digest covers the family's module files and its own build recipe, so editing one family's
-# recipe does not rebuild the others.
+# containerd, runc, the CNI plugins and the pause image make a real container runtime for the test
+# bed's kubelets (tools/containerd/config.toml.example: how one runs without touching the host).
+# All three without cgo (upstream builds only the shim so): containerd then lacks just the btrfs
+# snapshotter, which the bed does not use.
+build_containerd() {
+  local pkg=github.com/containerd/containerd/v2 kv
+  kv=$(module_version containerd "$pkg")
+  # The kubelet reports the runtime version from the stamp (unstamped: 2.4.2+unknown).
+  local ldf="-s -w -X $pkg/version.Version=$kv -X $pkg/version.Package=$pkg"
+  (cd "$here/containerd" &&
+    go build -tags urfave_cli_no_docs -ldflags "$ldf" -o "$bin/" "$pkg/cmd/containerd" "$pkg/cmd/ctr" &&
+    CGO_ENABLED=0 go build -tags "urfave_cli_no_docs no_grpc" -ldflags "$ldf" -o "$bin/" \
+      "$pkg/cmd/containerd-shim-runc-v2")
+}
+
+# runc's container setup (nsexec) is C, and seccomp profiles need libseccomp; libpathrs, upstream's
+# other default tag, is a Rust library Debian 12 does not ship.
+build_runc() {
+  "$here/host-packages.sh"
+  local kv
+  kv=$(module_version runc github.com/opencontainers/runc)
+  (cd "$here/runc" && CGO_ENABLED=1 go build -tags "seccomp urfave_cli_no_docs" \
+    -ldflags "-s -w -X main.version=${kv#v}" -o "$bin/runc" github.com/opencontainers/runc)
+}
+
+# A CNI bin dir of their own: plugins are found by type name (bridge, loopback), too generic a
+# name for .tools/bin.
+build_cni() {
+  local pkg=github.com/containernetworking/plugins kv
+  kv=$(module_version cni "$pkg")
+  mkdir -p "$out/cni/bin"
+  (cd "$here/cni" && go build -ldflags "-s -w -X $pkg/pkg/utils/buildversion.BuildVersion=$kv" \
+    -o "$out/cni/bin/" "$pkg/plugins/main/bridge" "$pkg/plugins/ipam/host-local" \
+    "$pkg/plugins/main/loopback" "$pkg/plugins/meta/portmap")
+}
+
+# The sandbox image, built without a container engine or a registry: an OCI archive that
+# `ctr -n k8s.io images import` loads under the name the containerd config pins.
+build_pause() {
+  "$here/host-packages.sh"
+  local work=$out/pause.build name=localhost/pause tag=3.10
+  rm -rf "$work" && mkdir -p "$work" "$out/images"
+  umoci init --layout "$work/oci"
+  umoci new --image "$work/oci:$tag"
+  # Not `umoci insert`: Debian 12's umoci 0.4.7 writes its layer without the tar trailer.
+  umoci unpack --image "$work/oci:$tag" "$work/bundle"
+  gcc -Os -static -s -Wall -o "$work/bundle/rootfs/pause" "$here/pause/pause.c"
+  umoci repack --image "$work/oci:$tag" "$work/bundle"
+  umoci config --image "$work/oci:$tag" --config.entrypoint /pause --config.user 65535 \
+    --config.workingdir /
+  umoci gc --layout "$work/oci"
+  # umoci records the bare tag; an import names the image after this annotation as it stands.
+  sed -i "s|\"org.opencontainers.image.ref.name\":\"$tag\"|\"org.opencontainers.image.ref.name\":\"$name:$tag\"|" \
+    "$work/oci/index.json"
+  grep -q "\"$name:$tag\"" "$work/oci/index.json"
+  tar -C "$work/oci" -cf "$out/images/pause.oci.tar" .
+  rm -rf "$work"
+}
+
+# The digest covers the family's module files (the pause family has only its C source) and its own
+# build recipe, so editing one family's recipe does not rebuild the others.
 digest() {
-  { declare -f "build_$1"; cat "$here/$1"/go.mod "$here/$1"/go.sum $(ls "$here/$1"/*.go 2>/dev/null); } \
+  { declare -f "build_$1"
+    cat $(ls "$here/$1"/go.mod "$here/$1"/go.sum 2>/dev/null) $(ls "$here/$1"/*.go 2>/dev/null) \
+      $(ls "$here/$1"/*.c 2>/dev/null); } \
     | sha256sum | cut -c1-16
 }
 
 families=("$@")
-[ ${#families[@]} -gt 0 ] || families=(etcd kwok helm k8s cri-double)
+[ ${#families[@]} -gt 0 ] || families=(etcd kwok helm k8s cri-double containerd runc cni pause)
 for family in "${families[@]}"; do
   stamp=$out/$family.stamp
   want=$(digest "$family")
