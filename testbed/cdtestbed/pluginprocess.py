@@ -2,17 +2,18 @@
 
 It runs exactly as its container would (`python -m computedomain.plugin`, configured by environment),
 pointed at that node's kubelet root (where it registers), at the CDI spec folder the node's runtime
-double resolves against, and at a fake of the node's driver installation: `/proc/devices` with the
-NVIDIA majors, the `fabric-imex-mgmt` capability file, and `nvidia-imex` / `nvidia-imex-ctl` (the
-IMEX test doubles) under the driver root. It authenticates with a token bound to a pod of the chart's
-plugin DaemonSet on that node, so the chart's RBAC and admission policy are all it may use.
+double resolves against, and at a fake of the node's driver installation (`NodeHost`). It
+authenticates with a token bound to a pod of the chart's plugin DaemonSet on that node, so the chart's
+RBAC and admission policy are all it may use.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -26,24 +27,101 @@ from cdtestbed.processes import terminate
 from cdtestbed.tools import repo_root
 
 FAKE_IMEX_DIR = repo_root() / "tests" / "fakes" / "imex"
+FAKE_NVML_BUILD = repo_root() / "tests" / "fakenvml" / "build.py"
+FAKE_NVML_CACHE = repo_root() / ".cache" / "fakenvml" / "current"
 IMEX_BINARIES = ("nvidia-imex", "nvidia-imex-ctl")
 PROC_DEVICES = """Character devices:
   1 mem
 195 nvidia
 234 nvidia-caps-imex-channels
 235 nvidia-caps
+510 nvidia-uvm
 
 Block devices:
   7 loop
 """
 IMEX_CHANNELS_MAJOR = 234
+CAPS_MAJOR = 235
 FABRIC_IMEX_MGMT_MINOR = 7
+# What the fake NVML library reports (nvmlSystemGetDriverVersion), hence the suffix of its file name.
+DRIVER_VERSION = "580.82.07"
+GPUS = 4
+# Path under the driver root -> (major, minor, mode), as a GB200 tray's driver makes them.
+DEVICE_NODES: dict[str, tuple[int, int, int]] = {
+    **{f"dev/nvidia{n}": (195, n, 0o666) for n in range(GPUS)},
+    "dev/nvidiactl": (195, 255, 0o666),
+    "dev/nvidia-uvm": (510, 0, 0o666),
+    "dev/nvidia-uvm-tools": (510, 1, 0o666),
+    f"dev/nvidia-caps/nvidia-cap{FABRIC_IMEX_MGMT_MINOR}": (CAPS_MAJOR, FABRIC_IMEX_MGMT_MINOR, 0o400),
+    "dev/nvidia-caps-imex-channels/channel0": (IMEX_CHANNELS_MAJOR, 0, 0o666),
+}
+NVIDIA_SMI = """#!/bin/sh
+# Test bed stand-in: there is no GPU to manage here.
+echo "nvidia-smi: no NVIDIA GPU on this test bed" >&2
+exit 9
+"""
 _CLUSTER_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+
+
+def fake_nvml_library() -> Path | None:
+    """The fake `libnvidia-ml.so.1` of the tests (built on first use); None without a C compiler."""
+    # Loaded from its file: the test bed is a source root of its own, without the tests on its path.
+    spec = importlib.util.spec_from_file_location("cdtestbed_fakenvml_build", FAKE_NVML_BUILD)
+    if spec is None or spec.loader is None:
+        raise ClusterError(f"cannot load {FAKE_NVML_BUILD}")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    if build.compiler() is None:
+        return None
+    return Path(build.build_fake_nvml(FAKE_NVML_CACHE))
+
+
+def _char_device(path: Path, major: int, minor: int, mode: int) -> None:
+    # Kept when it is already that node, so that a runtime holding it open is not disturbed.
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        info = None
+    if info is None or not stat.S_ISCHR(info.st_mode) or info.st_rdev != os.makedev(major, minor):
+        if info is not None:
+            path.unlink()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mknod(path, stat.S_IFCHR | mode, os.makedev(major, minor))
+    os.chmod(path, mode)
+
+
+def _write(path: Path, content: bytes, mode: int = 0o755) -> None:
+    # Replaced by a rename, and only when it changed: a process may be running it.
+    if path.is_symlink() or not path.exists() or path.read_bytes() != content:
+        scratch = path.with_name(f".{path.name}.tmp")
+        scratch.write_bytes(content)
+        os.replace(scratch, path)
+    path.chmod(mode)
+
+
+def _copy(source: Path, target: Path, mode: int = 0o755) -> None:
+    _write(target, source.read_bytes(), mode)
+
+
+def _link(link: Path, target: Path | str) -> None:
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)
 
 
 @dataclass(frozen=True)
 class NodeHost:
-    """The host side of one kubelet node as the plugin sees it, under `root`."""
+    """The host side of one kubelet node as the plugin sees it, under `root`.
+
+    The driver root holds what the plugin reads of a driver installation (`create`): the
+    `fabric-imex-mgmt` capability file, the NVML library under its versioned name
+    (`usr/lib64/libnvidia-ml.so.<version>` with its `libnvidia-ml.so.1` link), `nvidia-smi` (a stub),
+    `nvidia-imex` and `nvidia-imex-ctl` (copies of the IMEX test doubles) and, where the test bed runs
+    as root, the driver's character device nodes under `dev/` (GPUs, control, UVM, the capability and
+    channel 0). Making device nodes needs root: otherwise `dev/` stays empty, and the daemon claims'
+    CDI specs have only the capability device.
+    """
 
     root: Path
 
@@ -67,8 +145,13 @@ class NodeHost:
         """The plugin's checkpoint and per-domain IMEX config folders."""
         return self.root / "state"
 
+    @property
+    def nvml_library(self) -> Path:
+        """The NVML library under its versioned name (its `libnvidia-ml.so.1` link lies beside it)."""
+        return self.driver_root / "usr" / "lib64" / f"libnvidia-ml.so.{DRIVER_VERSION}"
+
     def create(self) -> None:
-        """Write the node's driver files (idempotent)."""
+        """Write the node's driver files (idempotent; device nodes only when running as root)."""
         self.proc_devices.parent.mkdir(parents=True, exist_ok=True)
         self.proc_devices.write_text(PROC_DEVICES)
         if not self.boot_id.exists():
@@ -80,11 +163,27 @@ class NodeHost:
         )
         binaries = self.driver_root / "usr" / "bin"
         binaries.mkdir(parents=True, exist_ok=True)
+        # Copies, not links: a driver root must work wherever it is mounted (a container sees no
+        # path of this checkout), and the doubles are self-contained scripts.
         for name in IMEX_BINARIES:
-            link = binaries / name
-            if not link.exists():
-                link.symlink_to(FAKE_IMEX_DIR / name)
+            _copy(FAKE_IMEX_DIR / name, binaries / name)
+        _write(binaries / "nvidia-smi", NVIDIA_SMI.encode())
+        self._create_nvml()
+        if os.geteuid() == 0:
+            for path, (major, minor, mode) in DEVICE_NODES.items():
+                _char_device(self.driver_root / path, major, minor, mode)
         self.state.mkdir(parents=True, exist_ok=True)
+
+    def _create_nvml(self) -> None:
+        library = self.nvml_library
+        library.parent.mkdir(parents=True, exist_ok=True)
+        built = fake_nvml_library()
+        if built is None:
+            # Without a compiler there is no library to load; the plugin reads only its name.
+            library.touch()
+        else:
+            _copy(built, library, mode=0o644)
+        _link(library.with_name("libnvidia-ml.so.1"), library.name)
 
 
 @dataclass

@@ -23,6 +23,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 
 from cdtestbed.kubeletbed import NAMESPACE, KubeletBed, kubelet_bed
+from cdtestbed.pluginprocess import DEVICE_NODES, FABRIC_IMEX_MGMT_MINOR
 from cdtestbed.topology import nvl72_racks
 from computedomain.api import names
 from computedomain.plugin.events import REASON_WAITING
@@ -181,7 +182,7 @@ async def test_example_01_every_container_receives_channel_0(bed: KubeletBed) ->
             assert "IMEX daemon" in events[0].message, events[0].message
     assert waited >= 1, "no Job pod waited for its node's IMEX daemon"
 
-    # Each daemon took domain, clique, config folder, device and IMEX binaries from its claim's CDI
+    # Each daemon took domain, clique, config folder, devices and IMEX binaries from its claim's CDI
     # edits, and its IMEX (the fake) runs with all four peers.
     daemons = await daemon_pods(bed, domain_uid)
     assert len(daemons) == 4
@@ -191,8 +192,17 @@ async def test_example_01_every_container_receives_channel_0(bed: KubeletBed) ->
         # The DaemonSet sets the domain too; CDI adds the clique and the config folder.
         assert f"COMPUTE_DOMAIN_UUID={domain_uid}" in record["cdi"]["env"]
         assert {f"CLIQUE_ID={CLIQUE}", "IMEX_CONFIG_DIR=/imexd"} <= set(record["cdi"]["addedEnv"])
-        (device,) = record["cdi"]["deviceNodes"]
-        assert (device["path"], device["major"], device["minor"]) == ("/dev/nvidia-caps/nvidia-cap7", 235, 7)
+        # The fabric-imex-mgmt capability with the driver's root-only mode, and the management set:
+        # every device node of the driver root (GPUs, control, UVM, channel 0), each once.
+        devices = record["cdi"]["deviceNodes"]
+        nodes = {d["path"]: (d["major"], d["minor"], d["fileMode"]) for d in devices}
+        assert len(nodes) == len(devices), devices
+        capability = f"/dev/nvidia-caps/nvidia-cap{FABRIC_IMEX_MGMT_MINOR}"
+        assert nodes[capability] == (235, FABRIC_IMEX_MGMT_MINOR, "0400")
+        assert nodes["/dev/nvidiactl"] == (195, 255, "0666")
+        assert nodes == {
+            f"/{path}": (major, minor, f"{mode:04o}") for path, (major, minor, mode) in DEVICE_NODES.items()
+        }
         assert {"/usr/bin/nvidia-imex", "/usr/bin/nvidia-imex-ctl"} <= {
             m["containerPath"] for m in record["cdi"]["mounts"]
         }

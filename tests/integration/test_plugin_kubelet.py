@@ -214,6 +214,14 @@ async def test_daemon_claim_gets_domain_and_clique(
     assert f"COMPUTE_DOMAIN_UUID={uid}" in edits["env"]
     assert f"COMPUTE_DOMAIN_NAMESPACE={namespace}" in edits["env"]
     assert edits["deviceNodes"][0]["path"] == "/dev/nvidia-caps/nvidia-cap7"
+    # The daemon runs the driver's IMEX tools, not copies of its own.
+    driver = plugin.settings.host_root
+    tools = {
+        m["containerPath"]: m["hostPath"] for m in edits["mounts"] if "nvidia-imex" in m["containerPath"]
+    }
+    assert tools == {
+        f"/usr/bin/{tool}": f"{driver}/usr/bin/{tool}" for tool in ("nvidia-imex", "nvidia-imex-ctl")
+    }
     assert (plugin.settings.state / "domains" / uid).is_dir()
 
 

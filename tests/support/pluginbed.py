@@ -25,6 +25,7 @@ from computedomain.kube import DOMAINS, NODES, PODS, Kind, Kube, claims, resourc
 from computedomain.plugin.app import Plugin
 from computedomain.plugin.health import StaticHealth
 from computedomain.plugin.settings import PluginSettings
+from support.plugindriver import install_imex_tools
 from support.pluginview import PROC_DEVICES
 from support.waiting import eventually
 
@@ -99,7 +100,7 @@ async def start_plugin(
 
 @pytest_asyncio.fixture
 async def node_root() -> AsyncIterator[Path]:
-    """A node's files: /proc/devices, boot ID, the driver's capability file (short path: sockets)."""
+    """A node's files (short path: sockets): /proc/devices, boot ID, the driver's capability, IMEX tools."""
     with tempfile.TemporaryDirectory(prefix="cdp-", dir="/tmp") as scratch:
         root = Path(scratch)
         (root / "proc").mkdir()
@@ -108,6 +109,8 @@ async def node_root() -> AsyncIterator[Path]:
         caps = root / "driver" / "proc" / "driver" / "nvidia" / "capabilities"
         caps.mkdir(parents=True)
         (caps / "fabric-imex-mgmt").write_text("DeviceFileMinor: 7\n")
+        # A daemon claim on a node with a clique fails without the driver's IMEX tools.
+        install_imex_tools(root)
         yield root
 
 

@@ -167,7 +167,8 @@ class Node:
     checkpoint: Checkpoint
 
     def spec(self, claim: dict[str, Any]) -> dict[str, Any]:
-        return json.loads(self.specs.path(claim["metadata"]["uid"]).read_text())
+        spec: dict[str, Any] = json.loads(self.specs.path(claim["metadata"]["uid"]).read_text())
+        return spec
 
 
 def make_core(root: Path, view: MemoryView, *, wait: float = 2.0, boot: str = "boot-1") -> Node:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from computedomain.plugin.cleanup import Sweeper
 from computedomain.plugin.core import ClaimRef
+from support.plugindriver import install_imex_tools
 from support.pluginview import MemoryView, allocated_claim, channel_config, daemon_config, make_core
 
 
@@ -38,6 +39,7 @@ async def test_sweep_releases_deleted_and_abandoned_claims(tmp_path: Path) -> No
 
 async def test_sweep_removes_config_folders_no_prepared_claim_uses(tmp_path: Path) -> None:
     node = make_core(tmp_path, MemoryView())
+    install_imex_tools(tmp_path)
     live = node.view.add_domain("computedomain-system", "live")
     used = node.view.add_domain("computedomain-system", "used-but-deleted")
     unused = node.view.add_domain("computedomain-system", "unused")
@@ -49,7 +51,7 @@ async def test_sweep_removes_config_folders_no_prepared_claim_uses(tmp_path: Pat
             )
         )
         claims[domain.name] = ClaimRef("computedomain-system", domain.name, claim["metadata"]["uid"])
-        await node.core.prepare([claims[domain.name]])
+        assert (await node.core.prepare([claims[domain.name]]))[claims[domain.name].uid].error == ""
     gone = node.core.paths.domain_dir("gone-domain")
     gone.mkdir(parents=True)
     del node.view.domains[used.uid]

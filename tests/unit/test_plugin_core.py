@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import pytest
 
 from computedomain.plugin.core import ClaimRef
+from support.plugindriver import install_driver
 from support.pluginview import MemoryView, Node, allocated_claim, channel_config, daemon_config, make_core
 from support.waiting import eventually
 
@@ -84,7 +87,15 @@ async def test_node_without_clique_prepares_without_a_channel_device(tmp_path: P
     assert not node.specs.path(claim["metadata"]["uid"]).exists()
 
 
-async def test_daemon_claim_gets_domain_environment_config_dir_capability_and_tools(node: Node) -> None:
+def daemon_claim(node: Node) -> dict[str, Any]:
+    domain = node.view.add_domain("team", "cd")
+    return node.view.add_claim(
+        allocated_claim("computedomain-system", "d", "daemon-0", daemon_config(domain.uid), request="daemon")
+    )
+
+
+async def test_daemon_claim_gets_domain_environment_config_dir_capability_and_driver(node: Node) -> None:
+    install_driver(node.root)
     domain = node.view.add_domain("team", "cd")
     claim = node.view.add_claim(
         allocated_claim("computedomain-system", "d", "daemon-0", daemon_config(domain.uid), request="daemon")
@@ -101,26 +112,107 @@ async def test_daemon_claim_gets_domain_environment_config_dir_capability_and_to
         "COMPUTE_DOMAIN_NAME=cd",
         "COMPUTE_DOMAIN_NAMESPACE=team",
         "IMEX_CONFIG_DIR=/imexd",
+        "NVIDIA_VISIBLE_DEVICES=void",
+        "LD_LIBRARY_PATH=/usr/lib64",
     }
+    # The capability device with the mode the driver gives it (DeviceFileMode 256: root only).
     assert edits["deviceNodes"] == [
-        {"path": "/dev/nvidia-caps/nvidia-cap7", "type": "c", "major": 235, "minor": 7, "fileMode": 0o666}
+        {"path": "/dev/nvidia-caps/nvidia-cap7", "type": "c", "major": 235, "minor": 7, "fileMode": 0o400}
     ]
     config_dir = node.root / "state" / "domains" / domain.uid
     assert config_dir.is_dir()
-    assert {
+    assert edits["mounts"][0] == {
         "hostPath": str(config_dir),
         "containerPath": "/imexd",
         "options": ["rw", "nosuid", "nodev", "bind"],
-    } in (edits["mounts"])
-    # nvidia-imex exists under the driver root, nvidia-imex-ctl does not: only the one is mounted.
-    binaries = [m for m in edits["mounts"] if m["containerPath"].startswith("/usr/bin/")]
-    assert binaries == [
-        {
-            "hostPath": "/host/driver/usr/bin/nvidia-imex",
-            "containerPath": "/usr/bin/nvidia-imex",
-            "options": ["ro", "nosuid", "nodev", "bind"],
-        }
+    }
+    # The driver's management set: library (and its .so.1 link), tools, from the host's driver root.
+    ro = ["ro", "nosuid", "nodev", "rbind", "rprivate"]
+    assert [(m["hostPath"], m["containerPath"], m["options"]) for m in edits["mounts"][1:]] == [
+        ("/host/driver/usr/lib64/libnvidia-ml.so.580.82.07", "/usr/lib64/libnvidia-ml.so.580.82.07", ro),
+        ("/host/driver/usr/lib64/libnvidia-ml.so.580.82.07", "/usr/lib64/libnvidia-ml.so.1", ro),
+        ("/host/driver/usr/bin/nvidia-imex", "/usr/bin/nvidia-imex", ro),
+        ("/host/driver/usr/bin/nvidia-imex-ctl", "/usr/bin/nvidia-imex-ctl", ro),
+        ("/dev/null", "/var/run/nvidia-container-devices/void", ["ro", "nosuid", "nodev", "bind"]),
     ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making device nodes needs root")
+async def test_daemon_claim_gets_the_drivers_device_nodes_once_each(node: Node) -> None:
+    install_driver(node.root)
+    dev = node.root / "driver" / "dev"
+    (dev / "nvidia-caps").mkdir(parents=True)
+    for path, number, mode in (
+        (dev / "nvidiactl", (195, 255), 0o666),
+        (dev / "nvidia0", (195, 0), 0o666),
+        (dev / "nvidia-caps" / "nvidia-cap7", (235, 7), 0o400),
+    ):
+        os.mknod(path, stat.S_IFCHR | mode, os.makedev(*number))
+        os.chmod(path, mode)
+    claim = daemon_claim(node)
+
+    outcome = (await node.core.prepare([ref(claim)]))[claim["metadata"]["uid"]]
+
+    assert outcome.error == ""
+    nodes = node.spec(claim)["devices"][0]["containerEdits"]["deviceNodes"]
+    # The capability first (from procfs); the same path under dev/ is not given twice.
+    assert nodes == [
+        {"path": "/dev/nvidia-caps/nvidia-cap7", "type": "c", "major": 235, "minor": 7, "fileMode": 0o400},
+        {
+            "path": "/dev/nvidia0",
+            "hostPath": "/host/driver/dev/nvidia0",
+            "type": "c",
+            "major": 195,
+            "minor": 0,
+            "fileMode": 0o666,
+        },
+        {
+            "path": "/dev/nvidiactl",
+            "hostPath": "/host/driver/dev/nvidiactl",
+            "type": "c",
+            "major": 195,
+            "minor": 255,
+            "fileMode": 0o666,
+        },
+    ]
+
+
+async def test_missing_imex_tools_fail_the_daemon_claim_naming_every_path_searched(node: Node) -> None:
+    # make_core's driver root has nvidia-imex (made executable here) but not nvidia-imex-ctl.
+    driver = node.root / "driver"
+    (driver / "usr" / "bin" / "nvidia-imex").chmod(0o755)
+    claim = daemon_claim(node)
+
+    outcome = (await node.core.prepare([ref(claim)]))[claim["metadata"]["uid"]]
+
+    assert outcome.devices == ()
+    assert outcome.error.startswith("ResourceClaim computedomain-system/d: nvidia-imex-ctl not found under")
+    searched = [f"{driver}/{d}/nvidia-imex-ctl" for d in ("usr/local/sbin", "usr/local/bin", "usr/sbin")]
+    searched += [f"{driver}/{d}/nvidia-imex-ctl" for d in ("usr/bin", "sbin", "bin")]
+    assert ", ".join(searched) in outcome.error
+    assert "the host's /host/driver" in outcome.error
+    assert not node.specs.path(claim["metadata"]["uid"]).exists()
+
+    # Neither tool (nvidia-imex is there but cannot run): both are named, each with its paths.
+    (driver / "usr" / "bin" / "nvidia-imex").chmod(0o644)
+    outcome = (await node.core.prepare([ref(claim)]))[claim["metadata"]["uid"]]
+    assert "nvidia-imex and nvidia-imex-ctl not found under" in outcome.error
+    assert f"nvidia-imex in {driver}/usr/local/sbin/nvidia-imex," in outcome.error
+    assert f"{driver}/bin/nvidia-imex-ctl" in outcome.error
+    assert f"({driver}/usr/bin/nvidia-imex present but not an executable file)" in outcome.error
+
+
+async def test_daemon_claim_on_a_node_without_clique_needs_no_driver(tmp_path: Path) -> None:
+    node = make_core(tmp_path, MemoryView(clique=""))
+    (tmp_path / "driver" / "usr" / "bin" / "nvidia-imex").unlink()
+    claim = daemon_claim(node)
+
+    outcome = (await node.core.prepare([ref(claim)]))[claim["metadata"]["uid"]]
+
+    assert outcome.error == ""
+    edits = node.spec(claim)["devices"][0]["containerEdits"]
+    assert "deviceNodes" not in edits
+    assert [m["containerPath"] for m in edits["mounts"]] == ["/imexd"]
 
 
 @pytest.mark.parametrize(

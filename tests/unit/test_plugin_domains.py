@@ -11,6 +11,7 @@ import pytest
 from computedomain.plugin.core import ClaimRef
 from computedomain.plugin.domains import DomainFinder, annotated_domain
 from computedomain.plugin.view import DomainRef
+from support.plugindriver import install_imex_tools
 from support.pluginview import (
     MemoryView,
     Node,
@@ -26,7 +27,9 @@ OPERATOR_NAMESPACE = "computedomain-system"
 
 @pytest.fixture
 def node(tmp_path: Path) -> Node:
-    return make_core(tmp_path, MemoryView())
+    made = make_core(tmp_path, MemoryView())
+    install_imex_tools(tmp_path)
+    return made
 
 
 def ref(claim: dict[str, Any]) -> ClaimRef:

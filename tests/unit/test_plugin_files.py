@@ -46,6 +46,35 @@ def test_capability_minor() -> None:
     assert devices.parse_capability_minor("DeviceFileMode: 256\n") is None
 
 
+def test_capability_device_has_the_mode_the_driver_gives_it(tmp_path: Path) -> None:
+    assert devices.parse_capability_mode("DeviceFileMinor: 7\nDeviceFileMode: 256\n") == 0o400
+    assert devices.parse_capability_mode("DeviceFileMinor: 7\nDeviceFileMode: 438\n") == 0o666
+    assert devices.parse_capability_mode("DeviceFileMinor: 7\n") == 0o400  # the driver's default
+    (tmp_path / "proc").write_text(PROC)
+    caps = tmp_path / "driver" / "proc" / "driver" / "nvidia" / "capabilities"
+    caps.mkdir(parents=True)
+    (caps / "fabric-imex-mgmt").write_text("DeviceFileMinor: 3\nDeviceFileMode: 256\n")
+    device = devices.fabric_imex_mgmt_device(tmp_path / "proc", tmp_path / "driver")
+    assert device == devices.CharDevice("/dev/nvidia-caps/nvidia-cap3", 510, 3, 0o400)
+
+
+def test_device_nodes_with_a_host_path_need_cdi_0_5() -> None:
+    node = devices.CharDevice("/dev/nvidiactl", 195, 255, 0o666, host_path="/run/nvidia/driver/dev/nvidiactl")
+    spec = cdi.render_spec("abc", [("daemon-0", cdi.Edits(device_nodes=[node]))])
+    assert spec is not None
+    assert spec["cdiVersion"] == "0.5.0"
+    assert spec["devices"][0]["containerEdits"]["deviceNodes"] == [
+        {
+            "path": "/dev/nvidiactl",
+            "hostPath": "/run/nvidia/driver/dev/nvidiactl",
+            "type": "c",
+            "major": 195,
+            "minor": 255,
+            "fileMode": 0o666,
+        }
+    ]
+
+
 def test_cdi_names_follow_the_reference() -> None:
     assert cdi.qualified_name("abc", "channel-0") == "k8s.compute-domain.nvidia.com/claim=abc-channel-0"
     assert cdi.spec_file_name("abc") == "k8s.compute-domain.nvidia.com-claim_abc.json"

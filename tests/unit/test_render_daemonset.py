@@ -84,7 +84,20 @@ def test_container() -> None:
         "limits": {"memory": "256Mi"},
         "claims": [{"name": "compute-domain-daemon"}],
     }
-    assert "securityContext" not in c
+
+
+def test_daemon_runs_as_root_without_privilege_escalation() -> None:
+    # The image's user 65532 cannot open the 0400 capability device nor write /etc/hosts and /imexd.
+    assert container()["securityContext"] == {
+        "runAsUser": 0,
+        "runAsGroup": 0,
+        "runAsNonRoot": False,
+        "allowPrivilegeEscalation": False,
+    }
+    # Nothing is privileged or added, and the pod keeps no security context of its own.
+    assert "privileged" not in container()["securityContext"]
+    assert "capabilities" not in container()["securityContext"]
+    assert "securityContext" not in pod()
 
 
 def test_daemons_log_as_json_when_the_operator_does() -> None:
@@ -146,6 +159,7 @@ def test_rendering_is_deterministic_and_unshared() -> None:
     first = rendered()
     first["metadata"]["labels"]["extra"] = "x"
     first["spec"]["template"]["spec"]["tolerations"].clear()
+    first["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsUser"] = 65532
 
     assert rendered() != first
     assert "extra" not in first["spec"]["selector"]["matchLabels"]

@@ -12,12 +12,25 @@ import logging
 import os
 import sys
 
+from computedomain.agent.nvml import PynvmlSource
 from computedomain.kube.config import ConfigError, load_connection
 from computedomain.logs import configure_logging
+from computedomain.plugin.driver import driver_problem, read_driver_version
 from computedomain.plugin.settings import PluginSettings, SettingsError
 from computedomain.shutdown import ignore_further_signals, stop_on_signals
 
 logger = logging.getLogger("computedomain.plugin")
+
+# Same status as an invalid setting: the plugin cannot start on this node as it is.
+EXIT_UNFIT = 2
+
+
+def driver_refusal(settings: PluginSettings) -> str | None:
+    """Why this node's NVIDIA driver rules the plugin out (see `computedomain.plugin.driver`), or None."""
+    found = read_driver_version(settings.driver_root, PynvmlSource().read)
+    if found is not None:
+        logger.info("NVIDIA driver %s, read from %s", found.version, found.source)
+    return driver_problem(found, settings.node_name, settings.host_root)
 
 
 async def _main(settings: PluginSettings) -> int:
@@ -61,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         settings.driver_root,
         settings.state,
     )
+    refusal = driver_refusal(settings)
+    if refusal is not None:
+        logger.error("refusing to start: %s", refusal)
+        return EXIT_UNFIT
     return asyncio.run(_main(settings))
 
 

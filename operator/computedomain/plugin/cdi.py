@@ -69,16 +69,23 @@ def render_edits(edits: Edits) -> dict[str, Any]:
     if edits.env:
         rendered["env"] = [f"{key}={value}" for key, value in edits.env.items()]
     if edits.device_nodes:
-        rendered["deviceNodes"] = [
-            {"path": d.path, "type": "c", "major": d.major, "minor": d.minor, "fileMode": d.file_mode}
-            for d in edits.device_nodes
-        ]
+        rendered["deviceNodes"] = [_device_node(d) for d in edits.device_nodes]
     if edits.mounts:
         rendered["mounts"] = [
             {"hostPath": m.host_path, "containerPath": m.container_path, "options": list(m.options)}
             for m in edits.mounts
         ]
     return rendered
+
+
+def _device_node(device: CharDevice) -> dict[str, Any]:
+    # Type and numbers are given even with a host path, so that the spec means the same wherever the
+    # runtime resolves it, whether or not it can see the host's node.
+    node: dict[str, Any] = {"path": device.path}
+    if device.host_path:
+        node["hostPath"] = device.host_path
+    node.update(type="c", major=device.major, minor=device.minor, fileMode=device.file_mode)
+    return node
 
 
 def minimum_version(spec: Spec) -> str:

@@ -23,7 +23,7 @@ from computedomain.plugin.devices import DeviceError
 from computedomain.plugin.domains import DomainFinder, annotated_domain
 from computedomain.plugin.edits import HostPaths, channel_edits, daemon_edits
 from computedomain.plugin.events import REASON_NOT_READY, REASON_WAITING, RateLimit, render_event
-from computedomain.plugin.gate import wait_for_daemon
+from computedomain.plugin.gate import wait_for_daemon, warn_without_clique
 from computedomain.plugin.view import DomainRef, NodeView
 
 log = logging.getLogger(__name__)
@@ -161,8 +161,8 @@ class Core:
         except* _Refused as refused:
             raise refused.exceptions[0] from None
         clique = await self.view.clique_id()
-        if not clique and any(d.type == "channel" for d in allocated):
-            log.info("node %s has no NVLink clique: claim %s gets no IMEX channel device", self.node, ref)
+        if any(d.type == "channel" for d in allocated):
+            await warn_without_clique(self.view, self.node, str(ref), reserved_pods(claim), clique)
         try:
             edits = [(d.device, self._edits(d, domains[d.domain_id], clique)) for d in allocated]
         except DeviceError as error:

@@ -14,6 +14,9 @@ CHANNEL_COUNT = 2048
 FABRIC_IMEX_MGMT = "proc/driver/nvidia/capabilities/fabric-imex-mgmt"
 
 _MINOR = re.compile(r"^\s*DeviceFileMinor:\s*(\d+)\s*$", re.MULTILINE)
+_MODE = re.compile(r"^\s*DeviceFileMode:\s*(\d+)\s*$", re.MULTILINE)
+# The driver makes capability nodes readable by root alone unless told otherwise.
+DEFAULT_CAPABILITY_MODE = 0o400
 
 
 class DeviceError(RuntimeError):
@@ -22,12 +25,17 @@ class DeviceError(RuntimeError):
 
 @dataclass(frozen=True)
 class CharDevice:
-    """A character device node as CDI describes it."""
+    """A character device node as CDI describes it.
+
+    `host_path` names an existing node on the host (CDI 0.5.0); '' when the runtime makes the node
+    from its numbers alone.
+    """
 
     path: str
     major: int
     minor: int
     file_mode: int = 0o666
+    host_path: str = ""
 
 
 def parse_majors(text: str) -> dict[str, int]:
@@ -63,8 +71,14 @@ def parse_capability_minor(text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def read_capability_minor(path: Path) -> int:
-    """The minor of the capability device described by `path`."""
+def parse_capability_mode(text: str) -> int:
+    """The `DeviceFileMode` of an NVIDIA capability file (decimal there), or the driver's default."""
+    match = _MODE.search(text)
+    return int(match.group(1)) & 0o777 if match else DEFAULT_CAPABILITY_MODE
+
+
+def read_capability(path: Path) -> tuple[int, int]:
+    """The minor and file mode of the capability device described by `path`."""
     try:
         text = path.read_text()
     except OSError as error:
@@ -72,7 +86,7 @@ def read_capability_minor(path: Path) -> int:
     minor = parse_capability_minor(text)
     if minor is None:
         raise DeviceError(f"{path} has no DeviceFileMinor line")
-    return minor
+    return minor, parse_capability_mode(text)
 
 
 def channel_devices(major: int, all_channels: bool) -> list[CharDevice]:
@@ -82,7 +96,8 @@ def channel_devices(major: int, all_channels: bool) -> list[CharDevice]:
 
 
 def fabric_imex_mgmt_device(proc_devices: Path, driver_root: Path) -> CharDevice:
-    """The `fabric-imex-mgmt` capability device the IMEX daemon needs."""
+    """The `fabric-imex-mgmt` capability device the IMEX daemon needs, with the mode the driver gives it
+    (0400: only root opens it), as NVIDIA's plugin does."""
     major = read_major(proc_devices, CAPS_DEVICE)
-    minor = read_capability_minor(driver_root / FABRIC_IMEX_MGMT)
-    return CharDevice(f"{CAPS_DIR}/nvidia-cap{minor}", major, minor)
+    minor, mode = read_capability(driver_root / FABRIC_IMEX_MGMT)
+    return CharDevice(f"{CAPS_DIR}/nvidia-cap{minor}", major, minor, file_mode=mode)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from computedomain.plugin import devices
+from computedomain.plugin import devices, management
 from computedomain.plugin.cdi import DAEMON_CONFIG_DIR, Edits, Mount
+from computedomain.plugin.devices import DeviceError
+from computedomain.plugin.management import ManagementSet
 from computedomain.plugin.view import DomainRef
 
 IMEX_BINARIES = ("nvidia-imex", "nvidia-imex-ctl")
-# Where a driver installation keeps its tools, relative to the driver root; the first hit wins.
-_BINARY_DIRS = ("usr/bin", "usr/sbin", "bin", "sbin", "usr/local/bin")
-CONTAINER_BINARY_DIR = "/usr/bin"
 
 
 @dataclass(frozen=True)
@@ -28,16 +27,32 @@ class HostPaths:
         """The IMEX config directory of one domain on this node."""
         return self.domains_dir / domain_uid
 
-    def imex_binary_mounts(self) -> list[Mount]:
-        """Read-only mounts of the host's `nvidia-imex` and `nvidia-imex-ctl`, for those that exist."""
-        mounts = []
-        for binary in IMEX_BINARIES:
-            for directory in _BINARY_DIRS:
-                if (self.driver_root / directory / binary).is_file():
-                    host = self.host_driver_root / directory / binary
-                    mounts.append(Mount(str(host), f"{CONTAINER_BINARY_DIR}/{binary}"))
-                    break
-        return mounts
+    def management_set(self) -> ManagementSet:
+        """The driver's management set as it is now under the driver root."""
+        return management.read_management_set(self.driver_root, self.host_driver_root)
+
+
+def require_imex_binaries(paths: HostPaths, found: ManagementSet) -> None:
+    """DeviceError naming every path searched when `nvidia-imex` or `nvidia-imex-ctl` is missing.
+
+    Without them the daemon container starts and then fails over and over; an error on the claim
+    tells the node's operator where the plugin looked instead.
+    """
+    missing = [binary for binary in IMEX_BINARIES if binary not in found.binaries]
+    if not missing:
+        return
+    candidates = {
+        binary: [paths.driver_root / p for p in management.binary_candidates(binary)] for binary in missing
+    }
+    searched = "; ".join(f"{b} in " + ", ".join(map(str, where)) for b, where in candidates.items())
+    # A file that is there but not executable would otherwise look like a wrong path.
+    unusable = [str(p) for where in candidates.values() for p in where if p.exists()]
+    note = f" ({', '.join(unusable)} present but not an executable file)" if unusable else ""
+    raise DeviceError(
+        f"{' and '.join(missing)} not found under the driver root {paths.driver_root} (the host's "
+        f"{paths.host_driver_root}): looked for {searched}{note}. Install the NVIDIA IMEX package of "
+        "the node's driver, or point DRIVER_ROOT and HOST_DRIVER_ROOT at the driver installation"
+    )
 
 
 def channel_edits(paths: HostPaths, clique_id: str, allocation_mode: str | None) -> Edits:
@@ -49,10 +64,12 @@ def channel_edits(paths: HostPaths, clique_id: str, allocation_mode: str | None)
 
 
 def daemon_edits(paths: HostPaths, domain: DomainRef, clique_id: str) -> Edits:
-    """What the IMEX daemon container needs: its domain and clique, its config dir, device and tools.
+    """What the IMEX daemon container needs: its domain and clique, config dir, device and driver.
 
-    The capability device and the IMEX tools only matter where there is an NVLink fabric to run IMEX
-    on; without a clique the daemon only reports itself.
+    Where there is an NVLink fabric to run IMEX on, the container also gets the `fabric-imex-mgmt`
+    capability device and the driver's management set (see `computedomain.plugin.management`: device
+    nodes, libraries, `nvidia-smi`, `nvidia-imex`, `nvidia-imex-ctl`), as NVIDIA's plugin gives it; the
+    claim fails when the IMEX tools are missing. Without a clique the daemon only reports itself.
     """
     env = {
         "CLIQUE_ID": clique_id,
@@ -67,4 +84,9 @@ def daemon_edits(paths: HostPaths, domain: DomainRef, clique_id: str) -> Edits:
     if not clique_id:
         return Edits(env=env, mounts=(config_dir,))
     capability = devices.fabric_imex_mgmt_device(paths.proc_devices, paths.driver_root)
-    return Edits(env=env, device_nodes=(capability,), mounts=(config_dir, *paths.imex_binary_mounts()))
+    driver = paths.management_set()
+    require_imex_binaries(paths, driver)
+    # The capability node comes from procfs, which the driver keeps true; the node of the same path
+    # under dev/ (if any) is left out, as a container gets one node per path.
+    nodes = (capability, *(n for n in driver.device_nodes if n.path != capability.path))
+    return Edits(env={**driver.env, **env}, device_nodes=nodes, mounts=(config_dir, *driver.mounts))

@@ -13,6 +13,7 @@ from computedomain.kube.events import Involved
 COMPONENT = "compute-domain-kubelet-plugin"
 REASON_WAITING = "WaitingForIMEXDaemon"
 REASON_NOT_READY = "IMEXDaemonNotReady"
+REASON_NO_CLIQUE = "NoNVLinkClique"
 
 
 def render_event(

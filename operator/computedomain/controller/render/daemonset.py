@@ -12,6 +12,20 @@ from computedomain.controller.settings import Settings
 DAEMON_BINARY = "compute-domain-daemon"
 # The daemon tolerates every taint: it must run wherever the workload it serves was scheduled.
 _TOLERATED_EFFECTS = ("NoSchedule", "NoExecute", "PreferNoSchedule")
+# Root, as NVIDIA's daemon runs, because the image's user (65532) could do none of the daemon's work:
+# nvidia-imex opens the fabric-imex-mgmt capability device, which the driver makes readable by root
+# alone (0400), and the daemon rewrites the container's /etc/hosts (the kubelet's file, root's) and
+# writes the IMEX config into /imexd (a root-owned 0755 folder of the kubelet plugin). Owning them is
+# all it needs: no capability is added and nothing is privileged; the runtime's default capabilities
+# stay, as nvidia-imex has not been run without them, and no process of the container may gain more
+# (no setuid, no file capabilities). The API server keeps every field as given (false included), so
+# the live object contains exactly what is rendered here.
+_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsUser": 0,
+    "runAsGroup": 0,
+    "runAsNonRoot": False,
+    "allowPrivilegeEscalation": False,
+}
 
 
 def daemonset(domain: ComputeDomain, settings: Settings) -> dict[str, Any]:
@@ -71,6 +85,7 @@ def _container(domain: ComputeDomain, settings: Settings) -> dict[str, Any]:
         "startupProbe": _probe(period=1, failures=1200),
         "livenessProbe": _probe(period=60, failures=20),
         "readinessProbe": _probe(period=10, failures=1),
+        "securityContext": dict(_SECURITY_CONTEXT),
     }
 
 
