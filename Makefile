@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CD_TOOLS_DIR ?= $(CURDIR)/.tools
 # The test bed is its own source root, outside the product package and its wheel.
-TESTBED := PYTHONPATH=$(CURDIR)/testbed $(PY) -m cdtestbed
+TESTBED := PYTHONPATH=$(CURDIR)/testbed:$(CURDIR)/tests $(PY) -m cdtestbed
 
 .PHONY: help
 help: ## Show this help
@@ -23,21 +23,27 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed ## Create the virtualenv with runtime, test and lint dependencies
 
 .PHONY: tools
-tools: ## Build etcd, the Kubernetes binaries (kubelet too), kwok, helm and the runtime double from Go modules
+tools: ## Build etcd, Kubernetes (kubelet too), kwok, helm, containerd, runc, CNI, the pause image and the runtime double
 	tools/build.sh
+
+.PHONY: image
+image: venv ## Build the product image without a container engine (an OCI archive in .work/image)
+	tools/host-packages.sh
+	$(PY) image/build.py
 
 .PHONY: lint
 lint: venv ## ruff (lint + format check), mypy --strict and the import rules
-	$(VENV)/bin/ruff check operator testbed tests bench
-	$(VENV)/bin/ruff format --check operator testbed tests bench
+	$(VENV)/bin/ruff check operator testbed tests bench image
+	$(VENV)/bin/ruff format --check operator testbed tests bench image
 	$(VENV)/bin/mypy
-	MYPYPATH=operator:testbed:bench $(VENV)/bin/mypy --strict --explicit-package-bases bench/*.py
+	MYPYPATH=operator:testbed:tests:bench $(VENV)/bin/mypy --strict --explicit-package-bases bench/*.py
+	MYPYPATH=image $(VENV)/bin/mypy --strict --explicit-package-bases image/*.py
 	PYTHONPATH=operator:testbed $(VENV)/bin/lint-imports
 
 .PHONY: fmt
 fmt: venv ## Format and auto-fix with ruff
-	$(VENV)/bin/ruff format operator testbed tests bench
-	$(VENV)/bin/ruff check --fix operator testbed tests bench
+	$(VENV)/bin/ruff format operator testbed tests bench image
+	$(VENV)/bin/ruff check --fix operator testbed tests bench image
 
 .PHONY: crds
 crds: venv ## Regenerate crds/ from the pydantic models
@@ -75,10 +81,11 @@ demo: venv tools ## Example 01 on real kubelet nodes with the kubelet plugin (KW
 	$(TESTBED) demo
 
 .PHONY: bench
-bench: venv tools ## Run the benchmarks (they print their figures): controller, its memory up to 10,000 domains, real kubelets
+bench: venv tools ## Run the benchmarks (they print their figures): controller, memory to 10,000 domains, kubelets, containers
 	$(PY) bench/run.py
 	$(PY) bench/scale.py --scenarios domains
 	$(PY) bench/kubelets.py
+	$(PY) bench/containers.py
 
 .PHONY: bench-scale
 bench-scale: venv tools ## Scale benchmarks: controller memory up to 10,000 domains, one 5,000-node join

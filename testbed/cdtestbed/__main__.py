@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import sys
 from pathlib import Path
 
 from kubernetes_asyncio import client, config
 
-from cdtestbed import demo, demo_kubelets
-from cdtestbed.cluster import ClusterError, ClusterOptions, LocalCluster, stop_from_state
-from cdtestbed.kubelets import can_run_kubelet
+from cdtestbed import demo, demo_containers, demo_kubelets
+from cdtestbed.cluster import STATE_FILE, ClusterError, ClusterOptions, LocalCluster, stop_from_state
+from cdtestbed.kubelets import can_run_containers, can_run_kubelet, remove_container_cgroups
 from cdtestbed.nodes import add_ready_nodes
 from cdtestbed.tools import Tools, repo_root
 from cdtestbed.topology import nvl72_racks, plain_gpu_nodes
@@ -83,6 +84,29 @@ def _kubelet_demo(workdir: Path, tools: Tools) -> int:
     return 0
 
 
+def _container_demo(workdir: Path) -> int:
+    """The demo on real containers; it leaves the bed running (`make cluster-down` stops it)."""
+    try:
+        asyncio.run(demo_containers.run(workdir))
+    except (ClusterError, TimeoutError, RuntimeError, OSError) as error:
+        stop(workdir)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def stop(workdir: Path) -> bool:
+    """Stop what `up` or `demo` left running; False if nothing was."""
+    path = workdir / STATE_FILE
+    state = json.loads(path.read_text()) if path.exists() else {}
+    stopped = stop_from_state(workdir)
+    if state.get("containers"):
+        remove_container_cgroups()
+    for folder in state.get("folders", []):
+        shutil.rmtree(folder, ignore_errors=True)
+    return stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the testbed CLI."""
     parser = argparse.ArgumentParser(prog="computedomain-testbed", description=__doc__)
@@ -100,13 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd.add_argument(
         "--kwok", action="store_true", help="KWOK nodes and the slice double even where kubelets can run"
     )
+    demo_cmd.add_argument(
+        "--runtime-double",
+        action="store_true",
+        help="real kubelets with the runtime double (host processes) even where containers can run",
+    )
     sub.add_parser("down", help="stop the control plane started by `up`")
     sub.add_parser("nodes", help="list nodes with their NVLink cliques")
     args = parser.parse_args(argv)
     workdir: Path = args.workdir or default_workdir()
 
     if args.command == "down":
-        stopped = stop_from_state(workdir)
+        stopped = stop(workdir)
         print("control plane stopped" if stopped else "no control plane was running")
         return 0
     kubeconfig = workdir / "kubeconfig"
@@ -114,15 +143,23 @@ def main(argv: list[str] | None = None) -> int:
         print_nodes(asyncio.run(list_nodes(kubeconfig)))
         return 0
 
-    stop_from_state(workdir)
+    stop(workdir)
     # A fresh start: the previous run's etcd data would bring its objects back.
     shutil.rmtree(workdir, ignore_errors=True)
     tools = Tools.default()
     if tools.missing():
         tools.build()
+    if args.command == "demo" and not args.kwok and not args.runtime_double:
+        reason = can_run_containers(tools)
+        if reason is None:
+            return _container_demo(workdir)
+        print(f"Real containers cannot run on this machine: {reason}.")
     if args.command == "demo" and not args.kwok:
         reason = can_run_kubelet(tools)
         if reason is None:
+            print(
+                "Running the demo on real kubelets with the runtime double (host processes, no containers)."
+            )
             return _kubelet_demo(workdir, tools)
         print(f"Real kubelets cannot run on this machine: {reason}.")
         print("Falling back to KWOK nodes, with a double publishing the kubelet plugin's ResourceSlices.")

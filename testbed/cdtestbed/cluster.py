@@ -11,6 +11,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cdtestbed import pki as pki_mod
+from cdtestbed.netns import NetworkNamespace
 from cdtestbed.tools import Tools
 
 STATE_FILE = "cluster.json"
@@ -30,6 +32,9 @@ rules:
 - level: Metadata
 """
 _PR_SET_PDEATHSIG = 1
+# Inside a bed's own network namespace the API server listens where pods look for it: the
+# `kubernetes` Service's port, on every address of the namespace (the Service IP among them).
+INNER_API_PORT = 443
 
 
 class ClusterError(RuntimeError):
@@ -72,6 +77,8 @@ class Component:
     # How it was started and how to tell it is up, so that it can be started again the same way.
     args: tuple[str, ...] = ()
     healthy: Callable[[], bool] | None = None
+    # `healthy` as called from this process (inside the cluster's network namespace where there is one).
+    check: Callable[[], bool] | None = None
 
 
 def free_port() -> int:
@@ -101,6 +108,8 @@ class LocalCluster:
     workdir: Path
     tools: Tools
     options: ClusterOptions = field(default_factory=ClusterOptions)
+    # Where the components run; None: the machine's own network namespace, on loopback.
+    network: NetworkNamespace | None = None
     components: list[Component] = field(default_factory=list)
     api_port: int = 0
 
@@ -119,18 +128,29 @@ class LocalCluster:
         """Where the API server writes audit events when `options.audit` is on."""
         return self.workdir / "audit.log"
 
-    def kubeconfig_for(self, user: str, groups: tuple[str, ...] = ()) -> Path:
-        """A kubeconfig for `user` (a client certificate in `groups`), e.g. to tell a process apart."""
+    @property
+    def component_kubeconfig(self) -> Path:
+        """Admin kubeconfig for processes inside the cluster's network namespace (the controllers)."""
+        return self.workdir / "kubeconfig-inside" if self.network else self.kubeconfig
+
+    def kubeconfig_for(self, user: str, groups: tuple[str, ...] = (), inside: bool = False) -> Path:
+        """A kubeconfig for `user` (a client certificate in `groups`), e.g. to tell a process apart;
+        `inside`: for a process in the cluster's network namespace (a kubelet)."""
         certs = pki_mod.load(self.workdir / "pki")
         cert, key = pki_mod.issue_client(certs, user, groups, self.workdir / "pki")
         path = self.workdir / f"kubeconfig-{user}"
-        self._write_kubeconfig(certs, path, (cert, key))
+        self._write_kubeconfig(certs, path, (cert, key), self.inner_server if inside else self.server)
         return path
 
     @property
     def server(self) -> str:
-        """The API server URL."""
+        """The API server URL (for processes in the machine's own network namespace)."""
         return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def inner_server(self) -> str:
+        """The API server URL inside the cluster's network namespace (the same as `server` without one)."""
+        return f"https://127.0.0.1:{INNER_API_PORT}" if self.network else self.server
 
     def __enter__(self) -> LocalCluster:
         self.start()
@@ -161,10 +181,14 @@ class LocalCluster:
         self._spawn(
             "kube-apiserver",
             self._apiserver_args(certs, etcd_url),
-            lambda: _http_ok(f"{self.server}/readyz", ca),
+            lambda: _http_ok(f"{self.inner_server}/readyz", ca),
         )
         self._wait("kube-apiserver")
         self._write_kubeconfig(certs)
+        if self.network is not None:
+            self._write_kubeconfig(certs, self.component_kubeconfig, server=self.inner_server)
+            self._spawn("api-forward", self._forward_args(), lambda: _http_ok(f"{self.server}/readyz", ca))
+            self._wait("api-forward")
         if not self.options.controllers:
             return
         kcm_port, sched_port, kwok_port = free_port(), free_port(), free_port()
@@ -243,15 +267,31 @@ class LocalCluster:
             "--log-level=warn",
         ]
 
+    def _forward_args(self) -> list[str]:
+        assert self.network is not None
+        testbed = Path(__file__).resolve().parent.parent
+        return [
+            "env",
+            f"PYTHONPATH={testbed}",
+            sys.executable,
+            "-m",
+            "cdtestbed.forward",
+            f"--listen=127.0.0.1:{self.api_port}",
+            f"--netns={self.network.path}",
+            f"--to=127.0.0.1:{INNER_API_PORT}",
+        ]
+
     def _apiserver_args(self, certs: pki_mod.Pki, etcd_url: str) -> list[str]:
+        inside = self.network is not None
         args = [
             str(self.tools.bin("kube-apiserver")),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
+            # In the bed's own namespace pods reach it through the Service address (see netns).
+            f"--bind-address={'0.0.0.0' if inside else '127.0.0.1'}",
             # Without it the API server derives an address from the default route, which an
             # offline machine may not have.
             "--advertise-address=127.0.0.1",
-            f"--secure-port={self.api_port}",
+            f"--secure-port={INNER_API_PORT if inside else self.api_port}",
             f"--tls-cert-file={certs.serving_cert}",
             f"--tls-private-key-file={certs.serving_key}",
             f"--client-ca-file={certs.ca_cert}",
@@ -264,6 +304,9 @@ class LocalCluster:
             "--profiling=false",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
         ]
+        if inside:
+            # Real kubelets there have node addresses (their bridges): `kubectl exec` and logs dial them.
+            args.append("--kubelet-preferred-address-types=InternalIP")
         if self.options.runtime_config:
             args.append(f"--runtime-config={self.options.runtime_config}")
         if self.options.audit:
@@ -282,7 +325,7 @@ class LocalCluster:
     def _kcm_args(self, certs: pki_mod.Pki, port: int) -> list[str]:
         args = [
             str(self.tools.bin("kube-controller-manager")),
-            f"--kubeconfig={self.kubeconfig}",
+            f"--kubeconfig={self.component_kubeconfig}",
             "--bind-address=127.0.0.1",
             f"--secure-port={port}",
             "--leader-elect=false",
@@ -305,7 +348,7 @@ class LocalCluster:
     def _scheduler_args(self, port: int) -> list[str]:
         args = [
             str(self.tools.bin("kube-scheduler")),
-            f"--kubeconfig={self.kubeconfig}",
+            f"--kubeconfig={self.component_kubeconfig}",
             "--bind-address=127.0.0.1",
             f"--secure-port={port}",
             "--leader-elect=false",
@@ -321,7 +364,7 @@ class LocalCluster:
     def _kwok_args(self, port: int) -> list[str]:
         args = [
             str(self.tools.bin("kwok")),
-            f"--kubeconfig={self.kubeconfig}",
+            f"--kubeconfig={self.component_kubeconfig}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--cidr=10.244.0.0/16",
@@ -334,16 +377,23 @@ class LocalCluster:
 
     def _spawn(self, name: str, args: Sequence[str], healthy: Callable[[], bool] | None = None) -> None:
         log = self.logs / f"{name}.log"
+        run, check = list(args), healthy
+        network = self.network
+        if network is not None and name != "api-forward":
+            run = network.wrap(run)
+            if healthy is not None:
+                inner = healthy
+                check = lambda: network.call(inner)  # noqa: E731
         with log.open("ab") as out:
             process = subprocess.Popen(
-                args,
+                run,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 preexec_fn=die_with_parent if self.options.tie_to_parent else None,
             )
-        component = Component(name, process, log, tuple(args), healthy)
+        component = Component(name, process, log, tuple(args), healthy, check)
         for index, known in enumerate(self.components):
             if known.name == name:
                 self.components[index] = component  # started again: same place in the order
@@ -352,7 +402,7 @@ class LocalCluster:
 
     def _wait(self, name: str) -> None:
         component = self.component(name)
-        healthy = component.healthy or (lambda: True)
+        healthy = component.check or (lambda: True)
         deadline = time.monotonic() + self.options.start_timeout
         while time.monotonic() < deadline:
             if component.process.poll() is not None:
@@ -366,7 +416,11 @@ class LocalCluster:
         raise ClusterError(f"{name} not healthy after {self.options.start_timeout:.0f}s; see {component.log}")
 
     def _write_kubeconfig(
-        self, certs: pki_mod.Pki, path: Path | None = None, client: tuple[Path, Path] | None = None
+        self,
+        certs: pki_mod.Pki,
+        path: Path | None = None,
+        client: tuple[Path, Path] | None = None,
+        server: str | None = None,
     ) -> None:
         path = path or self.kubeconfig
         cert, key = client or (certs.admin_cert, certs.admin_key)
@@ -376,7 +430,7 @@ class LocalCluster:
             "clusters": [
                 {
                     "name": "testbed",
-                    "cluster": {"server": self.server, "certificate-authority": str(certs.ca_cert)},
+                    "cluster": {"server": server or self.server, "certificate-authority": str(certs.ca_cert)},
                 }
             ],
             "users": [

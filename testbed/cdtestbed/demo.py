@@ -38,7 +38,8 @@ def _step(text: str) -> None:
 def _run(args: list[str], kubeconfig: Path) -> str:
     result = subprocess.run(
         args,
-        env={"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"},
+        # HOME: kubectl keeps its discovery cache there, not in the current folder.
+        env={"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(kubeconfig.parent)},
         capture_output=True,
         text=True,
         check=False,

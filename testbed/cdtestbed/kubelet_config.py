@@ -30,6 +30,7 @@ NODE_TYPE = "kubelet"
 
 def kubelet_configuration(
     *,
+    address: str = "127.0.0.1",
     port: int,
     healthz_port: int,
     runtime_socket: Path,
@@ -47,7 +48,7 @@ def kubelet_configuration(
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
-        "address": "127.0.0.1",
+        "address": address,
         "port": port,
         "healthzBindAddress": "127.0.0.1",
         "healthzPort": healthz_port,
@@ -113,14 +114,18 @@ def namespace_script(
     ready: Path,
     sysctls: Sequence[str] = KUBELET_SYSCTLS,
     directories: Sequence[str] = KUBELET_SCRATCH_DIRS,
+    first: str = "",
 ) -> str:
     """The shell script that holds a kubelet node's private mount namespace open.
 
     It bind-mounts a scratch copy over each sysctl the kubelet writes (those missing on this kernel
     are skipped) and an empty scratch directory over each of `directories`, marks itself ready,
     then sleeps until it is stopped; the kubelet and its runtime then join the namespace with nsenter.
+    `first` is a script run before all that (a real runtime's node mounts).
     """
     lines = ["set -eu"]
+    if first:
+        lines.append(first)
     for sysctl in sysctls:
         proc = f"/proc/sys/{sysctl}"
         copy = shlex.quote(str(scratch / sysctl.replace("/", ".")))

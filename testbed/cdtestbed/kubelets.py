@@ -1,4 +1,5 @@
-"""Real kubelet nodes beside the control plane, each with its own container-runtime double.
+"""Real kubelet nodes beside the control plane, each with its own container runtime: the runtime
+double (`cri-double`, host processes) or a real containerd with runc and CNI (`runtime="containerd"`).
 
 A node is three processes, all children of this one that die with it: a holder of a private
 mount namespace (`unshare --mount --propagation private`, with scratch copies bind-mounted over the
@@ -10,6 +11,13 @@ process can dial.
 Per node, the kubelet's root dir and the runtime socket live under a short temporary folder (unix
 socket paths are limited to 107 bytes); certificates, configuration, CDI spec dir and the runtime's
 records live under `<cluster workdir>/kubelets/<node>/`; logs go to the cluster's logs folder.
+
+A containerd node runs inside the bed's network namespace (`cdtestbed.netns`, where its pod bridge
+lives) and in a PID namespace of its own besides its mount namespace: containerd's shims leave their
+parent, and when the node's holder dies the kernel ends every process of the node, containers
+included. Inside its mount namespace each node sees its own kubelet root, CDI folder, driver root and
+plugin state at the same paths (`KubeletNode.inside`), so the chart's host paths are one value for all
+nodes.
 """
 
 from __future__ import annotations
@@ -30,14 +38,63 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdtestbed import kubelet_config
+from cdtestbed import kubelet_config, runtime_config
 from cdtestbed.cluster import ClusterError, LocalCluster, die_with_parent, free_port
+from cdtestbed.netns import NetworkNamespace
 from cdtestbed.tools import Tools
 from cdtestbed.topology import FakeNode
 
 NODE_BINARIES = ("kubelet", "cri-double")
-_HOST_COMMANDS = ("unshare", "nsenter", "mount", "sleep")
+CONTAINERD_BINARIES = ("kubelet", "containerd", "containerd-shim-runc-v2", "ctr", "runc")
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+PAUSE_ARCHIVE = "images/pause.oci.tar"
+DOUBLE = "double"
+CONTAINERD = "containerd"
+_HOST_COMMANDS = ("unshare", "nsenter", "mount", "sleep", "ip")
 STOP_GRACE = 15.0
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+# containerd's CRI plugin puts every container of its k8s.io namespace under this cgroup.
+_CGROUP_PARENT = "k8s.io"
+
+
+def can_run_containers(tools: Tools | None = None) -> str | None:
+    """None when this machine can run real kubelet nodes on containerd; otherwise why not."""
+    tools = tools or Tools.default()
+    reason = can_run_kubelet(tools)
+    if reason is not None:
+        return reason
+    absent = [name for name in CONTAINERD_BINARIES if not (tools.directory / "bin" / name).exists()]
+    absent += [
+        f"cni/bin/{name}" for name in CNI_PLUGINS if not (tools.directory / "cni" / "bin" / name).exists()
+    ]
+    if not (tools.directory / PAUSE_ARCHIVE).exists():
+        absent.append(PAUSE_ARCHIVE)
+    if absent:
+        return f"{', '.join(absent)} not built in {tools.directory}: run `make tools` (tools/build.sh)"
+    probe = subprocess.run(
+        [
+            "unshare",
+            "--net",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "ip",
+            "link",
+            "add",
+            "probe0",
+            "type",
+            "bridge",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return (
+            "cannot create network and PID namespaces with a bridge: "
+            + probe.stderr.decode(errors="replace").strip()
+        )
+    return None
 
 
 def can_run_kubelet(tools: Tools | None = None) -> str | None:
@@ -77,6 +134,14 @@ class KubeletOptions:
     feature_gates: str = ""
     verbosity: int = 1
     start_timeout: float = 60.0
+    # DOUBLE: the runtime double; CONTAINERD: containerd, runc and CNI (needs `network`).
+    runtime: str = DOUBLE
+    # The bed's network namespace, where containerd nodes (and the control plane) run.
+    network: NetworkNamespace | None = None
+    # OCI archives imported into each containerd node (the pause image always is).
+    images: Sequence[Path] = ()
+    # Tie the nodes' processes to this one so they die with it (tests); off for a demo left running.
+    tie_to_parent: bool = True
 
 
 @dataclass
@@ -90,6 +155,45 @@ class KubeletNode:
     port: int = 0
     healthz_port: int = 0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Containerd nodes: the folder every node sees its own node files at (kubelet root, CDI specs,
+    # driver root, plugin state, containerd) inside its mount namespace; None for the runtime double.
+    inside: Path | None = None
+    # Containerd nodes: PID 1 of the node's PID namespace (what nsenter joins).
+    init_pid: int = 0
+
+    @property
+    def runtime(self) -> str:
+        """DOUBLE or CONTAINERD."""
+        return DOUBLE if self.inside is None else CONTAINERD
+
+    @property
+    def node_dir(self) -> Path:
+        """Containerd nodes: the real folder that appears at `inside` in the node's namespace."""
+        return self.short / "node"
+
+    def seen_inside(self, path: Path) -> Path:
+        """Where the node's own processes see `path` (a file of `node_dir`, `cdi_dir` or the host)."""
+        if self.inside is None:
+            return path
+        for real, name in (
+            (self.cdi_dir, "cdi"),
+            (self.home / "host" / "driver", "driver"),
+            (self.home / "host" / "state", "plugin-state"),
+            (self.node_dir, ""),
+        ):
+            if path == real or real in path.parents:
+                return self.inside / name / path.relative_to(real)
+        return path
+
+    @property
+    def network(self) -> runtime_config.NodeNetwork:
+        """Containerd nodes: the node's pod bridge and subnet."""
+        return runtime_config.NodeNetwork(self.index)
+
+    @property
+    def containerd(self) -> runtime_config.ContainerdPaths:
+        """Containerd nodes: containerd's folders, as the host sees them."""
+        return runtime_config.ContainerdPaths(self.node_dir / "containerd")
 
     @property
     def name(self) -> str:
@@ -98,8 +202,8 @@ class KubeletNode:
 
     @property
     def root_dir(self) -> Path:
-        """The kubelet's `--root-dir`."""
-        return self.short / "root"
+        """The kubelet's `--root-dir` (as the host sees it)."""
+        return self.node_dir / "kubelet" if self.inside is not None else self.short / "root"
 
     @property
     def plugins_registry(self) -> Path:
@@ -113,8 +217,8 @@ class KubeletNode:
 
     @property
     def runtime_socket(self) -> Path:
-        """The CRI socket of this node's runtime double."""
-        return self.short / "cri.sock"
+        """The CRI socket of this node's runtime (as the host sees it)."""
+        return self.containerd.socket if self.inside is not None else self.short / "cri.sock"
 
     @property
     def cdi_dir(self) -> Path:
@@ -142,11 +246,24 @@ class KubeletNode:
             if (namespace is None or r["podNamespace"] == namespace) and (pod is None or r["podName"] == pod)
         ]
 
+    def pid(self, process: str = "kubelet") -> int:
+        """The PID of one of the node's processes (past nsenter, which forks to join a PID namespace)."""
+        pid = self.processes[process].pid
+        if self.inside is not None and process != "namespace":
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            pid = int(children[0]) if children else pid
+        return pid
+
     def rss_bytes(self, process: str = "kubelet") -> int:
-        """Resident memory of one of the node's processes ("kubelet" or "cri-double")."""
-        status = Path(f"/proc/{self.processes[process].pid}/status").read_text()
-        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
-        return int(kib) * 1024
+        """Resident memory of one of the node's processes ("kubelet", "cri-double" or "containerd")."""
+        return rss_of(self.pid(process))
+
+
+def rss_of(pid: int) -> int:
+    """Resident memory of process `pid`, in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+    return int(kib) * 1024
 
 
 @dataclass
@@ -173,14 +290,19 @@ class KubeletNodes:
     def start(self) -> None:
         """Start every node and wait until each kubelet answers its health check (the Node object
         may become Ready a few seconds later: wait with `cdtestbed.nodes.wait_nodes_ready`)."""
-        reason = can_run_kubelet(self.cluster.tools)
+        containers = self.options.runtime == CONTAINERD
+        reason = can_run_containers(self.cluster.tools) if containers else can_run_kubelet(self.cluster.tools)
         if reason is not None:
             raise ClusterError(f"cannot run kubelets: {reason}")
+        if containers and self.options.network is None:
+            raise ClusterError("containerd nodes need the bed's network namespace (KubeletOptions.network)")
         self._short_root = Path(tempfile.mkdtemp(prefix="cdk-"))
         try:
             for index, node in enumerate(self.nodes):
                 home = self.cluster.workdir / "kubelets" / node.name
                 kubelet = KubeletNode(node, index, home, self._short_root / str(index))
+                if containers:
+                    kubelet.inside = self.inside
                 self.running.append(kubelet)
                 self._start_node(kubelet)
             for kubelet in self.running:
@@ -189,15 +311,24 @@ class KubeletNodes:
             self.stop()
             raise
 
+    @property
+    def inside(self) -> Path:
+        """Where each containerd node sees its own node files (one path for all nodes)."""
+        assert self._short_root is not None
+        return self._short_root / "node"
+
     def stop(self) -> None:
         """Stop each node's kubelet, then its runtime (which stops its host processes), then its
-        namespace; remove the short folders."""
+        namespace (with a real runtime: every container of the node); remove the short folders."""
         for kubelet in reversed(self.running):
-            for name in ("kubelet", "cri-double", "namespace"):
+            for name in ("kubelet", "cri-double", "containerd", "namespace"):
                 process = kubelet.processes.pop(name, None)
                 if process is not None:
                     _stop(process)
+        containers = any(k.inside is not None for k in self.running)
         self.running.clear()
+        if containers:
+            remove_container_cgroups()
         if self._short_root is not None:
             shutil.rmtree(self._short_root, ignore_errors=True)
             self._short_root = None
@@ -210,6 +341,9 @@ class KubeletNodes:
         self._wait_healthy(kubelet)
 
     def _start_node(self, kubelet: KubeletNode) -> None:
+        if kubelet.inside is not None:
+            self._start_containerd_node(kubelet)
+            return
         for folder in (
             kubelet.home / "certs",
             kubelet.home / "pod-logs",
@@ -269,17 +403,103 @@ class KubeletNodes:
         self.cluster.kubeconfig_for(f"system:node:{kubelet.name}", ("system:nodes",))
         self._spawn_kubelet(kubelet)
 
+    def _start_containerd_node(self, kubelet: KubeletNode) -> None:
+        network = self.options.network
+        assert network is not None
+        assert kubelet.inside is not None
+        host = kubelet.home / "host"
+        for folder in (
+            kubelet.home / "certs",
+            kubelet.home / "pod-logs",
+            kubelet.cdi_dir,
+            host / "driver",
+            host / "state",
+            kubelet.short / "scratch",
+            kubelet.containerd.cni_conf_dir,
+            kubelet.inside,
+            *(kubelet.node_dir / name for name in ("kubelet", "cdi", "driver", "plugin-state")),
+        ):
+            folder.mkdir(parents=True, exist_ok=True)
+        network.add_bridge(kubelet.network.bridge, f"{kubelet.network.gateway}/24")
+        binds = [
+            (kubelet.node_dir, kubelet.inside),
+            (kubelet.cdi_dir, kubelet.inside / "cdi"),
+            (host / "driver", kubelet.inside / "driver"),
+            (host / "state", kubelet.inside / "plugin-state"),
+        ]
+        ready = kubelet.short / "namespace-ready"
+        script = kubelet_config.namespace_script(
+            kubelet.short / "scratch",
+            ready,
+            first=runtime_config.node_script(binds, kubelet.short / "scratch"),
+        )
+        self._spawn(
+            kubelet,
+            "namespace",
+            network.wrap(
+                [
+                    "unshare",
+                    "--mount",
+                    "--pid",
+                    "--fork",
+                    # Whoever stops the holder stops the node: PID 1 of its namespace goes with it.
+                    "--kill-child",
+                    "--mount-proc",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    script,
+                ]
+            ),
+        )
+        self._wait(kubelet, "namespace", ready.exists, "node namespaces")
+        holder = kubelet.processes["namespace"].pid
+        children = Path(f"/proc/{holder}/task/{holder}/children").read_text().split()
+        kubelet.init_pid = int(children[0])
+        inner = kubelet.seen_inside
+        paths = runtime_config.ContainerdPaths(inner(kubelet.containerd.base))
+        tools = self.cluster.tools
+        (kubelet.containerd.cni_conf_dir / "10-cdbed.conflist").write_text(
+            runtime_config.cni_conflist(kubelet.network, paths.cni_data_dir)
+        )
+        config = kubelet.home / "containerd.toml"
+        config.write_text(
+            runtime_config.containerd_config(
+                paths, tools.bin("runc"), tools.directory / "cni" / "bin", [inner(kubelet.cdi_dir)]
+            )
+        )
+        self._spawn(kubelet, "containerd", [str(tools.bin("containerd")), f"--config={config}"], joined=True)
+        self._wait(kubelet, "containerd", kubelet.runtime_socket.exists, "containerd socket")
+        for archive in (tools.directory / PAUSE_ARCHIVE, *self.options.images):
+            import_image(tools, kubelet.runtime_socket, archive)
+        kubelet.port, kubelet.healthz_port = free_port(), free_port()
+        config_yaml = kubelet_config.kubelet_configuration(
+            address="0.0.0.0",
+            port=kubelet.port,
+            healthz_port=kubelet.healthz_port,
+            runtime_socket=paths.socket,
+            pod_logs_dir=kubelet.home / "pod-logs",
+            volume_plugin_dir=inner(kubelet.root_dir) / "volume-plugins",
+            client_ca=self.cluster.workdir / "pki" / "ca.crt",
+        )
+        (kubelet.home / "config.yaml").write_text(json.dumps(config_yaml, indent=2))
+        self.cluster.kubeconfig_for(f"system:node:{kubelet.name}", ("system:nodes",), inside=True)
+        self._spawn_kubelet(kubelet)
+
     def _spawn_kubelet(self, kubelet: KubeletNode) -> None:
+        containers = kubelet.inside is not None
         args = [
             str(self.cluster.tools.bin("kubelet")),
             f"--config={kubelet.home / 'config.yaml'}",
             f"--kubeconfig={self.cluster.workdir / f'kubeconfig-system:node:{kubelet.name}'}",
-            f"--root-dir={kubelet.root_dir}",
+            f"--root-dir={kubelet.seen_inside(kubelet.root_dir)}",
             f"--cert-dir={kubelet.home / 'certs'}",
             f"--hostname-override={kubelet.name}",
             # The kubelet refuses a loopback node IP as its address (it logs that on each status
-            # update) and then reports none, rather than a host address outside loopback.
-            "--node-ip=127.0.0.1",
+            # update) and then reports none, rather than a host address outside loopback. A real
+            # runtime's node has its bridge's address, inside the bed's network namespace.
+            f"--node-ip={kubelet.network.gateway if containers else '127.0.0.1'}",
             f"--node-labels={kubelet_config.labels_flag(kubelet_config.node_labels(kubelet.node))}",
             f"--v={self.options.verbosity}",
         ]
@@ -292,7 +512,19 @@ class KubeletNodes:
         # where a path bug (a relative glob, a relative remove) would hit the host.
         cwd = kubelet.short / "cwd"
         cwd.mkdir(exist_ok=True)
-        if joined:
+        if joined and kubelet.inside is not None:
+            # nsenter forks to join the PID namespace; the program runs as its child.
+            args = [
+                "nsenter",
+                f"--target={kubelet.init_pid}",
+                "--mount",
+                "--net",
+                "--pid",
+                f"--wd={cwd}",
+                "--",
+                *args,
+            ]
+        elif joined:
             holder = kubelet.processes["namespace"].pid
             args = ["nsenter", f"--target={holder}", "--mount", f"--wd={cwd}", "--", *args]
         log = self.cluster.logs / f"{name}-{kubelet.name}.log"
@@ -304,7 +536,7 @@ class KubeletNodes:
                 stdin=subprocess.DEVNULL,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=die_with_parent,
+                preexec_fn=die_with_parent if self.options.tie_to_parent else None,
             )
 
     def _wait(self, kubelet: KubeletNode, name: str, done: Any, what: str) -> None:
@@ -322,6 +554,11 @@ class KubeletNodes:
 
     def _wait_healthy(self, kubelet: KubeletNode) -> None:
         url = f"http://127.0.0.1:{kubelet.healthz_port}/healthz"
+        network = self.options.network
+        if kubelet.inside is not None and network is not None:
+            # A containerd node's kubelet listens in the bed's network namespace.
+            self._wait(kubelet, "kubelet", lambda: network.call(lambda: _http_ok(url)), "healthy kubelet")
+            return
         self._wait(kubelet, "kubelet", lambda: _http_ok(url), "healthy kubelet")
 
 
@@ -332,6 +569,52 @@ def kubelet_nodes(
     """Run real kubelet nodes for `nodes` (names, labels) beside `cluster` for the duration of the block."""
     with KubeletNodes(cluster, nodes, options or KubeletOptions()) as running:
         yield running
+
+
+def import_image(tools: Tools, socket: Path, archive: Path) -> None:
+    """Import an OCI archive into the containerd at `socket`, in the namespace the kubelet uses."""
+    result = subprocess.run(
+        [
+            str(tools.bin("ctr")),
+            f"--address={socket}",
+            "--namespace=k8s.io",
+            "images",
+            "import",
+            str(archive),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"importing {archive} into {socket} failed: {result.stderr.strip()}")
+
+
+def remove_container_cgroups(
+    root: Path = _CGROUP_ROOT, parent: str = _CGROUP_PARENT, wait: float = 10.0
+) -> None:
+    """Remove the cgroups runc made for containers, deepest first, in every hierarchy; a cgroup whose
+    processes are still being ended is tried again for up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = []
+        for hierarchy in (root, *root.iterdir()) if root.exists() else ():
+            top = hierarchy / parent
+            if not top.is_dir():
+                continue
+            folders = sorted(
+                (p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+            )
+            for folder in [*folders, top]:
+                try:
+                    folder.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    left.append(folder)
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
 
 
 def _stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:

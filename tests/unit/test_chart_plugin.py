@@ -5,7 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from computedomain.api import names
-from support.chartrender import CLUSTER_V1, NAMESPACE, Manifest, env_of, only, render, rule, rules_of
+from support.chartrender import (
+    CLUSTER_V1,
+    NAMESPACE,
+    Manifest,
+    env_of,
+    only,
+    render,
+    rule,
+    rules_of,
+    run_template,
+)
 
 PLUGIN = "kubelet-plugin"
 
@@ -91,3 +101,27 @@ def test_imex_daemon_admission_policy(default_render: list[Manifest]) -> None:
     assert "authentication.kubernetes.io/pod-name" in variables["ownPod"]
     for validation in spec["validations"]:
         assert validation.get("message") or validation.get("messageExpression")
+
+
+def test_extra_env_follows_the_chart_own(helm: Path) -> None:
+    rendered = render(
+        helm,
+        *CLUSTER_V1,
+        "--set",
+        "kubeletPlugin.env[0].name=PROC_DEVICES",
+        "--set",
+        "kubeletPlugin.env[0].value=/driver-root/proc/devices",
+        "--set",
+        "nodeAgent.env[0].name=EXTRA",
+        "--set",
+        "nodeAgent.env[0].value=1",
+    )
+    plugin = only(rendered, "DaemonSet", PLUGIN)["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(plugin)["PROC_DEVICES"]["value"] == "/driver-root/proc/devices"
+    # After the chart's own variables: where a name repeats, the later one wins in Kubernetes.
+    assert plugin["env"][-1]["name"] == "PROC_DEVICES"
+    agent = only(rendered, "DaemonSet", "node-agent")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(agent)["EXTRA"]["value"] == "1"
+    refused = run_template(helm, *CLUSTER_V1, "--set", "kubeletPlugin.env[0].value=x")
+    assert refused.returncode != 0
+    assert "name" in refused.stderr

@@ -4,6 +4,7 @@ it, and only the tasks Kopf created are Kopf's to cancel."""
 from __future__ import annotations
 
 import asyncio
+import pwd
 from typing import Any
 
 import kopf
@@ -13,6 +14,37 @@ from computedomain.controller import kopfrun
 from computedomain.controller.handlers import EndlessBackoffs, kopf_settings
 from computedomain.kube.backoff import Backoff
 from support.waiting import eventually
+
+
+async def test_kopf_starts_as_a_user_without_a_password_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image runs as user 65532, which has no entry in the password database: Kopf must still
+    start (its own guess of an identity asks that database and raises KeyError)."""
+
+    def no_entry(uid: int) -> Any:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    registry = kopf.OperatorRegistry()
+    logins: list[str] = []
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        logins.append("login")
+        return kopf.ConnectionInfo(server="https://127.0.0.1:9", insecure=True)
+
+    stop = asyncio.Event()
+    supervisor = asyncio.create_task(
+        kopfrun.run_kopf(
+            registry, kopf_settings, stop, stop.set, Backoff(initial=5, maximum=5), identity="pod-a"
+        )
+    )
+    try:
+        await eventually(lambda: asyncio.sleep(0, bool(logins)), timeout=10, what="Kopf past its start")
+    finally:
+        stop.set()
+        await asyncio.wait_for(supervisor, 15)
 
 
 async def test_kopf_is_restarted_until_the_stop_flag(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -97,3 +97,20 @@ Helm knows, so the Kubernetes version (`--kube-version`) is what keeps that rend
 {{- end -}}
 {{- join "," $gates -}}
 {{- end -}}
+
+{{/*
+Extra environment variables of a container, after the chart's own. A plain value is quoted, since
+`--set env[0].value=1` would otherwise give the API server a number where EnvVar takes a string.
+*/}}
+{{- define "computedomain-operator.extraEnv" -}}
+{{- range . }}
+- name: {{ .name | quote }}
+  {{- if hasKey . "value" }}
+  value: {{ .value | toString | quote }}
+  {{- end }}
+  {{- with .valueFrom }}
+  valueFrom:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end }}

@@ -17,6 +17,7 @@ from typing import Any
 
 from computedomain import endpoints
 from computedomain.controller import metrics
+from computedomain.controller.crdcheck import CrdCheck
 from computedomain.controller.events import EventRecorder
 from computedomain.controller.handlers import build_registry, kopf_settings
 from computedomain.controller.kopfrun import run_kopf
@@ -55,6 +56,9 @@ class Controller:
         self.leading = False
         self.world: World | None = None
         self.queue: WorkQueue | None = None
+        self.crd_check = CrdCheck()
+        # Tasks of a term whose end does not end the term.
+        self._side_tasks: set[asyncio.Task[Any]] = set()
         # The client of the current term (each term has its own, fenced by that term's lease).
         self.kube = self.client(None)
 
@@ -167,6 +171,8 @@ class Controller:
             return await self._finish(tasks, None, None)
         version = discovery.result()
         logger.info("leading; resource.k8s.io version %s", version or "none served")
+        # Beside the reconciles, not before them: an outdated CRD costs status fields, not domains.
+        self._side_tasks.add(asyncio.create_task(self.crd_check.run(self.kube), name="crd-check"))
         reconciler: Reconciler | None = None
 
         async def work(uid: str) -> float | None:
@@ -189,7 +195,8 @@ class Controller:
         }
         registry = build_registry(self.world, self.queue.add, self.queue.forget)
         operator = asyncio.create_task(
-            run_kopf(registry, kopf_settings, kopf_stop, self.stop.set), name="kopf"
+            run_kopf(registry, kopf_settings, kopf_stop, self.stop.set, identity=self.settings.pod_name),
+            name="kopf",
         )
         await asyncio.wait({*tasks, operator}, return_when=asyncio.FIRST_COMPLETED)
         return await self._finish(tasks, operator, kopf_stop)
@@ -214,9 +221,10 @@ class Controller:
             kopf_stop.set()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(kopf_task, 10)
-        for task in tasks:
+        side, self._side_tasks = self._side_tasks, set()
+        for task in tasks | side:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *side, return_exceptions=True)
         self.world = None
         metrics.CACHES.figures = None
         self.queue = None

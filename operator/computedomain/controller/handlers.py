@@ -7,7 +7,9 @@ annotations, no status): the reconcile owns every write, under one field manager
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -15,6 +17,7 @@ import kopf
 from computedomain.api import names
 from computedomain.controller.world import World
 from computedomain.kube.backoff import Backoff
+from computedomain.kube.config import SERVICE_ACCOUNT_DIR, TokenFile, service_address
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +27,9 @@ def build_registry(world: World, enqueue: Callable[[str], None], forget: Callabl
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> Any:
-        # In a pod the service account; elsewhere KUBECONFIG. No extra client library needed.
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    async def login(**kwargs: Any) -> Any:
+        # In a pod the service account, at the address our own client uses; elsewhere KUBECONFIG.
+        return await service_account_login(os.environ) or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.event(names.GROUP, names.VERSION, names.DOMAIN_PLURAL, registry=registry)
     async def domain_event(*, event: Any, **_: Any) -> None:
@@ -44,6 +47,31 @@ def build_registry(world: World, enqueue: Callable[[str], None], forget: Callabl
             enqueue(uid)
 
     return registry
+
+
+async def service_account_login(
+    env: Mapping[str, str], account: Path = SERVICE_ACCOUNT_DIR
+) -> kopf.ConnectionInfo | None:
+    """Kopf's credentials in a pod: the API server at KUBERNETES_SERVICE_HOST/PORT, as our own client
+    reaches it, with the service account's CA and current token; None outside a pod.
+
+    Kopf's own service-account login dials `kubernetes.default.svc`, a name only cluster DNS resolves:
+    where the pod has none (a cluster without a DNS add-on, a DNS outage) Kopf would never connect
+    while everything else of the controller does. Kopf calls this again after a 401, so a rotated
+    token is read afresh.
+    """
+    if not env.get("KUBERNETES_SERVICE_HOST") or not (account / "token").exists():
+        return None
+    token = await TokenFile(account / "token").token()
+    ca = account / "ca.crt"
+    namespace = account / "namespace"
+    return kopf.ConnectionInfo(
+        server=service_address(env),
+        ca_path=str(ca) if ca.exists() else None,
+        token=token or None,
+        default_namespace=namespace.read_text().strip() if namespace.exists() else None,
+        priority=1,
+    )
 
 
 class EndlessBackoffs:

@@ -84,10 +84,12 @@ async def run_kopf(
     stop: asyncio.Event,
     on_signal: Callable[[], None],
     restart_backoff: Backoff | None = None,
+    identity: str = "computedomain-controller",
 ) -> None:
     """Run Kopf (cluster-wide, standalone) until `stop` is set; restart it whenever it ends first.
 
-    `settings` makes fresh Kopf settings for each start; `on_signal` is what SIGTERM/SIGINT do.
+    `settings` makes fresh Kopf settings for each start; `on_signal` is what SIGTERM/SIGINT do;
+    `identity` names this process to Kopf (the pod's name).
     """
     loop = asyncio.get_running_loop()
     kopfs = _KopfTasks()
@@ -99,7 +101,7 @@ async def run_kopf(
         while not stop.is_set():
             started = loop.time()
             try:
-                await _run_once(registry, settings(), stop, on_signal, kopfs)
+                await _run_once(registry, settings(), stop, on_signal, kopfs, identity)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -117,13 +119,25 @@ async def run_kopf(
 
 
 async def _run_once(
-    registry: Any, settings: Any, stop: asyncio.Event, on_signal: Callable[[], None], kopfs: _KopfTasks
+    registry: Any,
+    settings: Any,
+    stop: asyncio.Event,
+    on_signal: Callable[[], None],
+    kopfs: _KopfTasks,
+    identity: str,
 ) -> None:
     # Set in this task's own context: every task Kopf creates from here on inherits it.
     token = _IN_KOPF.set(True)
     try:
+        # Given, not detected: Kopf's own guess asks the password database for the user's name, and
+        # the image's user 65532 has no entry there (KeyError: getpwuid(): uid not found).
         tasks = await kopf.spawn_tasks(
-            registry=registry, settings=settings, clusterwide=True, standalone=True, stop_flag=stop
+            registry=registry,
+            settings=settings,
+            clusterwide=True,
+            standalone=True,
+            stop_flag=stop,
+            identity=cast(Any, identity),
         )
         _take_back_signals(on_signal)
         await kopf.run_tasks(tasks, ignored=_NotKopfs(kopfs))

@@ -131,16 +131,21 @@ def load_connection(environ: Mapping[str, str] | None = None) -> Connection:
     return from_kubeconfig(path)
 
 
-def in_cluster(env: Mapping[str, str], account: Path = SERVICE_ACCOUNT_DIR) -> Connection:
-    """The pod's service account: the API server's CA and a token the kubelet keeps fresh."""
+def service_address(env: Mapping[str, str]) -> str:
+    """The API server's URL in a pod, from the `kubernetes` Service's address the kubelet gives it."""
     host, port = env["KUBERNETES_SERVICE_HOST"], env.get("KUBERNETES_SERVICE_PORT", "443")
     if ":" in host:  # an IPv6 address
         host = f"[{host}]"
+    return f"https://{host}:{port}"
+
+
+def in_cluster(env: Mapping[str, str], account: Path = SERVICE_ACCOUNT_DIR) -> Connection:
+    """The pod's service account: the API server's CA and a token the kubelet keeps fresh."""
     token, ca = account / "token", account / "ca.crt"
     if not token.exists():
         raise ConfigError(f"in a pod, but no service account token at {token}")
     context = ssl.create_default_context(cafile=str(ca) if ca.exists() else None)
-    return Connection(f"https://{host}:{port}", context, TokenFile(token))
+    return Connection(service_address(env), context, TokenFile(token))
 
 
 def from_kubeconfig(path: Path, context_name: str | None = None) -> Connection:
