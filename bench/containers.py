@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +39,7 @@ import kubelets as double_bench
 import scenarios as sc
 from cdtestbed import images
 from cdtestbed.containerbed import NAMESPACE, ContainerBed, container_bed
-from cdtestbed.kubelets import KubeletNode, can_run_containers, rss_of
+from cdtestbed.kubelets import KubeletNode, can_run_containers, ctr, rss_of
 from cdtestbed.tools import repo_root
 from cdtestbed.topology import nvl72_racks
 from computedomain.api import names
@@ -85,6 +85,15 @@ def container_created(bed: ContainerBed, node: KubeletNode, namespace: str) -> d
     return found
 
 
+def runnable_job(namespace: str, size: int) -> dict[str, Any]:
+    """The benchmark's join Job, its container running the workload stand-in (imported, so never
+    pulled) until it is stopped."""
+    job = sc.join_job("cd", namespace, size)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container |= {"image": images.WORKLOAD_IMAGE, "command": ["bash", "-c", "exec torchrun"]}
+    return job
+
+
 async def container_round(bed: ContainerBed, size: int, index: int) -> list[float]:
     """One fresh domain and N-pod Job on real containers: allocated -> container created, per pod."""
     api = bed.api
@@ -96,8 +105,7 @@ async def container_round(bed: ContainerBed, size: int, index: int) -> list[floa
     timeline = double_bench.Timeline(api, namespace, body["metadata"]["uid"])
     timeline.start()
     await asyncio.sleep(0.5)  # the watches are open
-    job = sc.join_job("cd", namespace, size)
-    await client.BatchV1Api(api).create_namespaced_job(namespace, cast(Any, job))
+    await client.BatchV1Api(api).create_namespaced_job(namespace, cast(Any, runnable_job(namespace, size)))
     deadline = time.monotonic() + 300
     created: dict[str, float] = {}
     while len(created) < size:
@@ -148,40 +156,25 @@ async def container_rss(bed: ContainerBed, selector: str, container: str) -> lis
 
 
 def shims_rss(node: KubeletNode) -> int:
-    """Resident memory of the node's containerd shims."""
-    socket = str(node.runtime_socket)
+    """Resident memory of the node's containerd shims (those in the node's PID namespace: every node
+    names its containerd socket by the same path, inside its own mount namespace)."""
+    namespace = os.readlink(f"/proc/{node.init_pid}/ns/pid")
     total = 0
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            command = (proc / "cmdline").read_bytes().split(b"\0")[0]
+            if command.endswith(b"containerd-shim-runc-v2") and os.readlink(proc / "ns" / "pid") == namespace:
+                total += rss_of(int(proc.name))
         except OSError:
             continue
-        if (
-            cmdline
-            and cmdline[0].endswith(b"containerd-shim-runc-v2")
-            and socket.encode() in b" ".join(cmdline)
-        ):
-            total += rss_of(int(proc.name))
     return total
 
 
 def image_listing(bed: ContainerBed, node: KubeletNode) -> str:
     """The product image's size as the node's containerd lists it."""
-    result = subprocess.run(
-        [
-            str(bed.cluster.tools.bin("ctr")),
-            f"--address={node.runtime_socket}",
-            "--namespace=k8s.io",
-            "images",
-            "ls",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    for line in result.stdout.splitlines():
+    for line in ctr(bed.cluster.tools, node.runtime_socket, "images", "ls", check=False).stdout.splitlines():
         if line.startswith(images.PRODUCT_PREFIX):
             return " ".join(line.split()[3:5])
     return "-"
@@ -217,7 +210,7 @@ async def bench_containers(size: int, rounds: int, report: Report) -> list[float
             names.GROUP, names.VERSION, namespace, names.DOMAIN_PLURAL, sc.domain("cd", namespace, size)
         )
         await client.BatchV1Api(bed.api).create_namespaced_job(
-            namespace, cast(Any, sc.join_job("cd", namespace, size))
+            namespace, cast(Any, runnable_job(namespace, size))
         )
         deadline = time.monotonic() + 300
         while True:

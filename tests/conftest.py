@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -107,3 +108,12 @@ def controller(cluster: Testbed, operator_ready: str) -> Iterator[ControllerProc
     process.start()
     yield process
     process.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which container runtime the run's real kubelet nodes used (doubles are named plainly)."""
+    from cdtestbed.kubelets import RUNTIME_NAMES, STARTED
+
+    if STARTED:
+        used = ", ".join(f"{RUNTIME_NAMES[name]}: {count} node(s)" for name, count in sorted(STARTED.items()))
+        terminalreporter.write_line(f"real kubelet nodes started by runtime: {used}")

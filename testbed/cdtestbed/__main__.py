@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -99,6 +102,12 @@ def stop(workdir: Path) -> bool:
     """Stop what `up` or `demo` left running; False if nothing was."""
     path = workdir / STATE_FILE
     state = json.loads(path.read_text()) if path.exists() else {}
+    if state.get("containers"):
+        # Node holders (`unshare --fork`) ignore SIGTERM; SIGKILL ends each node with its containers.
+        for name, pid in state.get("pids", {}).items():
+            if name.startswith("namespace-"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
     stopped = stop_from_state(workdir)
     if state.get("containers"):
         remove_container_cgroups()

@@ -101,6 +101,13 @@ def die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def killed_with_parent() -> None:
+    """Like `die_with_parent`, with SIGKILL: for a child that ignores SIGTERM (`unshare --fork` does
+    while it waits for its own child)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 @dataclass
 class LocalCluster:
     """A control plane under `workdir`. Use `start()`/`stop()` or as a context manager."""

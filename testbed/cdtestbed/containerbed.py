@@ -33,7 +33,7 @@ from kubernetes_asyncio import client, config
 from cdtestbed import images
 from cdtestbed.cluster import ClusterOptions, LocalCluster
 from cdtestbed.kubeletbed import advertise_gpus
-from cdtestbed.kubelets import CONTAINERD, KubeletNode, KubeletNodes, KubeletOptions
+from cdtestbed.kubelets import CONTAINERD, KubeletNode, KubeletNodes, KubeletOptions, ctr
 from cdtestbed.netns import NetworkNamespace
 from cdtestbed.nodes import wait_nodes_ready
 from cdtestbed.pluginprocess import NodeHost
@@ -162,37 +162,13 @@ class ContainerBed:
         if result.returncode != 0:
             raise BedError(f"helm install failed: {result.stderr.strip()}")
 
-    def containers(self, node: KubeletNode, *, all_states: bool = False) -> list[dict[str, Any]]:
+    def containers(self, node: KubeletNode) -> list[dict[str, Any]]:
         """The node's containers as containerd lists them (k8s.io namespace): id, image, labels."""
-        tools = self.cluster.tools
-        result = subprocess.run(
-            [
-                str(tools.bin("ctr")),
-                f"--address={node.runtime_socket}",
-                "--namespace=k8s.io",
-                "containers",
-                "ls",
-                "-q",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        tools, socket = self.cluster.tools, node.runtime_socket
         found = []
-        for cid in result.stdout.split():
-            info = subprocess.run(
-                [
-                    str(tools.bin("ctr")),
-                    f"--address={node.runtime_socket}",
-                    "--namespace=k8s.io",
-                    "containers",
-                    "info",
-                    cid,
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+        for cid in ctr(tools, socket, "containers", "ls", "-q").stdout.split():
+            # A container removed between the listing and this look is simply gone.
+            info = ctr(tools, socket, "containers", "info", cid, check=False)
             if info.returncode == 0:
                 found.append(json.loads(info.stdout))
         return found

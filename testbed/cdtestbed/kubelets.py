@@ -33,13 +33,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cdtestbed import kubelet_config, runtime_config
-from cdtestbed.cluster import ClusterError, LocalCluster, die_with_parent, free_port
+from cdtestbed.cluster import ClusterError, LocalCluster, die_with_parent, free_port, killed_with_parent
 from cdtestbed.netns import NetworkNamespace
 from cdtestbed.tools import Tools
 from cdtestbed.topology import FakeNode
@@ -52,6 +52,9 @@ DOUBLE = "double"
 CONTAINERD = "containerd"
 _HOST_COMMANDS = ("unshare", "nsenter", "mount", "sleep", "ip")
 STOP_GRACE = 15.0
+# Nodes started by this process, by runtime: a run says which runtime its kubelets used.
+STARTED: dict[str, int] = {}
+RUNTIME_NAMES = {DOUBLE: "runtime double (host processes)", CONTAINERD: "containerd + runc (real containers)"}
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 # containerd's CRI plugin puts every container of its k8s.io namespace under this cgroup.
 _CGROUP_PARENT = "k8s.io"
@@ -296,6 +299,9 @@ class KubeletNodes:
             raise ClusterError(f"cannot run kubelets: {reason}")
         if containers and self.options.network is None:
             raise ClusterError("containerd nodes need the bed's network namespace (KubeletOptions.network)")
+        if containers:
+            # What an interrupted run left: its processes died with it, its empty cgroups did not.
+            remove_container_cgroups(wait=0)
         self._short_root = Path(tempfile.mkdtemp(prefix="cdk-"))
         try:
             for index, node in enumerate(self.nodes):
@@ -305,6 +311,7 @@ class KubeletNodes:
                     kubelet.inside = self.inside
                 self.running.append(kubelet)
                 self._start_node(kubelet)
+                STARTED[kubelet.runtime] = STARTED.get(kubelet.runtime, 0) + 1
             for kubelet in self.running:
                 self._wait_healthy(kubelet)
         except BaseException:
@@ -324,7 +331,10 @@ class KubeletNodes:
             for name in ("kubelet", "cri-double", "containerd", "namespace"):
                 process = kubelet.processes.pop(name, None)
                 if process is not None:
-                    _stop(process)
+                    # A containerd node's holder (`unshare --fork`) ignores SIGTERM; SIGKILL ends it and,
+                    # through --kill-child, PID 1 of the node's namespace and so every process of the node.
+                    holder = name == "namespace" and kubelet.inside is not None
+                    _stop(process, signal.SIGKILL if holder else signal.SIGTERM)
         containers = any(k.inside is not None for k in self.running)
         self.running.clear()
         if containers:
@@ -507,6 +517,11 @@ class KubeletNodes:
             args.append(f"--feature-gates={self.options.feature_gates}")
         self._spawn(kubelet, "kubelet", args, joined=True)
 
+    def _tie(self, kubelet: KubeletNode, name: str) -> Callable[[], None] | None:
+        if not self.options.tie_to_parent:
+            return None
+        return killed_with_parent if name == "namespace" and kubelet.inside is not None else die_with_parent
+
     def _spawn(self, kubelet: KubeletNode, name: str, args: Sequence[str], joined: bool = False) -> None:
         # An empty working directory of its own: nsenter would otherwise start the process in "/",
         # where a path bug (a relative glob, a relative remove) would hit the host.
@@ -536,7 +551,7 @@ class KubeletNodes:
                 stdin=subprocess.DEVNULL,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=die_with_parent if self.options.tie_to_parent else None,
+                preexec_fn=self._tie(kubelet, name),
             )
 
     def _wait(self, kubelet: KubeletNode, name: str, done: Any, what: str) -> None:
@@ -571,23 +586,22 @@ def kubelet_nodes(
         yield running
 
 
-def import_image(tools: Tools, socket: Path, archive: Path) -> None:
-    """Import an OCI archive into the containerd at `socket`, in the namespace the kubelet uses."""
+def ctr(tools: Tools, socket: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`ctr ARGS` against the containerd at `socket`, in the namespace the kubelet uses."""
     result = subprocess.run(
-        [
-            str(tools.bin("ctr")),
-            f"--address={socket}",
-            "--namespace=k8s.io",
-            "images",
-            "import",
-            str(archive),
-        ],
+        [str(tools.bin("ctr")), f"--address={socket}", "--namespace=k8s.io", *args],
         capture_output=True,
         text=True,
         check=False,
     )
-    if result.returncode != 0:
-        raise ClusterError(f"importing {archive} into {socket} failed: {result.stderr.strip()}")
+    if check and result.returncode != 0:
+        raise ClusterError(f"ctr {' '.join(args)} against {socket} failed: {result.stderr.strip()}")
+    return result
+
+
+def import_image(tools: Tools, socket: Path, archive: Path) -> None:
+    """Import an OCI archive into the containerd at `socket`."""
+    ctr(tools, socket, "images", "import", str(archive))
 
 
 def remove_container_cgroups(
@@ -617,9 +631,9 @@ def remove_container_cgroups(
         time.sleep(0.2)
 
 
-def _stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
+def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace: float = STOP_GRACE) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, sig)
     try:
         process.wait(grace)
     except subprocess.TimeoutExpired:

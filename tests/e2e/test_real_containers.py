@@ -10,7 +10,6 @@ node's driver root), the IMEX binaries and the training program (see `cdtestbed.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,11 +21,10 @@ from kubernetes_asyncio import client
 from cdtestbed.containerbed import NAMESPACE, ContainerBed, container_bed
 from cdtestbed.demo import apply_example
 from cdtestbed.images import WORKLOAD_IMAGE
-from cdtestbed.kubelets import can_run_containers
 from cdtestbed.topology import FakeNode, nvl72_racks
 from computedomain.api import names
 from support.domains import domain_manifest, workload_pod
-from support.realnodes import REQUIRE_KUBELETS, cdi_specs
+from support.realnodes import cdi_specs, require_containers
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -36,16 +34,6 @@ EXAMPLE_NAMESPACE = "team-a"
 DOMAIN = "llama-train"
 CHANNELS = "/dev/nvidia-caps-imex-channels"
 CHANNEL = f"{CHANNELS}/channel0"
-
-
-def require_containers() -> None:
-    """Skip (or fail, where CD_REQUIRE_KUBELETS=1) when real containers cannot run here."""
-    reason = can_run_containers()
-    if reason is None:
-        return
-    if os.environ.get(REQUIRE_KUBELETS, "") not in ("", "0"):
-        pytest.fail(f"{REQUIRE_KUBELETS} is set, but real containers cannot run here: {reason}")
-    pytest.skip(f"cannot run real containers: {reason}")
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +125,20 @@ async def test_example_channels_seen_from_inside(bed: ContainerBed) -> None:
     for daemon in daemons:
         assert all(s.ready for s in daemon.status.container_statuses)
         assert re.match(r"^localhost/computedomain-operator:", daemon.spec.containers[0].image)
+        # Root, the driver's management set, and what the daemon writes: user 65532 could not.
+        seen = exec_in(
+            bed,
+            NAMESPACE,
+            daemon.metadata.name,
+            "id -u; test -c /dev/nvidiactl && echo ctl;"
+            " test -c /dev/nvidia-caps/nvidia-cap7 && echo cap;"
+            " test -x /usr/bin/nvidia-imex && echo imex;"
+            " ls /usr/lib64/libnvidia-ml.so.1 >/dev/null && echo nvml;"
+            " grep -c compute-domain-daemon- /etc/hosts; ls /imexd",
+        ).split()
+        assert seen[:5] == ["0", "ctl", "cap", "imex", "nvml"], seen
+        assert int(seen[5]) >= 4, seen
+        assert {"imexd.cfg", "nodes.cfg"} <= set(seen[6:]), seen
 
     bed.kubectl("delete", "job", "-n", EXAMPLE_NAMESPACE, "llama-train", "--wait=true", timeout=180)
     bed.kubectl("delete", "computedomain", "-n", EXAMPLE_NAMESPACE, DOMAIN, "--wait=true", timeout=180)

@@ -34,11 +34,11 @@ class Instruction:
     arguments: str
 
 
-def instructions(text: str | None = None) -> list[Instruction]:
-    """The Dockerfile's instructions, continuation lines joined and comments dropped."""
+def logical_lines(text: str) -> list[str]:
+    """The logical lines of a Dockerfile or requirements file: continuations joined, comments dropped."""
     logical: list[str] = []
     pending = ""
-    for line in (DOCKERFILE.read_text() if text is None else text).splitlines():
+    for line in text.splitlines():
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -46,8 +46,13 @@ def instructions(text: str | None = None) -> list[Instruction]:
         if not stripped.endswith("\\"):
             logical.append(pending.strip())
             pending = ""
+    return logical
+
+
+def instructions(text: str | None = None) -> list[Instruction]:
+    """The Dockerfile's instructions, continuation lines joined and comments dropped."""
     found = []
-    for statement in logical:
+    for statement in logical_lines(DOCKERFILE.read_text() if text is None else text):
         keyword, _, arguments = statement.partition(" ")
         found.append(Instruction(keyword.upper(), arguments.strip()))
     return found
@@ -153,17 +158,7 @@ def lock_pins(text: str | None = None) -> dict[str, Pin]:
 
 def requirement_lines(text: str) -> list[str]:
     """A requirements file's logical lines: continuations joined, comments dropped."""
-    logical: list[str] = []
-    pending = ""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        pending += stripped.removesuffix("\\").strip() + " "
-        if not stripped.endswith("\\"):
-            logical.append(pending.strip())
-            pending = ""
-    return logical
+    return logical_lines(text)
 
 
 def pyproject() -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from cdtestbed.kubelets import KubeletNode, can_run_kubelet
+from cdtestbed.kubelets import KubeletNode, can_run_containers, can_run_kubelet
 from computedomain.api import names
 from support.waiting import eventually
 
@@ -23,12 +23,21 @@ RESOURCE_VERSION = "v1"
 
 def require_kubelets() -> None:
     """Skip the calling test (or fail it, where CD_REQUIRE_KUBELETS=1) when kubelets cannot run here."""
-    reason = can_run_kubelet()
+    require(can_run_kubelet(), "real kubelets")
+
+
+def require_containers() -> None:
+    """The same for real containers (containerd, runc and CNI under real kubelets)."""
+    require(can_run_containers(), "real containers")
+
+
+def require(reason: str | None, what: str) -> None:
+    """Skip (or fail, where CD_REQUIRE_KUBELETS=1) when `reason` says why `what` cannot run here."""
     if reason is None:
         return
     if os.environ.get(REQUIRE_KUBELETS, "") not in ("", "0"):
-        pytest.fail(f"{REQUIRE_KUBELETS} is set, but real kubelets cannot run here: {reason}")
-    pytest.skip(f"cannot run real kubelets: {reason}")
+        pytest.fail(f"{REQUIRE_KUBELETS} is set, but {what} cannot run here: {reason}")
+    pytest.skip(f"cannot run {what}: {reason}")
 
 
 def cdi_spec(node: KubeletNode, claim_uid: str) -> Path:

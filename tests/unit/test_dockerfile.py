@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from cdtestbed.tools import Tools
+from support.imagerecipe import instructions
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "computedomain-operator"
@@ -138,17 +139,7 @@ def test_entry_point_starts(script: str) -> None:
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
-    logical: list[str] = []
-    pending = ""
-    for line in DOCKERFILE.read_text().splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        pending += stripped.removesuffix("\\").strip() + " "
-        if not stripped.endswith("\\"):
-            logical.append(pending.strip())
-            pending = ""
-    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1]) for text in logical]
+    return [(i.keyword, i.arguments) for i in instructions()]
 
 
 def test_dockerfile_shape() -> None:
