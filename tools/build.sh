@@ -5,7 +5,7 @@
 # A family is rebuilt only when its pinned inputs change: each build records a digest of the
 # family's go.mod, go.sum, sources and build recipe, and a matching digest skips the build.
 #
-# usage: tools/build.sh [k8s|etcd|kwok|helm|cri-double|containerd|runc|cni|pause ...]
+# usage: tools/build.sh [k8s|etcd|kwok|helm|cri-double|containerd|runc|cni|pause|nvidia-ctk ...]
 #        (no argument: all families)
 set -euo pipefail
 
@@ -115,6 +115,15 @@ build_pause() {
   rm -rf "$work"
 }
 
+# NVIDIA's CDI generator, only to check the kubelet plugin's own management-mode set against it
+# (tests/integration/test_management_set.py). go-nvml loads libnvidia-ml with dlopen: cgo.
+build_nvidia-ctk() {
+  local pkg=github.com/NVIDIA/nvidia-container-toolkit kv
+  kv=$(module_version nvidia-ctk "$pkg")
+  (cd "$here/nvidia-ctk" && CGO_ENABLED=1 go build -ldflags "-s -w -X $pkg/internal/info.version=${kv#v}" \
+    -o "$bin/nvidia-ctk" "$pkg/cmd/nvidia-ctk")
+}
+
 # The digest covers the family's module files (the pause family has only its C source) and its own
 # build recipe, so editing one family's recipe does not rebuild the others.
 digest() {
@@ -125,7 +134,7 @@ digest() {
 }
 
 families=("$@")
-[ ${#families[@]} -gt 0 ] || families=(etcd kwok helm k8s cri-double containerd runc cni pause)
+[ ${#families[@]} -gt 0 ] || families=(etcd kwok helm k8s cri-double containerd runc cni pause nvidia-ctk)
 for family in "${families[@]}"; do
   stamp=$out/$family.stamp
   want=$(digest "$family")
