@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime
 from typing import Any, cast
@@ -177,3 +178,16 @@ async def test_check_reports_each_outdated_crd_once_per_process(caplog: pytest.L
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 2
     assert all(".status.readyNodes" in r.getMessage() for r in errors)
+
+
+class BrokenKube(StubKube):
+    """Answers every CRD read with what our own code fails on, as a model rejecting the answer does."""
+
+    async def get(self, kind: Any, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        raise ValueError("rejected by our model")
+
+
+async def test_a_bug_ends_the_check_at_once_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    await asyncio.wait_for(CrdCheck().run(cast(Kube, BrokenKube({}))), timeout=5)
+    [record] = [r for r in caplog.records if "could not check" in r.getMessage()]
+    assert record.exc_info is not None

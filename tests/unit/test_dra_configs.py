@@ -94,6 +94,24 @@ def test_configs_apply_only_to_the_requests_they_name() -> None:
     assert isinstance(configs["daemon"], ComputeDomainDaemonConfig)
 
 
+@pytest.mark.parametrize("channel_first", [True, False])
+def test_a_config_naming_no_request_applies_only_to_devices_of_its_kind(channel_first: bool) -> None:
+    general = [entry(channel(OTHER)), entry(daemon())]
+    body = claim(general if channel_first else general[::-1], requests=("channel", "daemon"))
+    body["status"]["allocation"]["devices"]["results"][1]["device"] = "daemon-0"
+    kinds = {"channel-0": names.CHANNEL_CONFIG_KIND, "daemon-0": names.DAEMON_CONFIG_KIND}
+    assert request_configs(body, kind_of_device=kinds) == {
+        "channel": decode_parameters(channel(OTHER)),
+        "daemon": decode_parameters(daemon()),
+    }
+
+
+def test_a_config_naming_its_request_applies_whatever_the_kind_of_the_device() -> None:
+    body = claim([entry(channel()), entry(daemon(), requests=["channel"])])
+    kinds = {"channel-0": names.CHANNEL_CONFIG_KIND}
+    assert request_configs(body, kind_of_device=kinds) == {"channel": decode_parameters(daemon())}
+
+
 def test_a_config_for_a_request_applies_to_its_subrequests() -> None:
     assert (
         request_configs(claim([entry(daemon(), requests=["d"])], requests=("d/any",)))["d/any"].domain_id

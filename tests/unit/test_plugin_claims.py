@@ -12,7 +12,9 @@ from computedomain.plugin.claims import ClaimError, allocated_devices, reserved_
 from support.pluginview import allocated_claim, channel_config, daemon_config
 
 
-def _config(source: str, requests: list[str], parameters: dict[str, Any], driver: str = names.DRIVER) -> dict:
+def _config(
+    source: str, requests: list[str], parameters: dict[str, Any], driver: str = names.DRIVER
+) -> dict[str, Any]:
     return {"source": source, "requests": requests, "opaque": {"driver": driver, "parameters": parameters}}
 
 
@@ -35,6 +37,28 @@ def test_config_naming_the_request_beats_a_general_one_regardless_of_order() -> 
         _config("FromClaim", ["other"], channel_config("for-another-request")),
     ]
     assert allocated_devices(claim)[0].domain_id == "named"
+
+
+@pytest.mark.parametrize("channel_first", [True, False])
+def test_general_configs_apply_to_the_devices_of_their_kind_in_either_order(channel_first: bool) -> None:
+    claim = allocated_claim("ns", "c", "channel-0", None)
+    devices = claim["status"]["allocation"]["devices"]
+    devices["results"].append(
+        {"request": "daemon", "driver": names.DRIVER, "pool": "n", "device": "daemon-0"}
+    )
+    general = [_config("FromClaim", [], channel_config("d")), _config("FromClaim", [], daemon_config("d"))]
+    devices["config"] = general if channel_first else general[::-1]
+    kinds = {d.request: d.config.kind for d in allocated_devices(claim)}
+    assert kinds == {"channel": names.CHANNEL_CONFIG_KIND, "daemon": names.DAEMON_CONFIG_KIND}
+
+
+def test_a_general_config_of_the_other_kind_does_not_hide_one_that_fits() -> None:
+    claim = allocated_claim("ns", "c", "channel-0", None)
+    claim["status"]["allocation"]["devices"]["config"] = [
+        _config("FromClaim", [], channel_config("fits")),
+        _config("FromClaim", [], daemon_config("fits-a-daemon")),
+    ]
+    assert allocated_devices(claim)[0].domain_id == "fits"
 
 
 def test_other_drivers_and_their_devices_are_skipped() -> None:

@@ -1,7 +1,8 @@
-"""The stale-claim sweep: abandoned prepares and deleted claims lose their CDI spec and record."""
+"""The stale-claim sweep: claims gone or replaced lose their CDI spec and record, others keep them."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -9,32 +10,57 @@ from computedomain.plugin.cleanup import Sweeper
 from computedomain.plugin.core import ClaimRef
 from support.plugindriver import install_imex_tools
 from support.pluginview import MemoryView, allocated_claim, channel_config, daemon_config, make_core
+from support.waiting import eventually
 
 
-async def test_sweep_releases_deleted_and_abandoned_claims(tmp_path: Path) -> None:
+async def test_sweep_releases_claims_gone_or_replaced_and_keeps_the_rest(tmp_path: Path) -> None:
     node = make_core(tmp_path, MemoryView(), wait=0.1)
     domain = node.view.add_domain("team", "cd")
-    kept = node.view.add_claim(allocated_claim("team", "kept", "channel-0", channel_config(domain.uid)))
-    deleted = node.view.add_claim(allocated_claim("team", "deleted", "channel-0", channel_config(domain.uid)))
-    abandoned = node.view.add_claim(
-        allocated_claim("team", "abandoned", "channel-0", channel_config(domain.uid))
-    )
-    refs = {
-        c["metadata"]["name"]: ClaimRef("team", c["metadata"]["name"], c["metadata"]["uid"])
-        for c in (kept, deleted, abandoned)
-    }
-    await node.core.prepare([refs["abandoned"]])  # times out: stays PrepareStarted
+    refs = {}
+    for name in ("kept", "deleted", "replaced", "abandoned", "waiting"):
+        # Each on a pool of its own, so that no two of them ask for the same device.
+        claim = node.view.add_claim(
+            allocated_claim("team", name, "channel-0", channel_config(domain.uid), node=f"pool-{name}")
+        )
+        refs[name] = ClaimRef("team", name, claim["metadata"]["uid"])
+    await node.core.prepare([refs["abandoned"], refs["waiting"]])  # time out: stay PrepareStarted
     node.view.set_ready(domain.uid)
-    await node.core.prepare([refs["kept"], refs["deleted"]])
+    await node.core.prepare([refs["kept"], refs["deleted"], refs["replaced"]])
     del node.view.claims[("team", "deleted")]
+    del node.view.claims[("team", "abandoned")]
+    node.view.add_claim(allocated_claim("team", "replaced", "channel-0", channel_config(domain.uid)))
     clock = time.time() + 1000
     sweeper = Sweeper(node.core, node.view, interval=60, stale_after=300, clock=lambda: clock)
 
     released = await sweeper.sweep_once()
 
-    assert set(released) == {refs["deleted"].uid, refs["abandoned"].uid}
-    assert set(node.checkpoint.claims) == {refs["kept"].uid}
+    assert set(released) == {refs["deleted"].uid, refs["replaced"].uid, refs["abandoned"].uid}
+    # An unfinished prepare long past the limit stays while its claim exists: the kubelet retries it.
+    assert set(node.checkpoint.claims) == {refs["kept"].uid, refs["waiting"].uid}
     assert node.specs.claim_uids() == {refs["kept"].uid}
+
+
+async def test_a_prepare_that_completes_while_the_sweep_waits_keeps_its_spec(tmp_path: Path) -> None:
+    node = make_core(tmp_path, MemoryView(), wait=5.0)
+    domain = node.view.add_domain("team", "cd")
+    claim = node.view.add_claim(allocated_claim("team", "c", "channel-0", channel_config(domain.uid)))
+    uid = claim["metadata"]["uid"]
+    prepare = asyncio.create_task(node.core.prepare([ClaimRef("team", "c", uid)]))
+
+    async def waiting() -> bool:
+        return uid in node.checkpoint.claims
+
+    await eventually(waiting, timeout=1.0, interval=0.01, what="prepare waiting in the gate")
+    clock = time.time() + 1000  # the retried prepare began long ago
+    sweeper = Sweeper(node.core, node.view, interval=60, stale_after=300, clock=lambda: clock)
+    sweep = asyncio.create_task(sweeper.sweep_once())
+    await asyncio.sleep(0.05)
+    node.view.set_ready(domain.uid)
+
+    assert (await prepare)[uid].error == ""
+    assert await sweep == []
+    assert node.checkpoint.claims[uid].state == "PrepareCompleted"
+    assert node.specs.claim_uids() == {uid}
 
 
 async def test_sweep_removes_config_folders_no_prepared_claim_uses(tmp_path: Path) -> None:
@@ -47,7 +73,12 @@ async def test_sweep_removes_config_folders_no_prepared_claim_uses(tmp_path: Pat
     for domain in (live, used, unused):
         claim = node.view.add_claim(
             allocated_claim(
-                "computedomain-system", domain.name, "daemon-0", daemon_config(domain.uid), request="daemon"
+                "computedomain-system",
+                domain.name,
+                "daemon-0",
+                daemon_config(domain.uid),
+                request="daemon",
+                node=f"pool-{domain.name}",  # no two daemons on one device
             )
         )
         claims[domain.name] = ClaimRef("computedomain-system", domain.name, claim["metadata"]["uid"])

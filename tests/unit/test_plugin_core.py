@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from computedomain.plugin.core import ClaimRef
-from support.plugindriver import install_driver
+from support.plugindriver import install_driver, install_imex_tools
 from support.pluginview import MemoryView, Node, allocated_claim, channel_config, daemon_config, make_core
 from support.waiting import eventually
 
@@ -313,7 +313,10 @@ async def test_claims_of_one_call_run_in_parallel(node: Node) -> None:
     fast = node.view.add_domain("team", "fast")
     node.view.set_ready(fast.uid)
     waiting = node.view.add_claim(allocated_claim("team", "w", "channel-0", channel_config(slow.uid)))
-    quick = node.view.add_claim(allocated_claim("team", "q", "channel-0", channel_config(fast.uid)))
+    # On another node's pool: one node gives its channel to one claim at a time.
+    quick = node.view.add_claim(
+        allocated_claim("team", "q", "channel-0", channel_config(fast.uid), node="node-b")
+    )
     task = asyncio.create_task(node.core.prepare([ref(waiting), ref(quick)]))
 
     async def quick_done() -> bool:
@@ -406,3 +409,87 @@ async def test_calls_for_one_claim_queue_behind_each_other(node: Node) -> None:
     assert order == ["prepare", "unprepare", "prepare", "unprepare"]
     assert node.checkpoint.claims == {}
     assert node.core._claim_locks == {}
+
+
+async def test_a_channel_prepared_for_another_claim_is_refused_until_that_claim_is_unprepared(
+    node: Node,
+) -> None:
+    first = node.view.add_domain("team", "first")
+    second = node.view.add_domain("team", "second")
+    node.view.set_ready(first.uid)
+    node.view.set_ready(second.uid)
+    holder = node.view.add_claim(allocated_claim("team", "a", "channel-0", channel_config(first.uid)))
+    other = node.view.add_claim(allocated_claim("team", "b", "channel-0", channel_config(second.uid)))
+    held, uid = holder["metadata"]["uid"], other["metadata"]["uid"]
+    assert (await node.core.prepare([ref(holder)]))[held].error == ""
+
+    refused = (await node.core.prepare([ref(other)]))[uid]
+
+    assert refused.devices == ()
+    assert refused.error == (
+        "ResourceClaim team/b: device channel-0 of pool node-a is already prepared for ResourceClaim "
+        f"team/a (UID {held}); it is free again once that claim is unprepared"
+    )
+    assert uid not in node.checkpoint.claims
+    assert node.specs.claim_uids() == {held}
+    # The holder's own retry is answered as before; the other stays refused while the holder is there.
+    assert (await node.core.prepare([ref(holder)]))[held].error == ""
+    assert "already prepared for ResourceClaim team/a" in (await node.core.prepare([ref(other)]))[uid].error
+
+    assert await node.core.unprepare([ref(holder)]) == {held: ""}
+    assert (await node.core.prepare([ref(other)]))[uid].error == ""
+    assert node.specs.claim_uids() == {uid}
+
+
+async def test_a_daemon_device_of_another_domain_is_refused_and_nothing_is_made(node: Node) -> None:
+    install_imex_tools(node.root)
+    first = node.view.add_domain("team", "first")
+    second = node.view.add_domain("team", "second")
+    claims = [
+        node.view.add_claim(
+            allocated_claim(
+                "computedomain-system", d.name, "daemon-0", daemon_config(d.uid), request="daemon"
+            )
+        )
+        for d in (first, second)
+    ]
+    held, uid = (c["metadata"]["uid"] for c in claims)
+    assert (await node.core.prepare([ref(claims[0])]))[held].error == ""
+
+    error = (await node.core.prepare([ref(claims[1])]))[uid].error
+
+    assert "device daemon-0 of pool node-a is already prepared for ResourceClaim " in error
+    assert f"computedomain-system/first (UID {held})" in error
+    assert not node.core.paths.domain_dir(second.uid).exists()
+    assert set(node.checkpoint.claims) == {held}
+
+
+async def test_a_device_whose_prepare_began_for_another_claim_is_taken(tmp_path: Path) -> None:
+    node = make_core(tmp_path, MemoryView(), wait=0.1)
+    domain = node.view.add_domain("team", "cd")
+    waiting = node.view.add_claim(allocated_claim("team", "w", "channel-0", channel_config(domain.uid)))
+    await node.core.prepare([ref(waiting)])  # the gate times out; the kubelet will retry it
+    node.view.set_ready(domain.uid)
+    late = node.view.add_claim(allocated_claim("team", "late", "channel-0", channel_config(domain.uid)))
+
+    error = (await node.core.prepare([ref(late)]))[late["metadata"]["uid"]].error
+
+    assert "device channel-0 of pool node-a is already being prepared for ResourceClaim team/w" in error
+    assert (await node.core.prepare([ref(waiting)]))[waiting["metadata"]["uid"]].error == ""
+
+
+async def test_of_two_claims_racing_for_one_channel_exactly_one_gets_it(node: Node) -> None:
+    domain = node.view.add_domain("team", "cd")
+    node.view.set_ready(domain.uid)
+    claims = [
+        node.view.add_claim(allocated_claim("team", f"c{i}", "channel-0", channel_config(domain.uid)))
+        for i in range(2)
+    ]
+
+    outcomes = await node.core.prepare([ref(c) for c in claims])
+
+    errors = sorted(o.error for o in outcomes.values())
+    assert errors[0] == ""
+    assert "device channel-0 of pool node-a is already" in errors[1]
+    assert len(node.checkpoint.claims) == 1
+    assert len(node.specs.claim_uids()) == 1

@@ -126,7 +126,10 @@ async def test_a_found_domain_is_not_asked_for_again(node: Node) -> None:
     domain = node.view.add_domain("team", "cd")
     node.view.set_ready(domain.uid)
     first = node.view.add_claim(allocated_claim("team", "first", "channel-0", channel_config(domain.uid)))
-    second = node.view.add_claim(allocated_claim("team", "second", "channel-0", channel_config(domain.uid)))
+    # Another pool: one device is never prepared for two claims at once.
+    second = node.view.add_claim(
+        allocated_claim("team", "second", "channel-0", channel_config(domain.uid), node="node-b")
+    )
     daemon = node.view.add_claim(daemon_claim(domain))
 
     assert await prepare(node, first) == {"first": ""}
@@ -141,7 +144,9 @@ async def test_claims_of_one_domain_in_one_call_share_one_read(node: Node) -> No
     domain = node.view.add_domain("team", "cd")
     node.view.set_ready(domain.uid)
     claims = [
-        node.view.add_claim(allocated_claim("team", f"c{i}", "channel-0", channel_config(domain.uid)))
+        node.view.add_claim(
+            allocated_claim("team", f"c{i}", "channel-0", channel_config(domain.uid), node=f"node-{i}")
+        )
         for i in range(4)
     ]
 

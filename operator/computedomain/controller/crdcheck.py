@@ -24,7 +24,7 @@ from prometheus_client import Gauge
 
 from computedomain.api.crd import definitions
 from computedomain.controller.events import COMPONENT
-from computedomain.kube import Kind, Kube, is_transient
+from computedomain.kube import Kind, Kube, KubeError, is_transient
 from computedomain.kube.backoff import Backoff
 from computedomain.kube.events import Involved, post_event, render_event
 
@@ -200,7 +200,12 @@ class CrdCheck:
                 return
             except Exception as error:
                 if not is_transient(error):
-                    log.warning("could not check the installed CRDs: %s", error)
+                    # A refusal is the cluster's doing; anything else is a bug that needs its traceback.
+                    log.warning(
+                        "could not check the installed CRDs: %s",
+                        error,
+                        exc_info=not isinstance(error, KubeError),
+                    )
                     return
                 delay = backoff.next()
                 log.warning("could not read the installed CRDs (%s); again in %.1fs", error, delay)

@@ -1,9 +1,10 @@
 """Decoding our driver's opaque configs from a ResourceClaim's allocation into typed values.
 
 The allocation lists configs (`status.allocation.devices.config[]`) from the DeviceClass (`FromClass`)
-and from the claim (`FromClaim`). As in every DRA driver, a config applies to the requests it names
-(all requests when it names none); claim configs override class configs, and later entries override
-earlier ones.
+and from the claim (`FromClaim`). As in every DRA driver, a config applies to the requests it names;
+claim configs override class configs, and later entries override earlier ones. A config naming no
+request applies to every request whose device takes a config of its kind, as in NVIDIA's plugin: a
+claim for a channel and a daemon may carry one general config of each kind.
 """
 
 from __future__ import annotations
@@ -50,11 +51,20 @@ def decode_parameters(parameters: Any) -> DriverConfig:
     return config
 
 
-def request_configs(claim: Mapping[str, Any], driver: str = names.DRIVER) -> dict[str, DriverConfig]:
+def request_configs(
+    claim: Mapping[str, Any],
+    driver: str = names.DRIVER,
+    *,
+    kind_of_device: Mapping[str, str] | None = None,
+) -> dict[str, DriverConfig]:
     """For each request of the claim that `driver` serves, the config that applies to it.
 
-    Every entry of `driver` is decoded, so a bad entry is reported even where a later one overrides it.
-    An unallocated claim has no requests to configure. ConfigError names the entry or request at fault.
+    `kind_of_device` maps a device name to the config kind it takes; a config naming no request is
+    then passed over for the requests of devices taking another kind (a device not in it takes any).
+    A config naming a request applies to it whatever its kind: that it fits the device is for the
+    caller to check. Every entry of `driver` is decoded, so a bad entry is reported even where a later
+    one overrides it. An unallocated claim has no requests to configure. ConfigError names the entry
+    or request at fault.
     """
     allocation = allocation_of(claim)
     if allocation is None:
@@ -77,16 +87,21 @@ def request_configs(claim: Mapping[str, Any], driver: str = names.DRIVER) -> dic
     ordered = [item for source in _SOURCES for item in decoded[source]]
     configs: dict[str, DriverConfig] = {}
     for result in device_results(claim, driver):
-        applying = [config for requests, config in ordered if _applies(requests, result.request)]
+        kind = (kind_of_device or {}).get(result.device)
+        applying = [
+            config for requests, config in ordered if _applies(requests, config, result.request, kind)
+        ]
         if not applying:
             raise ConfigError(f"request {result.request!r}: no {driver} config applies to it")
         configs[result.request] = applying[-1]
     return configs
 
 
-def _applies(requests: Sequence[str], request: str) -> bool:
+def _applies(requests: Sequence[str], config: DriverConfig, request: str, kind: str | None) -> bool:
+    if not requests:
+        return kind is None or config.kind == kind
     # A config naming a request also applies to its subrequests ("request/subrequest").
-    return not requests or request in requests or request.partition("/")[0] in requests
+    return request in requests or request.partition("/")[0] in requests
 
 
 def _describe(error: ValidationError) -> str:

@@ -19,7 +19,7 @@ import pydantic_core
 
 from computedomain.api import names
 from computedomain.kube.config import Connection
-from computedomain.kube.errors import KubeError, WatchExpired
+from computedomain.kube.errors import KubeError, UndecodableResponse, WatchExpired
 from computedomain.kube.kinds import Kind
 
 Object = dict[str, Any]
@@ -130,8 +130,7 @@ class Kube:
             body = await response.read()
         if self.on_receive is not None:
             self.on_receive(path, len(body), False)
-        data: Object = pydantic_core.from_json(body)
-        return data
+        return _decode(body)
 
     async def get(
         self, kind: Kind, name: str, namespace: str | None = None, *, metadata_only: bool = False
@@ -279,10 +278,19 @@ class Kube:
                     self.on_receive(path, len(line), True)
                 # pydantic's Rust codec decodes three to four times faster than the json module,
                 # and a large domain's every event is its whole status.
-                event: Object = pydantic_core.from_json(line)
+                event = _decode(line)
                 if event.get("type") == "ERROR" and _status_code(event.get("object")) == 410:
                     raise WatchExpired(str((event.get("object") or {}).get("message", "expired")))
                 yield event
+
+
+def _decode(raw: bytes) -> Object:
+    # Told apart from the ValueErrors of our own code: a body cut short is worth asking for again.
+    try:
+        data: Object = pydantic_core.from_json(raw)
+    except ValueError as error:
+        raise UndecodableResponse(f"undecodable response from the API server: {error}") from error
+    return data
 
 
 def _status_code(status: Any) -> int:

@@ -60,9 +60,20 @@ class WatchExpired(KubeError):
         super().__init__(410, message, "Expired")
 
 
+class UndecodableResponse(ValueError):
+    """The API server's answer (a body or a watch event) is not JSON.
+
+    A ValueError as the decoder's own error is, for callers that catch that; unlike other ValueErrors
+    it is transient, since a response cut short by a dropped connection or a restarting server is
+    the usual cause.
+    """
+
+
 def is_transient(error: BaseException) -> bool:
-    """True for failures that a retry with backoff can cure: a cut connection, a timeout, a
-    restarting API server, throttling or a conflict; False for refusals (400, 403, 404, 422...)."""
+    """True for failures that a retry with backoff can cure: a cut connection or response, a timeout,
+    a restarting API server, throttling or a conflict; False for refusals (400, 403, 404, 422...) and
+    for everything else, a pydantic ValidationError included: an object our models reject is a bug
+    that asking again will not cure."""
     if isinstance(error, KubeError):
         return error.status in _TRANSIENT_STATUSES or error.status == 0
-    return isinstance(error, (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError))
+    return isinstance(error, (aiohttp.ClientError, OSError, asyncio.TimeoutError, UndecodableResponse))

@@ -25,6 +25,7 @@ _KIND_OF_TYPE: dict[DeviceType, str] = {
     "channel": names.CHANNEL_CONFIG_KIND,
     "daemon": names.DAEMON_CONFIG_KIND,
 }
+_KIND_OF_DEVICE = {device: _KIND_OF_TYPE[device_type] for device, device_type in DEVICE_TYPES.items()}
 
 
 class ClaimError(ValueError):
@@ -57,7 +58,7 @@ def allocated_devices(claim: Mapping[str, Any]) -> list[AllocatedDevice]:
     if allocation_of(claim) is None:
         raise ClaimError("the claim is not allocated")
     try:
-        configs = request_configs(claim)
+        configs = request_configs(claim, kind_of_device=_KIND_OF_DEVICE)
     except ConfigError as error:
         raise ClaimError(str(error)) from None
     devices = []

@@ -1,8 +1,11 @@
 """Periodic cleanup of claims the kubelet will never unprepare, and of unused IMEX config folders.
 
-A claim is stale when its prepare began long ago and never finished (the pod went away while it
-waited), or when the claim no longer exists (deleted while the plugin was down). Stale claims lose
-their CDI spec and their checkpoint entry, as an unprepare would do.
+A claim is stale when it no longer exists on the API server, or a claim of the same name with another
+UID took its place (deleted while the plugin was down, or its pod force-deleted), whether its prepare
+finished or not. Age alone never makes a claim stale: a prepare the kubelet retries may complete at
+any time, and its container needs the CDI spec. Each claim is judged under its own lock, so no
+prepare or unprepare of it runs meanwhile. Stale claims lose their CDI spec and their checkpoint
+entry, as an unprepare would do.
 
 A domain's IMEX config folder is used only by this node's IMEX daemon, through the daemon's claim,
 which stays in the checkpoint while it is prepared. A folder no claim of the checkpoint names is
@@ -18,6 +21,7 @@ import shutil
 import time
 from collections.abc import Callable
 
+from computedomain.plugin.checkpoint import ClaimRecord
 from computedomain.plugin.core import Core
 from computedomain.plugin.view import NodeView
 
@@ -25,7 +29,10 @@ log = logging.getLogger(__name__)
 
 
 class Sweeper:
-    """Finds and releases stale claims; removes config folders no claim uses."""
+    """Finds and releases stale claims; removes config folders no claim uses.
+
+    An unfinished prepare older than `stale_after` seconds whose claim still exists is only reported.
+    """
 
     def __init__(
         self,
@@ -42,17 +49,24 @@ class Sweeper:
         self.stale_after = stale_after
         self.clock = clock
 
-    async def _stale(self, uid: str) -> str | None:
-        record = self.core.checkpoint.claims.get(uid)
-        if record is None:
-            return None
-        if record.state == "PrepareStarted" and self.clock() - record.started_at > self.stale_after:
-            return f"its prepare began {self.clock() - record.started_at:.0f}s ago and never finished"
+    async def _stale(self, record: ClaimRecord) -> str | None:
+        # Only the claim's absence decides: a prepare that waited long in the gate may have just
+        # completed, and an unfinished one may still be retried by the kubelet.
         claim = await self.view.read_claim(record.namespace, record.name)
         if claim is None:
             return "the claim no longer exists"
-        if claim.get("metadata", {}).get("uid") != uid:
+        if claim.get("metadata", {}).get("uid") != record.uid:
             return "the claim was replaced by another of the same name"
+        age = self.clock() - record.started_at
+        if record.state == "PrepareStarted" and age > self.stale_after:
+            log.warning(
+                "the prepare of claim %s/%s (%s) began %.0fs ago and has not finished; its claim "
+                "still exists, so it is kept",
+                record.namespace,
+                record.name,
+                record.uid,
+                age,
+            )
         return None
 
     async def sweep_once(self) -> list[str]:
@@ -60,11 +74,11 @@ class Sweeper:
         released = []
         for uid in list(self.core.checkpoint.claims):
             try:
-                why = await self._stale(uid)
+                why = await self.core.release_if(uid, self._stale)
             except Exception as error:  # the API may be away; try again next time
-                log.warning("cannot tell whether claim %s is stale: %s", uid, error)
+                log.warning("cannot sweep claim %s: %s", uid, error)
                 continue
-            if why is not None and await self.core.release_locked(uid):
+            if why is not None:
                 log.info("unprepared stale claim %s: %s", uid, why)
                 released.append(uid)
         for uid in list(self.core.checkpoint.dropped):

@@ -151,7 +151,7 @@ class Core:
         except ClaimError as error:
             raise _Refused(f"ResourceClaim {ref}: {error}") from None
         domains = {device.domain_id: await self._domain_of(ref, claim, device) for device in allocated}
-        await self._record(ref, "PrepareStarted", allocated, ())
+        await self._record(ref, "PrepareStarted", allocated, (), exclusive=True)
         # Gates run side by side, so that a claim never waits longer than one gate's time in all.
         gated = {domains[d.domain_id] for d in allocated if d.type == "channel"}
         try:
@@ -252,6 +252,8 @@ class Core:
         state: ClaimState,
         allocated: Sequence[AllocatedDevice],
         prepared: tuple[PreparedDevice, ...],
+        *,
+        exclusive: bool = False,
     ) -> None:
         devices = prepared or tuple(
             PreparedDevice(
@@ -270,7 +272,29 @@ class Core:
             devices=devices,
         )
         async with self._checkpoint_lock:
+            # Checked under the same lock as the record is written, so that of two claims racing
+            # for one device exactly one gets it.
+            if exclusive:
+                self._refuse_taken(ref, devices)
             await asyncio.to_thread(self.checkpoint.put, record)
+
+    def _refuse_taken(self, ref: ClaimRef, devices: Sequence[PreparedDevice]) -> None:
+        # A device held by another claim means a scheduler race or a claim never unprepared (its pod
+        # force-deleted): handing it out twice would let two domains share it on this node. A claim
+        # whose prepare began holds its devices too, as the kubelet retries it until it completes.
+        wanted = {(d.pool, d.device) for d in devices}
+        for other in self.checkpoint.claims.values():
+            if other.uid == ref.uid:
+                continue
+            for device in other.devices:
+                if (device.pool, device.device) not in wanted:
+                    continue
+                holder = f"{other.namespace}/{other.name} (UID {other.uid})" if other.name else other.uid
+                how = "prepared" if other.state == "PrepareCompleted" else "being prepared"
+                raise _Refused(
+                    f"ResourceClaim {ref}: device {device.device} of pool {device.pool} is already {how} "
+                    f"for ResourceClaim {holder}; it is free again once that claim is unprepared"
+                )
 
     @contextlib.asynccontextmanager
     async def domains_in_use(self) -> AsyncIterator[set[str]]:
@@ -304,6 +328,21 @@ class Core:
         log.debug("claim %s was not prepared here: nothing to unprepare", uid)
         return False
 
-    async def release_locked(self, uid: str) -> bool:
-        """`release` under the claim's lock (for the stale-claim sweep)."""
-        return bool(await self._locked(uid, lambda _ref: self.release(uid), ClaimRef("", "", uid)))
+    async def release_if(self, uid: str, stale: Callable[[ClaimRecord], Awaitable[str | None]]) -> str | None:
+        """Under the claim's lock, release it if `stale` gives a reason for its record; that reason.
+
+        `stale` sees the record as it is once no prepare or unprepare of the claim runs, so a claim
+        prepared while the caller waited for the lock is judged by what it became.
+        """
+
+        async def judge(_ref: ClaimRef) -> str | None:
+            record = self.checkpoint.claims.get(uid)
+            if record is None:
+                return None
+            why = await stale(record)
+            if why is not None and not await self.release(uid):
+                return None
+            return why
+
+        result: str | None = await self._locked(uid, judge, ClaimRef("", "", uid))
+        return result

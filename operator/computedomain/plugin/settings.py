@@ -96,7 +96,10 @@ class PluginSettings(EnvSettings):
     stale_after: float = Field(
         default=300.0,
         gt=0,
-        description="Seconds after which an unfinished prepare of a claim counts as abandoned.",
+        description=(
+            "Seconds after which the sweep reports an unfinished prepare whose claim still exists "
+            "(it releases only claims gone from the API server or replaced by a new UID)."
+        ),
     )
     health_source: str = Field(
         default="nvml", description="nvml (fabric state from NVML where present) or static (healthy)."
