@@ -27,21 +27,13 @@ from cdtestbed.tools import Tools
 from computedomain.api import names
 from computedomain.kube import DOMAINS, EVENTS, Kube
 from conftest import controller_env
+from support.domains import DOMAINS_CRD, OUR_STATUS_FIELDS
 from support.testbed import ControlPlane, private_control_plane
 from support.waiting import eventually
 
 pytestmark = pytest.mark.cluster
 
 NAMESPACE = "computedomain-system"
-DOMAINS_CRD = f"{names.DOMAIN_PLURAL}.{names.GROUP}"
-OUR_STATUS_FIELDS = (
-    "conditions",
-    "observedGeneration",
-    "readyNodes",
-    "joinedNodes",
-    "cliqueCount",
-    "nodeSummary",
-)
 OUTDATED = 'computedomain_crd_outdated{crd="computedomains.resource.nvidia.com"}'
 
 plane = private_control_plane("crdcheck-", ClusterOptions(controllers=False))

@@ -27,6 +27,18 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
+DOMAINS_CRD = f"{names.DOMAIN_PLURAL}.{names.GROUP}"
+# Status fields of ours that NVIDIA's CRD lacks: an outdated CRD prunes them.
+OUR_STATUS_FIELDS = (
+    "conditions",
+    "observedGeneration",
+    "readyNodes",
+    "joinedNodes",
+    "cliqueCount",
+    "nodeSummary",
+)
+
+
 def domain_manifest(
     name: str, namespace: str, template: str | None = None, num_nodes: int | None = None, **channel: Any
 ) -> Object:

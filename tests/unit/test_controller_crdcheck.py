@@ -13,17 +13,9 @@ from computedomain.api import names
 from computedomain.api.crd import definitions
 from computedomain.controller.crdcheck import CRD_OUTDATED, CrdCheck, CrdDrift, compare_crd, crd_event
 from computedomain.kube import Kube
+from support.domains import DOMAINS_CRD, OUR_STATUS_FIELDS
 
-DOMAINS_CRD = f"{names.DOMAIN_PLURAL}.{names.GROUP}"
 CLIQUES_CRD = f"{names.CLIQUE_PLURAL}.{names.GROUP}"
-OUR_STATUS_FIELDS = (
-    "conditions",
-    "observedGeneration",
-    "readyNodes",
-    "joinedNodes",
-    "cliqueCount",
-    "nodeSummary",
-)
 
 
 def ours(name: str = DOMAINS_CRD) -> dict[str, Any]:
