@@ -253,7 +253,13 @@ async def container_bed(
     kubelets = KubeletNodes(
         cluster,
         trays,
-        KubeletOptions(runtime=CONTAINERD, network=network, images=(product, workload), start_timeout=120.0),
+        KubeletOptions(
+            runtime=CONTAINERD,
+            network=network,
+            images=(product, workload),
+            start_timeout=120.0,
+            tie_to_parent=tie_to_parent,
+        ),
     )
     try:
         await asyncio.to_thread(cluster.start)
