@@ -260,7 +260,6 @@ async def run(args: argparse.Namespace) -> None:
         print(f"real containers cannot run here ({reason}); no container figures", flush=True)
         return
     await asyncio.to_thread(bench_image, report, args.image_cold)
-    images.product_image()
     for size in (int(n) for n in args.nodes.split(",")):
         await bench_containers(size, args.rounds, report)
         if args.double:

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ IMAGE_REPOSITORY = "localhost/computedomain-operator"
 FAKE_NVML_CONF = "fakenvml.conf"
 FAKE_PROC_DEVICES = "proc/devices"
 CONTAINER_DRIVER_ROOT = "/driver-root"
-COMPONENTS = ("controller", "node-agent", "kubelet-plugin")
 FATAL_WAITS = (
     "InvalidImageName",
     "ErrImageNeverPull",
@@ -123,7 +122,6 @@ class ContainerBed:
     kubelets: KubeletNodes
     api: client.ApiClient
     image_tag: str
-    hosts: dict[str, NodeHost] = field(default_factory=dict)
 
     @property
     def nodes(self) -> list[KubeletNode]:
@@ -267,7 +265,7 @@ async def container_bed(
         async with await config.new_client_from_config(config_file=str(cluster.kubeconfig)) as api:
             bed = ContainerBed(cluster, network, kubelets, api, tag)
             for kubelet in kubelets.running:
-                bed.hosts[kubelet.name] = prepare_driver_root(kubelet)
+                prepare_driver_root(kubelet)
             await wait_nodes_ready(api, [t.name for t in trays])
             await advertise_gpus(api, trays)
             if install:

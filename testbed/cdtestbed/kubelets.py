@@ -174,16 +174,23 @@ class KubeletNode:
         """Containerd nodes: the real folder that appears at `inside` in the node's namespace."""
         return self.short / "node"
 
+    @property
+    def shared_folders(self) -> list[tuple[Path, str]]:
+        """Containerd nodes: (real folder, name under `inside`) of what each node sees at one path;
+        the node's own folder first, since the others are mounted onto its subfolders."""
+        host = self.home / "host"
+        return [
+            (self.node_dir, ""),
+            (self.cdi_dir, "cdi"),
+            (host / "driver", "driver"),
+            (host / "state", "plugin-state"),
+        ]
+
     def seen_inside(self, path: Path) -> Path:
         """Where the node's own processes see `path` (a file of `node_dir`, `cdi_dir` or the host)."""
         if self.inside is None:
             return path
-        for real, name in (
-            (self.cdi_dir, "cdi"),
-            (self.home / "host" / "driver", "driver"),
-            (self.home / "host" / "state", "plugin-state"),
-            (self.node_dir, ""),
-        ):
+        for real, name in self.shared_folders:
             if path == real or real in path.parents:
                 return self.inside / name / path.relative_to(real)
         return path
@@ -417,26 +424,19 @@ class KubeletNodes:
         network = self.options.network
         assert network is not None
         assert kubelet.inside is not None
-        host = kubelet.home / "host"
         for folder in (
             kubelet.home / "certs",
             kubelet.home / "pod-logs",
-            kubelet.cdi_dir,
-            host / "driver",
-            host / "state",
             kubelet.short / "scratch",
             kubelet.containerd.cni_conf_dir,
             kubelet.inside,
-            *(kubelet.node_dir / name for name in ("kubelet", "cdi", "driver", "plugin-state")),
+            kubelet.node_dir / "kubelet",
+            *(real for real, _ in kubelet.shared_folders),
+            *(kubelet.node_dir / name for _, name in kubelet.shared_folders if name),
         ):
             folder.mkdir(parents=True, exist_ok=True)
         network.add_bridge(kubelet.network.bridge, f"{kubelet.network.gateway}/24")
-        binds = [
-            (kubelet.node_dir, kubelet.inside),
-            (kubelet.cdi_dir, kubelet.inside / "cdi"),
-            (host / "driver", kubelet.inside / "driver"),
-            (host / "state", kubelet.inside / "plugin-state"),
-        ]
+        binds = [(real, kubelet.inside / name) for real, name in kubelet.shared_folders]
         ready = kubelet.short / "namespace-ready"
         script = kubelet_config.namespace_script(
             kubelet.short / "scratch",

@@ -54,7 +54,11 @@ async def test_a_prepare_that_completes_while_the_sweep_waits_keeps_its_spec(tmp
     clock = time.time() + 1000  # the retried prepare began long ago
     sweeper = Sweeper(node.core, node.view, interval=60, stale_after=300, clock=lambda: clock)
     sweep = asyncio.create_task(sweeper.sweep_once())
-    await asyncio.sleep(0.05)
+
+    async def sweep_waits() -> bool:
+        return node.core.lock_users(uid) == 2  # the prepare holds the claim's lock, the sweep awaits it
+
+    await eventually(sweep_waits, timeout=1.0, interval=0.01, what="the sweep waiting behind the prepare")
     node.view.set_ready(domain.uid)
 
     assert (await prepare)[uid].error == ""

@@ -100,6 +100,12 @@ class Core:
         errors = await asyncio.gather(*(self._locked(c.uid, self._unprepare_one, c) for c in claims))
         return {claim.uid: error for claim, error in zip(claims, errors, strict=True)}
 
+    def lock_users(self, uid: str) -> int:
+        """How many calls hold or await the claim's lock (0 when none): what a sweep that waits
+        behind a prepare looks like from outside."""
+        entry = self._claim_locks.get(uid)
+        return entry[1][0] if entry is not None else 0
+
     async def _locked(self, uid: str, work: Callable[[ClaimRef], Awaitable[Any]], claim: ClaimRef) -> Any:
         # One lock per claim, kept while anyone holds or awaits it (counted), then dropped.
         entry = self._claim_locks.setdefault(uid, (asyncio.Lock(), [0]))
