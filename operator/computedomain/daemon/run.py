@@ -13,10 +13,11 @@ import aiohttp
 from computedomain.api import names
 from computedomain.daemon import kube
 from computedomain.daemon.config import render_imex_config, render_nodes_config
-from computedomain.daemon.files import read_text, write_atomic
+from computedomain.daemon.files import read_text
 from computedomain.daemon.peers import PeerTracker, apply_update
 from computedomain.daemon.process import ImexFatalError, ImexSupervisor, imex_argv
 from computedomain.daemon.settings import DaemonSettings, SettingsError
+from computedomain.files import write_atomic
 from computedomain.kube import Kube, KubeError, is_transient
 from computedomain.kube.backoff import Backoff
 from computedomain.kube.config import ConfigError, load_connection

@@ -14,7 +14,7 @@ from typing import Any
 
 from computedomain.api import names
 from computedomain.plugin.devices import CharDevice
-from computedomain.plugin.files import remove, write_atomic
+from computedomain.files import remove, write_atomic
 
 VENDOR = f"k8s.{names.DRIVER}"
 CLAIM_CLASS = "claim"

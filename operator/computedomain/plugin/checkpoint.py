@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, ValidationError
 
 from computedomain.api.models import WireModel
-from computedomain.plugin.files import write_atomic
+from computedomain.files import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from computedomain.files import write_atomic
 from computedomain.plugin import cdi, devices
 from computedomain.plugin.checkpoint import Checkpoint, ClaimRecord, PreparedDevice, checksum, read_boot_id
-from computedomain.plugin.files import write_atomic
 
 PROC = """Character devices:
   1 mem

@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` through a hidden temporary file in the same directory.
+def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+    """Write `data` (text as UTF-8) to `path` through a hidden temporary file in the same folder.
 
     The temporary file is fsynced, renamed over `path`, and the directory fsynced, so that after a
     crash or power loss `path` holds either its previous or its new content. The temporary name starts
@@ -19,7 +19,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     fd, scratch = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(scratch, mode)
