@@ -37,7 +37,7 @@ from typing import Any
 from computedomain.daemon.kube import watch_clique
 from computedomain.kube import CLIQUES, PODS, Kube, ReceiveHook, resource_slices
 from computedomain.kube.config import Connection
-from computedomain.plugin.kubeio import FIELD_MANAGER, KubeNodeView, SlicePublisher
+from computedomain.plugin.kubeio import FIELD_MANAGER, KubeNodeView, slice_publisher
 
 # The names under which `received` reports each watch.
 PLUGIN_PODS = "plugin: IMEX daemon pods on the node"
@@ -86,7 +86,7 @@ class NodeFanout:
         self.operator_namespace = operator_namespace
         self.clique_name = clique_name
         self.view = KubeNodeView(self.kube, node, operator_namespace, resource_version)
-        self.slice_watch = SlicePublisher(self.kube, self.view).informer
+        self.slice_watch = slice_publisher(self.kube, self.view).informer
         self.clique_updates = 0
         self._names = {
             PODS.path(operator_namespace): PLUGIN_PODS,

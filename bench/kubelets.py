@@ -7,8 +7,9 @@ per node and the controller (`cdtestbed.kubeletbed`). Each round creates a fresh
 Job with one pod per node, and times per pod: its channel claim allocated (the scheduler's write, seen
 by a watch) -> its node's IMEX daemon Ready -> its container created (the runtime double's record).
 A fresh domain's pods wait for their daemons, so the first figure includes an IMEX daemon's start.
-Also: how long a plugin takes to register with its kubelet, and the resident memory of the plugins,
-kubelets and runtime doubles.
+Also: how long a plugin takes to register with its kubelet, and the resident memory of the plugins
+(per node, beside NVIDIA's Go plugin's figure on the same bed), kubelets and runtime doubles.
+`bench/footprint.py` takes the plugin's figure apart.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from kubernetes_asyncio import client, config, watch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
 
+import procstats
 import scenarios as sc
 from cdtestbed.cluster import ClusterOptions, LocalCluster
 from cdtestbed.kubeletbed import NAMESPACE, KubeletBed, kubelet_bed
@@ -39,6 +41,10 @@ from cdtestbed.topology import nvl72_racks
 from computedomain.api import names
 
 MIB = 1024 * 1024
+# NVIDIA's Go kubelet plugin of its ComputeDomain driver, run earlier on this same real-kubelet bed
+# beside ours: 58-61 MiB resident per node. A reference figure measured by hand; this bench does not
+# run NVIDIA's plugin.
+NVIDIA_PLUGIN_RSS_MIB = (58, 61)
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
@@ -188,12 +194,9 @@ def _readlink(path: Path) -> str:
 
 
 def rss(pids: Sequence[int]) -> str:
-    """`median / max` resident memory of processes, in MiB."""
-    values = []
-    for pid in pids:
-        status = Path(f"/proc/{pid}/status").read_text()
-        values.append(int(next(x.split()[1] for x in status.splitlines() if x.startswith("VmRSS:"))) * 1024)
-    return f"{statistics.median(values) / MIB:.0f} / {max(values) / MIB:.0f} MiB"
+    """`min / median / max` resident memory (VmRSS) of processes, one per node, in MiB."""
+    values = [procstats.memory_mib(pid)[0] for pid in pids]
+    return f"{min(values):.0f} / {statistics.median(values):.0f} / {max(values):.0f} MiB"
 
 
 async def bench_size(size: int, rounds: int, report: Any) -> None:
@@ -231,10 +234,13 @@ async def bench_size(size: int, rounds: int, report: Any) -> None:
                 for figure, column in figures:
                     report(f"{size} nodes: {figure}", quantiles([s[column] for s in samples]))
                 report(
-                    f"{size} nodes: plugin RSS, median / max", rss([p.pid or 0 for p in bed.plugins.values()])
+                    f"{size} nodes: plugin RSS per node, min / median / max",
+                    rss([p.pid or 0 for p in bed.plugins.values()]),
                 )
+                low, high = NVIDIA_PLUGIN_RSS_MIB
+                report("  reference: NVIDIA's Go plugin on this bed, measured earlier", f"{low}-{high} MiB")
                 report(
-                    f"{size} nodes: kubelet RSS, median / max",
+                    f"{size} nodes: kubelet RSS, min / median / max",
                     rss([n.processes["kubelet"].pid for n in bed.nodes]),
                 )
                 kubelet_inotify = [inotify_instances(n.processes["kubelet"].pid) for n in bed.nodes]
@@ -244,7 +250,7 @@ async def bench_size(size: int, rounds: int, report: Any) -> None:
                     f"{statistics.median(kubelet_inotify):.0f}",
                 )
                 report(
-                    f"{size} nodes: runtime double RSS, median / max",
+                    f"{size} nodes: runtime double RSS, min / median / max",
                     rss([n.processes["cri-double"].pid for n in bed.nodes]),
                 )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,28 @@ def memory_mib(pid: int) -> tuple[float, float]:
         if key in ("VmRSS", "VmHWM"):
             found[key] = int(rest.split()[0]) / 1024
     return found.get("VmRSS", 0.0), found.get("VmHWM", 0.0)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A process's memory in MiB: resident (VmRSS), proportional (PSS: shared pages divided among
+    their users) and unique (USS: pages no other process maps)."""
+
+    rss: float
+    pss: float
+    uss: float
+
+
+def memory_detail(pid: int) -> Memory:
+    """RSS from /proc/PID/status, PSS and USS from /proc/PID/smaps_rollup."""
+    rss, _ = memory_mib(pid)
+    found: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Pss", "Private_Clean", "Private_Dirty"):
+            found[key] = int(rest.split()[0]) / 1024
+    unique = found.get("Private_Clean", 0.0) + found.get("Private_Dirty", 0.0)
+    return Memory(rss=rss, pss=found.get("Pss", 0.0), uss=unique)
 
 
 def metric_samples(text: str, name: str) -> dict[str, float]:

@@ -18,9 +18,10 @@ import procstats
 import run
 import scenarios as sc
 from computedomain.api import names
+from computedomain.objects import pod_ready
 from fanoutprobe import FanoutProbe
 from standin import SchedulerStandIn
-from tracker import Tracker, claim_allocated, pod_ready, pod_scheduled
+from tracker import Tracker, claim_allocated, pod_scheduled
 
 NAMESPACE = "bench-join"
 DOMAIN = "big"

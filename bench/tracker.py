@@ -119,12 +119,6 @@ async def _watch(
             raise  # else the version expired: list again
 
 
-def pod_ready(pod: dict[str, Any]) -> bool:
-    """The pod's Ready condition is True."""
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
 def pod_scheduled(pod: dict[str, Any]) -> bool:
     """The pod is bound to a node."""
     return bool((pod.get("spec") or {}).get("nodeName"))

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Generate the kubelet plugin's gRPC stubs from the flat proto copies in computedomain/plugin/protos.
+"""Generate the kubelet plugin's gRPC stubs from the flat proto copies in plugin/kubelet/protos.
 
 The protos are the kubelet's own (k8s.io/kubelet v0.36.3). Their packages contain dots and dashes, so
-they are compiled from flat copies mapped onto the import path `computedomain/plugin/gen/`: the
-generated modules then import each other as `computedomain.plugin.gen.<name>_pb2`.
+they are compiled from flat copies mapped onto the import path `computedomain/plugin/kubelet/gen/`: the
+generated modules then import each other as `computedomain.plugin.kubelet.gen.<name>_pb2`.
 
-Usage: gen_protos.py [OUTPUT_DIR]   (default: operator/computedomain/plugin/gen)
+Usage: gen_protos.py [OUTPUT_DIR]   (default: operator/computedomain/plugin/kubelet/gen)
 Needs grpcio-tools (the `codegen` extra).
 """
 
@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "operator" / "computedomain" / "plugin"
+PACKAGE = ROOT / "operator" / "computedomain" / "plugin" / "kubelet"
 PROTOS = PACKAGE / "protos"
-IMPORT_PATH = "computedomain/plugin/gen"
+IMPORT_PATH = "computedomain/plugin/kubelet/gen"
 INIT = '"""Generated gRPC stubs of the kubelet plugin protos (`make protos`); do not edit."""\n'
 
 

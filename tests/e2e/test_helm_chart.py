@@ -5,8 +5,6 @@ The controller runs as a local process that authenticates with a token of the ch
 ServiceAccount and gets the environment of the chart's Deployment, so what it may do is exactly what a
 replica installed by the chart may do. The API server's audit log shows every request it made: none may
 be denied, and every permission the chart grants it must have been used by the flow.
-
-(The file is not called test_chart.py because tests/unit/test_chart.py already holds that module name.)
 """
 
 from __future__ import annotations

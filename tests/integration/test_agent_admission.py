@@ -19,10 +19,10 @@ from kubernetes_asyncio import client
 from cdtestbed.cluster import ClusterOptions
 from cdtestbed.connection import connection_of
 from cdtestbed.topology import FakeNode, node_manifest
-from computedomain.agent.clique import CliqueResult, Reason
 from computedomain.agent.labeler import NodeLabeler
 from computedomain.api import names
 from computedomain.kube import APPLY, Kube
+from computedomain.nvml.clique import CliqueResult, Reason
 from support.agent import MERGE_PATCH_ARGS, AgentBed, forbidden_message
 from support.kubelet import account_token, token_client
 from support.testbed import ControlPlane, private_control_plane

@@ -17,10 +17,10 @@ from kubernetes_asyncio import client
 
 from cdtestbed.cluster import ClusterOptions, LocalCluster
 from cdtestbed.connection import connection_of
-from computedomain.agent.clique import CliqueResult, Reason
 from computedomain.agent.labeler import NodeLabeler
 from computedomain.api import names
 from computedomain.kube import Kube
+from computedomain.nvml.clique import CliqueResult, Reason
 from support.agent import MERGE_PATCH_ARGS, api_writes
 from support.testbed import ControlPlane, private_control_plane
 

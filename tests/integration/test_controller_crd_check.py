@@ -105,7 +105,9 @@ async def test_an_outdated_crd_is_reported_and_the_controller_keeps_working(
         assert "printer columns Ready, Nodes, Cliques" in event["message"]
         assert "kubectl apply --server-side --force-conflicts" in event["message"]
         log = controller.log.read_text()
-        assert f"ERROR computedomain.controller.crdcheck: CustomResourceDefinition {DOMAINS_CRD}" in log
+        assert (
+            f"ERROR computedomain.controller.runtime.crdcheck: CustomResourceDefinition {DOMAINS_CRD}" in log
+        )
         assert controller.metric(OUTDATED) == 1
 
         # It keeps reconciling: a domain gets its status, less what the old CRD prunes.

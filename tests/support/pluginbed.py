@@ -23,7 +23,7 @@ from computedomain.api import names
 from computedomain.dra.slices import slice_name
 from computedomain.kube import DOMAINS, NODES, PODS, Kind, Kube, claims, resource_slices
 from computedomain.plugin.app import Plugin
-from computedomain.plugin.health import StaticHealth
+from computedomain.plugin.kubelet.health import StaticHealth
 from computedomain.plugin.settings import PluginSettings
 from support.plugindriver import install_imex_tools
 from support.pluginview import PROC_DEVICES

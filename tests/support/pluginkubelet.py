@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from computedomain.plugin.gen import (
+from computedomain.plugin.kubelet.gen import (
     dra_health_v1alpha1_pb2,
     dra_health_v1alpha1_pb2_grpc,
     dra_v1_pb2,
@@ -39,13 +39,15 @@ class FakeKubelet:
             timeout=1.0,
         )
 
-    async def prepare(self, claims: list[tuple[str, str, str]], version: str = "v1") -> dict[str, Any]:
+    async def prepare(
+        self, claims: list[tuple[str, str, str]], version: str = "v1", timeout: float = 45.0
+    ) -> dict[str, Any]:
         messages, services = VERSIONS[version]
         stub = services.DRAPluginStub(self.dra_channel)
         request = messages.NodePrepareResourcesRequest(
             claims=[messages.Claim(namespace=ns, name=name, uid=uid) for ns, name, uid in claims]
         )
-        response = await stub.NodePrepareResources(request, timeout=45.0)
+        response = await stub.NodePrepareResources(request, timeout=timeout)
         return dict(response.claims)
 
     async def unprepare(self, claims: list[tuple[str, str, str]], version: str = "v1") -> dict[str, Any]:

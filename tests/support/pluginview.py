@@ -13,7 +13,8 @@ from computedomain.plugin.cdi import SpecStore
 from computedomain.plugin.checkpoint import Checkpoint
 from computedomain.plugin.core import Core
 from computedomain.plugin.edits import HostPaths
-from computedomain.plugin.view import DomainRef, Notifier
+from computedomain.plugin.kubelet.notify import Notifier
+from computedomain.plugin.view import DomainRef
 
 
 class MemoryView:

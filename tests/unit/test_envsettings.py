@@ -3,36 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import pytest
 from pydantic import Field
 
-from computedomain.envsettings import Converter, EnvSettings, SettingsError, parse_bool, parse_csv
+from computedomain.envsettings import (
+    CommaList,
+    EnvBool,
+    EnvSettings,
+    KeepEmpty,
+    SettingsError,
+    parse_bool,
+    parse_csv,
+)
 
 
 class Example(EnvSettings):
-    env_names: ClassVar[Mapping[str, str]] = {
-        "name": "EXAMPLE_NAME",
-        "count": "EXAMPLE_COUNT",
-        "enabled": "EXAMPLE_ENABLED",
-        "tags": "EXAMPLE_TAGS",
-        "marker": "EXAMPLE_MARKER",
-    }
-    converters: ClassVar[Mapping[str, Converter]] = {"enabled": parse_bool, "tags": parse_csv}
-    keep_empty: ClassVar[frozenset[str]] = frozenset({"marker"})
     option_names: ClassVar[Mapping[str, str]] = {"count": "--count"}
     title: ClassVar[str] = "example settings"
 
-    name: str = Field(min_length=1)
-    count: int = Field(default=3, ge=1)
-    enabled: bool = False
-    tags: tuple[str, ...] = ()
-    marker: str | None = None
+    name: str = Field(min_length=1, validation_alias="EXAMPLE_NAME")
+    count: int = Field(default=3, ge=1, validation_alias="EXAMPLE_COUNT")
+    enabled: EnvBool = Field(default=False, validation_alias="EXAMPLE_ENABLED")
+    tags: CommaList = Field(default=(), validation_alias="EXAMPLE_TAGS")
+    marker: Annotated[str | None, KeepEmpty()] = Field(default=None, validation_alias="EXAMPLE_MARKER")
+    # No variable: set by name only.
+    quiet: bool = False
 
     @classmethod
     def missing(cls, raw: Mapping[str, Any]) -> list[str]:
-        return ["EXAMPLE_TAGS is required when enabled"] if raw.get("enabled") and not raw.get("tags") else []
+        # The values as given: the variables' text, the overrides' values.
+        if raw.get("enabled") in ("true", True) and not raw.get("tags"):
+            return ["EXAMPLE_TAGS is required when enabled"]
+        return []
 
 
 def test_values_are_converted_and_typed() -> None:
@@ -54,15 +58,44 @@ def test_overrides_win_and_are_named_by_their_option() -> None:
 
 
 def test_every_bad_variable_is_named_in_one_error() -> None:
-    env = {"EXAMPLE_COUNT": "0", "EXAMPLE_ENABLED": "maybe", "EXAMPLE_TAGS": ""}
+    env = {"EXAMPLE_COUNT": " 0 ", "EXAMPLE_ENABLED": "maybe", "EXAMPLE_TAGS": ""}
     with pytest.raises(SettingsError) as raised:
         Example.from_env(env)
     assert str(raised.value).splitlines() == [
         "invalid example settings:",
-        "  EXAMPLE_ENABLED='maybe': must be true or false",
         "  EXAMPLE_NAME is required",
         "  EXAMPLE_COUNT='0': Input should be greater than or equal to 1",
+        "  EXAMPLE_ENABLED='maybe': must be true or false",
     ]
+
+
+def test_lists_are_comma_separated_not_json() -> None:
+    assert Example.from_env({"EXAMPLE_NAME": "x", "EXAMPLE_TAGS": '["a", "b"]'}).tags == ('["a"', '"b"]')
+
+
+def test_only_the_named_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A field without a variable is never read from the environment, whatever its spelling.
+    assert not Example.from_env({"EXAMPLE_NAME": "x", "quiet": "true", "QUIET": "true"}).quiet
+    # Built without `from_env`, the settings read the process's environment.
+    monkeypatch.setenv("EXAMPLE_NAME", "from-process")
+    monkeypatch.setenv("EXAMPLE_COUNT", "5")
+    # (`name` comes from the environment, which the type checker cannot see.)
+    assert (Example().name, Example(count=9).count) == ("from-process", 9)  # type: ignore[call-arg]
+
+
+def test_variable_names_are_gathered_from_the_fields() -> None:
+    assert Example.env_names == {
+        "name": "EXAMPLE_NAME",
+        "count": "EXAMPLE_COUNT",
+        "enabled": "EXAMPLE_ENABLED",
+        "tags": "EXAMPLE_TAGS",
+        "marker": "EXAMPLE_MARKER",
+    }
+
+
+def test_overrides_are_named_as_options_by_default() -> None:
+    with pytest.raises(SettingsError, match=r"--name='': String should have at least 1 character"):
+        Example.from_env({"EXAMPLE_NAME": "x"}, {"name": ""})
 
 
 def test_presence_rules_are_reported_with_the_rest() -> None:
@@ -84,3 +117,8 @@ def test_parse_bool(text: str, value: bool) -> None:
 def test_parse_bool_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="must be true or false"):
         parse_bool(text)
+
+
+@pytest.mark.parametrize(("text", "items"), [("", ()), ("a", ("a",)), (" a , ,b,", ("a", "b"))])
+def test_parse_csv(text: str, items: tuple[str, ...]) -> None:
+    assert parse_csv(text) == items

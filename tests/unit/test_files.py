@@ -10,7 +10,8 @@ import pytest
 
 from computedomain.files import write_atomic
 from computedomain.plugin import cdi, devices
-from computedomain.plugin.checkpoint import Checkpoint, ClaimRecord, PreparedDevice, checksum, read_boot_id
+from computedomain.plugin.checkpoint import Checkpoint, ClaimRecord, checksum, read_boot_id
+from computedomain.plugin.claimdevice import ClaimDevice
 
 PROC = """Character devices:
   1 mem
@@ -113,7 +114,7 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def _record(uid: str = "u1") -> ClaimRecord:
-    device = PreparedDevice(request="r", pool="n", device="channel-0", type="channel", domain_id="d")
+    device = ClaimDevice(request="r", pool="n", device="channel-0", type="channel", domain_id="d")
     return ClaimRecord(
         uid=uid, namespace="ns", name="c", state="PrepareCompleted", started_at=1.0, devices=(device,)
     )

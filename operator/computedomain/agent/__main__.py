@@ -9,14 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from computedomain.agent.clique import CliqueResult
-from computedomain.agent.gpus import NodeGpus
 from computedomain.agent.loop import (
     EXIT_NVML_REQUIRED,
     EXIT_OK,
@@ -27,14 +24,12 @@ from computedomain.agent.loop import (
     observe,
     run_loop,
 )
-from computedomain.agent.nvml import PynvmlSource
 from computedomain.agent.report import render_report, render_text
-from computedomain.envsettings import SettingsError
-from computedomain.logs import configure_logging
+from computedomain.nvml.clique import CliqueResult
+from computedomain.nvml.gpus import NodeGpus
+from computedomain.nvml.reading import PynvmlSource
+from computedomain.program import EXIT_USAGE, Program
 from computedomain.shutdown import ignore_further_signals, stop_on_signals
-
-# Same status as argparse's usage errors: the agent cannot start as configured.
-EXIT_USAGE = 2
 
 
 @dataclass(frozen=True)
@@ -51,13 +46,7 @@ class Options:
         return self.settings.kube
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="computedomain-agent",
-        description="Find this node's NVLink clique with NVML and keep the nvidia.com/gpu.clique label true. "
-        "Configured by environment variables (NODE_NAME, POD_NAMESPACE, CHECK_INTERVAL_SECONDS, "
-        "RETRY_INTERVAL_SECONDS, REQUIRE_NVML, LOG_FORMAT, LOG_LEVEL); the options below override them.",
-    )
+def _options(parser: argparse.ArgumentParser) -> None:
     # Defaults of None: an option not given leaves the environment's value (or the built-in default).
     parser.add_argument("--node-name", help="this node (env NODE_NAME)")
     parser.add_argument(
@@ -78,30 +67,48 @@ def _parser() -> argparse.ArgumentParser:
         help="exit 2 when NVML cannot be used (env REQUIRE_NVML, else true)",
     )
     parser.add_argument("--log-format", help="text (or plain) or json (env LOG_FORMAT, else text)")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (env LOG_LEVEL, else INFO)")
-    return parser
 
 
-def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> Options:
-    """Options from `argv` and `env`; exits with status 2 and a message naming every bad value when
-    they are invalid."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+def _overrides(args: argparse.Namespace) -> Mapping[str, Any]:
     given = {
         "node_name": args.node_name,
         "interval": args.interval,
         "retry_interval": args.retry_interval,
         "require_nvml": args.require_nvml,
         "log_format": args.log_format,
-        "log_level": args.log_level,
     }
     overrides: dict[str, Any] = {field: value for field, value in given.items() if value is not None}
     if args.no_kube:
         overrides["kube"] = False
+    return overrides
+
+
+async def _main(args: argparse.Namespace, settings: AgentSettings) -> int:
     try:
-        settings = AgentSettings.from_env(env, overrides)
-    except SettingsError as err:
-        parser.error(str(err))
+        return await _with_sink(Options(settings, args.once, args.json))
+    except NvmlRequiredError as err:
+        print(err, file=sys.stderr, flush=True)
+        return EXIT_NVML_REQUIRED
+
+
+PROGRAM = Program(
+    name="computedomain-agent",
+    description="Find this node's NVLink clique with NVML and keep the nvidia.com/gpu.clique label true. "
+    "Configured by environment variables (NODE_NAME, POD_NAMESPACE, CHECK_INTERVAL_SECONDS, "
+    "RETRY_INTERVAL_SECONDS, REQUIRE_NVML, LOG_FORMAT, LOG_LEVEL); the options below override them.",
+    read=AgentSettings.from_env,
+    run=_main,
+    options=_options,
+    overrides=_overrides,
+    # `--no-kube` (gpu-check on a bare GPU host) never loads the client.
+    uses_api=lambda args, settings: settings.kube,
+)
+
+
+def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> Options:
+    """Options from `argv` and `env`; exits with status 2 and a message naming every bad value when
+    they are invalid."""
+    args, settings = PROGRAM.parse(argv, env)
     return Options(settings, args.once, args.json)
 
 
@@ -159,13 +166,7 @@ async def _run(options: Options, sink: CliqueSink | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `computedomain-agent` console script; returns the exit code."""
-    options = parse_options(sys.argv[1:] if argv is None else argv, os.environ)
-    configure_logging(options.settings.log_format, options.settings.log_level)
-    try:
-        return asyncio.run(_with_sink(options))
-    except NvmlRequiredError as err:
-        print(err, file=sys.stderr, flush=True)
-        return EXIT_NVML_REQUIRED
+    return PROGRAM.main(argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from computedomain.agent.clique import CliqueResult
 from computedomain.agent.nodeplan import (
     EventSpec,
     LabelAction,
@@ -28,6 +27,7 @@ from computedomain.agent.nodeplan import (
 from computedomain.api import names
 from computedomain.kube import NODES, Kube, KubeError, Object
 from computedomain.kube.events import Involved, post_event, render_event
+from computedomain.nvml.clique import CliqueResult
 
 log = logging.getLogger(__name__)
 

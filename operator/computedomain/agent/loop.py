@@ -8,13 +8,13 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from computedomain.agent.clique import CliqueResult, Reason, derive_clique
-from computedomain.agent.gpus import NodeGpus
-from computedomain.agent.nvml import GpuSource
-from computedomain.envsettings import Converter, EnvSettings, parse_bool
-from computedomain.logs import TEXT, parse_log_format, parse_log_level
+from computedomain.envsettings import EnvBool, EnvSettings, LogFormat, LogLevel
+from computedomain.logs import TEXT
+from computedomain.nvml.clique import CliqueResult, Reason, derive_clique
+from computedomain.nvml.gpus import NodeGpus
+from computedomain.nvml.reading import GpuSource
 
 log = logging.getLogger(__name__)
 
@@ -29,55 +29,35 @@ class AgentSettings(EnvSettings):
     Read from the environment (`AgentSettings.from_env`); command-line options override it.
     """
 
-    env_names: ClassVar[Mapping[str, str]] = {
-        "node_name": "NODE_NAME",
-        "namespace": "POD_NAMESPACE",
-        "interval": "CHECK_INTERVAL_SECONDS",
-        "retry_interval": "RETRY_INTERVAL_SECONDS",
-        "require_nvml": "REQUIRE_NVML",
-        "log_format": "LOG_FORMAT",
-        "log_level": "LOG_LEVEL",
-    }
-    converters: ClassVar[Mapping[str, Converter]] = {
-        "require_nvml": parse_bool,
-        "log_format": parse_log_format,
-        "log_level": parse_log_level,
-    }
-    option_names: ClassVar[Mapping[str, str]] = {
-        "node_name": "--node-name",
-        "interval": "--interval",
-        "retry_interval": "--retry-interval",
-        "require_nvml": "--require-nvml",
-        "log_format": "--log-format",
-        "log_level": "--log-level",
-    }
     title: ClassVar[str] = "agent settings"
 
-    node_name: str = Field(default="", description="This node, whose clique label the agent keeps.")
-    namespace: str = Field(
-        default="", description="The agent's own namespace (its pod's), where its Events about the Node go."
+    node_name: str = Field(
+        default="", validation_alias="NODE_NAME", description="This node, whose clique label the agent keeps."
     )
-    interval: float = Field(default=60.0, gt=0, description="Seconds between checks.")
+    namespace: str = Field(
+        default="",
+        validation_alias="POD_NAMESPACE",
+        description="The agent's own namespace (its pod's), where its Events about the Node go.",
+    )
+    interval: float = Field(
+        default=60.0, gt=0, validation_alias="CHECK_INTERVAL_SECONDS", description="Seconds between checks."
+    )
     retry_interval: float = Field(
         default=5.0,
         ge=0,
+        validation_alias="RETRY_INTERVAL_SECONDS",
         description="Seconds to the next check after an NVML error or a failed write, or while "
         "registration is in progress.",
     )
-    require_nvml: bool = Field(default=True, description="Exit 2 when NVML cannot be used.")
-    log_format: str = Field(default=TEXT, description="text or json.")
-    log_level: str = Field(default="INFO", description="A level name of the logging module.")
+    require_nvml: EnvBool = Field(
+        default=True, validation_alias="REQUIRE_NVML", description="Exit 2 when NVML cannot be used."
+    )
+    log_format: LogFormat = Field(default=TEXT, validation_alias="LOG_FORMAT", description="text or json.")
+    log_level: LogLevel = Field(
+        default="INFO", validation_alias="LOG_LEVEL", description="A level name of the logging module."
+    )
+    # No variable: only `--no-kube` turns it off.
     kube: bool = Field(default=True, description="Label the Node; without, only print reports.")
-
-    @field_validator("log_format")
-    @classmethod
-    def _log_format(cls, value: str) -> str:
-        return parse_log_format(value)
-
-    @field_validator("log_level")
-    @classmethod
-    def _log_level(cls, value: str) -> str:
-        return parse_log_level(value)
 
     @classmethod
     def missing(cls, raw: Mapping[str, Any]) -> list[str]:

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from computedomain.agent.clique import CliqueResult, Reason
 from computedomain.api import names
+from computedomain.nvml.clique import CliqueResult, Reason
 
 
 class LabelAction(enum.Enum):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from computedomain.agent.clique import CliqueResult
-from computedomain.agent.gpus import FabricInfo, GpuInfo, NodeGpus, NvmlCallError
+from computedomain.nvml.clique import CliqueResult
+from computedomain.nvml.gpus import FabricInfo, GpuInfo, NodeGpus, NvmlCallError
 
 
 def _error(error: NvmlCallError | None) -> dict[str, Any] | None:

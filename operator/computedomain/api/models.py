@@ -6,12 +6,12 @@ Field names are snake_case in Python and camelCase on the wire. Every field desc
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from computedomain import objects
 from computedomain.api import names
 
 ReadyState = Literal["Ready", "NotReady"]
@@ -30,9 +30,8 @@ def _list_map(*keys: str) -> dict[str, Any]:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
 
 
-# An object name as the API server accepts it (DNS-1123 subdomain); `[.]` keeps the CEL literal free of
-# escapes.
-DNS_SUBDOMAIN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# An object name as the API server accepts it (DNS-1123 subdomain), also checked by the CRD's CEL rule.
+DNS_SUBDOMAIN = objects.DNS_SUBDOMAIN
 DNS_MESSAGE = (
     "must be a valid object name (DNS-1123 subdomain): at most 253 lower case letters, digits, '-' "
     "and '.', starting and ending with a letter or digit"
@@ -74,7 +73,7 @@ class ChannelTemplateRef(WireModel):
     @field_validator("name")
     @classmethod
     def _dns_subdomain(cls, value: str) -> str:
-        if not re.fullmatch(DNS_SUBDOMAIN, value):
+        if not objects.is_dns_subdomain(value):
             raise ValueError(DNS_MESSAGE)
         return value
 

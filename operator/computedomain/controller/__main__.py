@@ -9,43 +9,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
+from collections.abc import Sequence
 
-# Kopf imports the kubernetes_asyncio client whenever it is installed, only to recognise that
-# library's model objects, which this controller never hands it: about 38 MiB of generated classes.
-# Our image does not ship it; where it is installed anyway (a development environment) it is kept
-# out here, so the process measured and tested is the one that runs in a cluster.
+# Kopf 1.45 imports the kubernetes_asyncio client at its own import whenever it is installed
+# (kopf/_cogs/helpers/thirdparty.py), only to recognise that library's model objects, which this
+# controller never hands it: 35 MiB of generated classes, measured. The image does not ship it; a
+# development environment does (the tests use it), so the entry point keeps it out of this process,
+# and the process measured and tested is the one that runs in a cluster. Only here: a module would
+# hide it from every program that imports the controller's modules.
 sys.modules.setdefault("kubernetes_asyncio", None)  # type: ignore[arg-type]
 
-from computedomain.controller.app import Controller  # noqa: E402
-from computedomain.controller.settings import Settings, SettingsError  # noqa: E402
+from computedomain.controller.runtime.app import Controller  # noqa: E402
+from computedomain.controller.settings import Settings  # noqa: E402
 from computedomain.kube.config import ConfigError, load_connection  # noqa: E402
-from computedomain.logs import configure_logging  # noqa: E402
+from computedomain.program import EXIT_USAGE, Program  # noqa: E402
+from computedomain.shutdown import ignore_further_signals  # noqa: E402
 
 logger = logging.getLogger("computedomain.controller")
 
 
-async def _main(settings: Settings) -> int:
-    try:
-        connection = load_connection()
-    except ConfigError as error:
-        logger.error("no Kubernetes credentials: %s", error)
-        return 2
-    return await Controller(settings, connection).run()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the controller process."""
-    parser = argparse.ArgumentParser(prog="computedomain-controller", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env(os.environ)
-    except SettingsError as error:
-        print(f"computedomain-controller: invalid configuration:\n{error}", file=sys.stderr)
-        return 2
-    configure_logging("json" if settings.json_logs else "text", args.log_level)
+async def _main(args: argparse.Namespace, settings: Settings) -> int:
     # Kopf reports every watch event at DEBUG/INFO; the controller's own log says what matters.
     logging.getLogger("kopf").setLevel(logging.WARNING)
     logger.info(
@@ -54,7 +38,29 @@ def main(argv: list[str] | None = None) -> int:
         settings.leader_election,
         settings.max_nodes_per_clique,
     )
-    return asyncio.run(_main(settings))
+    try:
+        connection = load_connection()
+    except ConfigError as error:
+        logger.error("no Kubernetes credentials: %s", error)
+        return EXIT_USAGE
+    code = await Controller(settings, connection).run()
+    # Kopf's handlers of SIGTERM/SIGINT stay installed after its run ended; a further signal while
+    # the process exits must neither reach them nor, once the event loop is closed, kill it.
+    ignore_further_signals(asyncio.get_running_loop())
+    return code
+
+
+PROGRAM = Program(
+    name="computedomain-controller",
+    description=__doc__ or "",
+    read=Settings.from_env,
+    run=_main,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the controller process; returns the exit code."""
+    return PROGRAM.main(argv)
 
 
 if __name__ == "__main__":

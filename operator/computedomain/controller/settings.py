@@ -14,49 +14,18 @@ from typing import ClassVar, Self
 from pydantic import Field, field_validator, model_validator
 
 from computedomain.api import names
-from computedomain.envsettings import Converter, EnvSettings, SettingsError, parse_bool, parse_csv
-from computedomain.logs import JSON, parse_log_format
+from computedomain.envsettings import CommaList, EnvBool, EnvSettings, JsonLogs, LogLevel, SettingsError
+from computedomain.logs import JSON, TEXT
+from computedomain.objects import is_dns_label, is_dns_subdomain
 from computedomain.quantity import canonical_quantity, quantity_value
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _GATE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
 # Gates this controller cannot run without: it always shards peers into ComputeDomainCliques, which
 # the daemons only read when both are on.
 REQUIRED_GATES = ("ComputeDomainCliques", "IMEXDaemonsWithDNSNames")
 
-# Field name -> environment variable.
-ENV_NAMES: dict[str, str] = {
-    "namespace": "NAMESPACE",
-    "image": "IMAGE_NAME",
-    "image_pull_secrets": "CD_DAEMON_IMAGE_PULL_SECRET_NAMES",
-    "daemon_log_verbosity": "LOG_VERBOSITY_CD_DAEMON",
-    "max_nodes_per_clique": "MAX_NODES_PER_IMEX_DOMAIN",
-    "feature_gates": "FEATURE_GATES",
-    "daemon_priority_class": "DAEMON_PRIORITY_CLASS",
-    "daemon_cpu_request": "DAEMON_CPU_REQUEST",
-    "daemon_memory_request": "DAEMON_MEMORY_REQUEST",
-    "daemon_memory_limit": "DAEMON_MEMORY_LIMIT",
-    "http_port": "HTTP_PORT",
-    "json_logs": "LOG_FORMAT",
-    "leader_election": "LEADER_ELECTION",
-    "lease_name": "LEASE_NAME",
-    "lease_duration": "LEASE_DURATION_SECONDS",
-    "renew_deadline": "RENEW_DEADLINE_SECONDS",
-    "retry_period": "RETRY_PERIOD_SECONDS",
-    "pod_name": "POD_NAME",
-    "sweep_interval": "SWEEP_INTERVAL_SECONDS",
-    "status_batch_window": "STATUS_BATCH_SECONDS",
-    "api_connections": "API_CONNECTIONS",
-}
-
-
 __all__ = ["ENV_NAMES", "REQUIRED_GATES", "Settings", "SettingsError", "parse_feature_gates"]
-
-
-def _log_format_is_json(value: str) -> bool:
-    return parse_log_format(value) == JSON
 
 
 def parse_feature_gates(text: str) -> dict[str, bool]:
@@ -77,55 +46,98 @@ class Settings(EnvSettings):
     """Everything the controller is configured with. Build it with `Settings.from_env(os.environ)`;
     empty variables count as unset, and a `SettingsError` names each bad variable."""
 
-    env_names: ClassVar[Mapping[str, str]] = ENV_NAMES
-    converters: ClassVar[Mapping[str, Converter]] = {
-        "image_pull_secrets": parse_csv,
-        "json_logs": _log_format_is_json,
-        "leader_election": parse_bool,
-    }
     title: ClassVar[str] = "controller settings"
 
     namespace: str = Field(
+        validation_alias="NAMESPACE",
         default="computedomain-system",
         description="Namespace of the controller; per-domain DaemonSets and cliques are created here.",
     )
-    image: str = Field(min_length=1, description="Image of the IMEX daemon pods.")
-    image_pull_secrets: tuple[str, ...] = Field(default=(), description="Pull secrets for the daemon image.")
+    image: str = Field(
+        validation_alias="IMAGE_NAME", min_length=1, description="Image of the IMEX daemon pods."
+    )
+    image_pull_secrets: CommaList = Field(
+        validation_alias="CD_DAEMON_IMAGE_PULL_SECRET_NAMES",
+        default=(),
+        description="Pull secrets for the daemon image.",
+    )
     daemon_log_verbosity: int = Field(
-        default=4, ge=0, le=10, description="Log verbosity of the IMEX daemons."
+        validation_alias="LOG_VERBOSITY_CD_DAEMON",
+        default=4,
+        ge=0,
+        le=10,
+        description="Log verbosity of the IMEX daemons.",
     )
     max_nodes_per_clique: int = Field(
+        validation_alias="MAX_NODES_PER_IMEX_DOMAIN",
         default=names.DEFAULT_MAX_NODES_PER_CLIQUE,
         ge=1,
         le=9999,  # IMEX peer names carry a four-digit index
         description="Most IMEX daemons in one clique of a domain; further nodes wait for a free slot.",
     )
     feature_gates: str = Field(
+        validation_alias="FEATURE_GATES",
         default="ComputeDomainCliques=true,IMEXDaemonsWithDNSNames=true",
         description="Feature gates passed on to the IMEX daemons.",
     )
     daemon_priority_class: str = Field(
-        default="", description="PriorityClass of the daemon pods; empty for none."
+        validation_alias="DAEMON_PRIORITY_CLASS",
+        default="",
+        description="PriorityClass of the daemon pods; empty for none.",
     )
-    daemon_cpu_request: str = Field(default="10m", description="CPU request of each IMEX daemon.")
-    daemon_memory_request: str = Field(default="64Mi", description="Memory request of each IMEX daemon.")
-    daemon_memory_limit: str = Field(default="256Mi", description="Memory limit of each IMEX daemon.")
+    daemon_cpu_request: str = Field(
+        validation_alias="DAEMON_CPU_REQUEST", default="10m", description="CPU request of each IMEX daemon."
+    )
+    daemon_memory_request: str = Field(
+        validation_alias="DAEMON_MEMORY_REQUEST",
+        default="64Mi",
+        description="Memory request of each IMEX daemon.",
+    )
+    daemon_memory_limit: str = Field(
+        validation_alias="DAEMON_MEMORY_LIMIT",
+        default="256Mi",
+        description="Memory limit of each IMEX daemon.",
+    )
     http_port: int = Field(
-        default=8080, ge=1, le=65535, description="Port of the metrics and health endpoints."
+        validation_alias="HTTP_PORT",
+        default=8080,
+        ge=1,
+        le=65535,
+        description="Port of the metrics and health endpoints.",
     )
-    json_logs: bool = Field(default=False, description="Log JSON lines instead of text.")
-    leader_election: bool = Field(default=True, description="Run only while holding the leader lease.")
+    json_logs: JsonLogs = Field(
+        validation_alias="LOG_FORMAT", default=False, description="Log JSON lines instead of text."
+    )
+    leader_election: EnvBool = Field(
+        validation_alias="LEADER_ELECTION",
+        default=True,
+        description="Run only while holding the leader lease.",
+    )
     lease_name: str = Field(
-        default="computedomain-controller", description="Name of the leader-election Lease."
+        validation_alias="LEASE_NAME",
+        default="computedomain-controller",
+        description="Name of the leader-election Lease.",
     )
     lease_duration: float = Field(
-        default=15.0, gt=0, description="Seconds a lease stays valid without renewal."
+        validation_alias="LEASE_DURATION_SECONDS",
+        default=15.0,
+        gt=0,
+        description="Seconds a lease stays valid without renewal.",
     )
-    renew_deadline: float = Field(default=10.0, gt=0, description="Seconds the leader may take to renew.")
+    renew_deadline: float = Field(
+        validation_alias="RENEW_DEADLINE_SECONDS",
+        default=10.0,
+        gt=0,
+        description="Seconds the leader may take to renew.",
+    )
     retry_period: float = Field(
-        default=2.0, gt=0, description="Seconds between attempts to acquire or renew."
+        validation_alias="RETRY_PERIOD_SECONDS",
+        default=2.0,
+        gt=0,
+        description="Seconds between attempts to acquire or renew.",
     )
     pod_name: str = Field(
+        validation_alias="POD_NAME",
         default_factory=socket.gethostname,
         min_length=1,
         description=(
@@ -134,14 +146,19 @@ class Settings(EnvSettings):
         ),
     )
     sweep_interval: float = Field(
-        default=600.0, gt=0, description="Seconds between sweeps for orphaned objects."
+        validation_alias="SWEEP_INTERVAL_SECONDS",
+        default=600.0,
+        gt=0,
+        description="Seconds between sweeps for orphaned objects.",
     )
     status_batch_window: float = Field(
+        validation_alias="STATUS_BATCH_SECONDS",
         default=0.2,
         ge=0,
         description="Seconds to gather changes of one domain before reconciling it.",
     )
     api_connections: int = Field(
+        validation_alias="API_CONNECTIONS",
         default=32,
         ge=1,
         le=256,
@@ -151,10 +168,14 @@ class Settings(EnvSettings):
         ),
     )
 
+    log_level: LogLevel = Field(
+        default="INFO", validation_alias="LOG_LEVEL", description="A level name of the logging module."
+    )
+
     @field_validator("namespace")
     @classmethod
     def _namespace_is_a_dns_label(cls, value: str) -> str:
-        if not _DNS_LABEL.match(value):
+        if not is_dns_label(value):
             raise ValueError("must be a DNS label (lower case letters, digits and '-', at most 63)")
         return value
 
@@ -162,7 +183,7 @@ class Settings(EnvSettings):
     @classmethod
     def _object_names(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
         for name in (value,) if isinstance(value, str) else value:
-            if name and not _DNS_SUBDOMAIN.match(name):
+            if name and not is_dns_subdomain(name):
                 raise ValueError(f"{name!r} is not a valid object name")
         return value
 
@@ -201,3 +222,12 @@ class Settings(EnvSettings):
     def gates(self) -> dict[str, bool]:
         """The feature gates as a mapping."""
         return parse_feature_gates(self.feature_gates)
+
+    @property
+    def log_format(self) -> str:
+        """`json` or `text`, as LOG_FORMAT gave it."""
+        return JSON if self.json_logs else TEXT
+
+
+# Field name -> environment variable.
+ENV_NAMES: Mapping[str, str] = Settings.env_names

@@ -13,8 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from computedomain.api import names
-
-Object = dict[str, Any]
+from computedomain.objects import Object
 
 _IDENTITY = ("name", "namespace", "uid", "resourceVersion", "generation", "deletionTimestamp")
 

@@ -89,7 +89,7 @@ class World:
         applied: bool = False,
     ) -> Informer:
         """An informer feeding the per-domain index; with `applied`, its cache keeps what our field
-        manager applied (the kinds `children.ensure` applies, to see fields we stopped rendering)."""
+        manager applied (the kinds `children` applies, to see fields we stopped rendering)."""
 
         def handle(event: str, obj: Object, old: Object | None) -> None:
             key = object_key(obj)

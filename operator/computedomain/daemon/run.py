@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-import aiohttp
 
 from computedomain.api import names
 from computedomain.daemon import kube
@@ -18,57 +13,30 @@ from computedomain.daemon.peers import PeerTracker, apply_update
 from computedomain.daemon.process import ImexFatalError, ImexSupervisor, imex_argv
 from computedomain.daemon.settings import DaemonSettings, SettingsError
 from computedomain.files import write_atomic
-from computedomain.kube import Kube, KubeError, is_transient
-from computedomain.kube.backoff import Backoff
+from computedomain.kube import Kube, KubeError
 from computedomain.kube.config import ConfigError, load_connection
+from computedomain.kube.retry import RetryPolicy, Stopped, retry
 from computedomain.shutdown import ignore_further_signals, stop_on_signals
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 # Attempts at a start-up call the API server refuses (403, 404...): RBAC applied a moment ago may not
 # be in effect yet. Transient failures (a restarting API server, throttling) are retried for as long as
-# they last.
+# they last. A refusal that lasts ends the daemon, and the kubelet restarts it.
 STARTUP_ATTEMPTS = 5
-
-
-class StopRequested(Exception):
-    """The daemon was told to stop while a start-up call was still being retried."""
-
-
-async def _with_retries(
-    what: str, call: Callable[[], Awaitable[T]], stop: asyncio.Event, backoff: Backoff | None = None
-) -> T:
-    """Run a start-up API call until it succeeds. A refusal that lasts STARTUP_ATTEMPTS attempts ends
-    the daemon (the kubelet restarts it); a transient failure never does. Raises StopRequested when
-    `stop` is set while waiting to retry."""
-    backoff = backoff or Backoff(initial=0.5, maximum=30.0)
-    refusals = 0
-    while True:
-        try:
-            return await call()
-        except (KubeError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as err:
-            if not is_transient(err):
-                refusals += 1
-                if refusals >= STARTUP_ATTEMPTS:
-                    raise
-            delay = backoff.next()
-            log.warning("%s failed: %s; retrying in %.1fs", what, str(err) or type(err).__name__, delay)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        if stop.is_set():
-            raise StopRequested(what)
+STARTUP_RETRY = RetryPolicy(initial=0.5, maximum=30.0, refusals=STARTUP_ATTEMPTS)
 
 
 async def resolve_clique(settings: DaemonSettings, kube_client: Kube, stop: asyncio.Event) -> str:
     """The clique ID from the CDI edits, else from the node's `nvidia.com/gpu.clique` label."""
     if settings.clique_id is not None:
         return settings.clique_id
-    clique = await _with_retries(
-        f"reading node {settings.node_name}",
+    clique = await retry(
         lambda: kube.read_node_clique(kube_client, settings.node_name),
-        stop,
+        what=f"reading node {settings.node_name}",
+        policy=STARTUP_RETRY,
+        stop=stop,
+        log=log,
     )
     log.info("CLIQUE_ID not set by the kubelet plugin; node %s label gives %r", settings.node_name, clique)
     return clique
@@ -105,15 +73,17 @@ async def follow_clique(
 async def run_daemon(settings: DaemonSettings, kube_client: Kube, stop: asyncio.Event) -> None:
     """Everything `run` does once the settings are valid, until `stop` is set.
 
-    Raises ImexFatalError when IMEX cannot be kept running, StopRequested when `stop` is set before
+    Raises ImexFatalError when IMEX cannot be kept running, `Stopped` when `stop` is set before
     start-up finished.
     """
     settings.clique_file.unlink(missing_ok=True)
     clique = await resolve_clique(settings, kube_client, stop)
-    await _with_retries(
-        f"labelling pod {settings.pod_name}",
+    await retry(
         lambda: kube.label_own_pod(kube_client, settings.pod_namespace, settings.pod_name, clique),
-        stop,
+        what=f"labelling pod {settings.pod_name}",
+        policy=STARTUP_RETRY,
+        stop=stop,
+        log=log,
     )
     write_atomic(settings.clique_file, clique)
     if not clique:
@@ -165,7 +135,7 @@ async def run_command(settings: DaemonSettings) -> int:
             await run_daemon(settings, kube_client, stop)
         finally:
             await kube_client.close()
-    except StopRequested as stopped:
+    except Stopped as stopped:
         log.info("terminated while %s; exiting", stopped)
         return 0
     except ImexFatalError as err:

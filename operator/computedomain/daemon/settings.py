@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
 from computedomain.api import names
-from computedomain.envsettings import Converter, EnvSettings, SettingsError
-from computedomain.logs import TEXT, parse_log_format
+from computedomain.envsettings import EnvSettings, KeepEmpty, LogFormat, LogLevel, SettingsError
+from computedomain.logs import TEXT
 
-__all__ = ["MISSING_DOMAIN_MESSAGE", "DaemonSettings", "SettingsError", "load_settings"]
+__all__ = ["ENV_NAMES", "MISSING_DOMAIN_MESSAGE", "DaemonSettings", "SettingsError", "load_settings"]
 
 MISSING_DOMAIN_MESSAGE = (
     "COMPUTE_DOMAIN_UUID is not set: CDI container edits did not apply -- "
@@ -31,25 +31,8 @@ NODES_FILE_NAME = "nodes.cfg"
 # Where `run` records the clique ID it resolved, for `check` when CLIQUE_ID is not in the environment.
 CLIQUE_FILE_NAME = "clique-id"
 
-# Field name -> environment variable (set by the per-domain DaemonSet, the downward API and CDI).
-ENV_NAMES: dict[str, str] = {
-    "node_name": "NODE_NAME",
-    "pod_ip": "POD_IP",
-    "pod_name": "POD_NAME",
-    "pod_namespace": "POD_NAMESPACE",
-    "pod_uid": "POD_UID",
-    "domain_uid": "COMPUTE_DOMAIN_UUID",
-    "domain_name": "COMPUTE_DOMAIN_NAME",
-    "domain_namespace": "COMPUTE_DOMAIN_NAMESPACE",
-    "clique_id": "CLIQUE_ID",
-    "max_nodes": "MAX_NODES_PER_IMEX_DOMAIN",
-    "log_verbosity": "LOG_VERBOSITY",
-    "log_format": "LOG_FORMAT",
-    "config_dir": "IMEX_CONFIG_DIR",
-    "hosts_file": "IMEX_HOSTS_FILE",
-    "imex_binary": "IMEX_BINARY",
-    "imex_ctl_binary": "IMEX_CTL_BINARY",
-}
+# Verbosity at which debug logs appear (klog-style levels, as the DaemonSet passes LOG_VERBOSITY).
+DEBUG_VERBOSITY = 4
 
 
 class DaemonSettings(EnvSettings):
@@ -60,29 +43,43 @@ class DaemonSettings(EnvSettings):
     the pod identity.
     """
 
-    env_names: ClassVar[Mapping[str, str]] = ENV_NAMES
-    converters: ClassVar[Mapping[str, Converter]] = {"log_format": parse_log_format}
-    # Set but empty, CLIQUE_ID says "no NVLink fabric"; unset, it says "ask the node's label".
-    keep_empty: ClassVar[frozenset[str]] = frozenset({"clique_id"})
+    option_names: ClassVar[Mapping[str, str]] = {"log_verbosity": "-v", "level": "--log-level"}
     title: ClassVar[str] = "daemon settings"
 
-    node_name: str = ""
-    pod_ip: str = ""
-    pod_name: str = ""
-    pod_namespace: str = ""
-    pod_uid: str = ""
-    domain_uid: str = ""
-    domain_name: str = ""
-    domain_namespace: str = ""
-    # None: the CDI edits did not set CLIQUE_ID, so it comes from the node's label. "": no NVLink fabric.
-    clique_id: str | None = None
-    max_nodes: int = Field(default=names.DEFAULT_MAX_NODES_PER_CLIQUE, ge=1)
-    log_verbosity: int = Field(default=0, ge=0)
-    log_format: str = TEXT
-    config_dir: Path = Path(DEFAULT_CONFIG_DIR)
-    hosts_file: Path = Path(DEFAULT_HOSTS_FILE)
-    imex_binary: str = DEFAULT_IMEX_BINARY
-    imex_ctl_binary: str = DEFAULT_IMEX_CTL_BINARY
+    node_name: str = Field(default="", validation_alias="NODE_NAME")
+    pod_ip: str = Field(default="", validation_alias="POD_IP")
+    pod_name: str = Field(default="", validation_alias="POD_NAME")
+    pod_namespace: str = Field(default="", validation_alias="POD_NAMESPACE")
+    pod_uid: str = Field(default="", validation_alias="POD_UID")
+    domain_uid: str = Field(default="", validation_alias="COMPUTE_DOMAIN_UUID")
+    domain_name: str = Field(default="", validation_alias="COMPUTE_DOMAIN_NAME")
+    domain_namespace: str = Field(default="", validation_alias="COMPUTE_DOMAIN_NAMESPACE")
+    # None: the CDI edits did not set CLIQUE_ID, so it comes from the node's label. Set but empty: no
+    # NVLink fabric.
+    clique_id: Annotated[str | None, KeepEmpty()] = Field(default=None, validation_alias="CLIQUE_ID")
+    max_nodes: int = Field(
+        default=names.DEFAULT_MAX_NODES_PER_CLIQUE, ge=1, validation_alias="MAX_NODES_PER_IMEX_DOMAIN"
+    )
+    log_verbosity: int = Field(
+        default=0, ge=0, validation_alias="LOG_VERBOSITY", description="klog-style verbosity (`-v N`)."
+    )
+    log_format: LogFormat = Field(default=TEXT, validation_alias="LOG_FORMAT")
+    level: LogLevel | None = Field(
+        default=None,
+        validation_alias="LOG_LEVEL",
+        description="A level name of the logging module; without, the verbosity chooses.",
+    )
+    config_dir: Path = Field(default=Path(DEFAULT_CONFIG_DIR), validation_alias="IMEX_CONFIG_DIR")
+    hosts_file: Path = Field(default=Path(DEFAULT_HOSTS_FILE), validation_alias="IMEX_HOSTS_FILE")
+    imex_binary: str = Field(default=DEFAULT_IMEX_BINARY, validation_alias="IMEX_BINARY")
+    imex_ctl_binary: str = Field(default=DEFAULT_IMEX_CTL_BINARY, validation_alias="IMEX_CTL_BINARY")
+
+    @property
+    def log_level(self) -> str:
+        """LOG_LEVEL (or `--log-level`) where given, else DEBUG from verbosity DEBUG_VERBOSITY on."""
+        if self.level is not None:
+            return self.level
+        return "DEBUG" if self.log_verbosity >= DEBUG_VERBOSITY else "INFO"
 
     @property
     def config_file(self) -> Path:
@@ -125,9 +122,16 @@ class DaemonSettings(EnvSettings):
             raise SettingsError(f"missing environment variables from the downward API: {', '.join(missing)}")
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> DaemonSettings:
-    """Read the daemon's settings from `env` (the process environment by default).
+def load_settings(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None
+) -> DaemonSettings:
+    """Read the daemon's settings from `env` (the process environment by default), then `overrides`
+    (field -> value, from command-line options).
 
     Raises SettingsError naming every malformed variable.
     """
-    return DaemonSettings.from_env(os.environ if env is None else env)
+    return DaemonSettings.from_env(os.environ if env is None else env, overrides)
+
+
+# Field name -> environment variable (set by the per-domain DaemonSet, the downward API and CDI).
+ENV_NAMES: Mapping[str, str] = DaemonSettings.env_names

@@ -15,6 +15,7 @@ from typing import Any
 from computedomain.api import names
 from computedomain.dra.shapes import device
 from computedomain.dra.versions import resource_api_version
+from computedomain.objects import contains
 
 CHANNEL = "channel"
 DAEMON = "daemon"
@@ -96,7 +97,7 @@ def slice_differs(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     """True when `live` lacks something of `desired`'s spec or owners (server-added fields are ignored)."""
     live_owners = (live.get("metadata") or {}).get("ownerReferences") or []
     desired_owners = (desired.get("metadata") or {}).get("ownerReferences") or []
-    return not (_contains(live.get("spec"), desired.get("spec")) and _contains(live_owners, desired_owners))
+    return not (contains(live.get("spec"), desired.get("spec")) and contains(live_owners, desired_owners))
 
 
 def _metadata(name: str, owner: NodeOwner | None) -> dict[str, Any]:
@@ -108,14 +109,3 @@ def _metadata(name: str, owner: NodeOwner | None) -> dict[str, Any]:
 
 def _attributes(kind: str, ident: int) -> dict[str, dict[str, Any]]:
     return {"type": {"string": kind}, "id": {"int": ident}}
-
-
-def _contains(live: Any, desired: Any) -> bool:
-    # Maps may hold more keys than desired (defaults); lists must match item by item.
-    if isinstance(desired, Mapping):
-        return isinstance(live, Mapping) and all(
-            k in live and _contains(live[k], v) for k, v in desired.items()
-        )
-    if isinstance(desired, list):
-        return isinstance(live, list) and len(live) == len(desired) and all(map(_contains, live, desired))
-    return bool(live == desired)

@@ -1,11 +1,11 @@
 """One Kubernetes client layer for every program: REST calls, server-side apply, patches, one error
-type, Events, informers and the `contains` comparison.
+type, Events, informers and one retry policy.
 
 Nothing here imports a program (controller, agent, daemon, plugin): what a program wants to know of
 each call (the controller's write metric) it passes in as a hook.
 """
 
-from computedomain.kube.client import APPLY, JSON_PATCH, MERGE, Kube, Object, ReceiveHook, WriteHook
+from computedomain.kube.client import APPLY, JSON_PATCH, MERGE, Kube, ReceiveHook, WriteHook, identify
 from computedomain.kube.errors import NAMESPACE_TERMINATING, KubeError, WatchExpired, is_transient
 from computedomain.kube.kinds import (
     CLIQUES,
@@ -21,6 +21,7 @@ from computedomain.kube.kinds import (
     device_classes,
     resource_slices,
 )
+from computedomain.objects import Object
 
 __all__ = [
     "APPLY",
@@ -44,6 +45,7 @@ __all__ = [
     "claim_templates",
     "claims",
     "device_classes",
+    "identify",
     "is_transient",
     "resource_slices",
 ]

@@ -5,7 +5,10 @@ API server returns, so a typed client model would only add conversion cost. Each
 an optional hook (the controller counts them in a metric) so that this layer depends on no program;
 so is every body and watch event received (benchmarks and metrics count the bytes a program takes in).
 Reads can ask for metadata only (`PartialObjectMetadata`): a program that needs an object's identity
-does not pay for its spec and status.
+does not pay for its spec and status. Every request names its program in `User-Agent`
+(`identify`), so that the API server's audit log and its priority and fairness rules can tell the
+programs apart. Bodies are decoded by the `kube.codec` the client is given (by default pydantic-core's
+where the process has loaded it, as the controller has, else the json module's).
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
-import pydantic_core
 
+import computedomain
 from computedomain.api import names
+from computedomain.kube.codec import Codec, default_codec
 from computedomain.kube.config import Connection
-from computedomain.kube.errors import KubeError, UndecodableResponse, WatchExpired
+from computedomain.kube.errors import KubeError, UndecodableResponse, WatchExpired, retry_after_seconds
 from computedomain.kube.kinds import Kind
-
-Object = dict[str, Any]
+from computedomain.objects import Object
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -35,6 +38,23 @@ ReceiveHook = Callable[[str, int, bool], None]
 # Ask the API server for an object's metadata only, or for a list of objects' metadata only.
 METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+# Statuses whose `Retry-After` header says when to ask again (throttling, an overloaded server).
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+
+def user_agent(program: str) -> str:
+    """The `User-Agent` of `program` (e.g. `computedomain-controller/0.1.0 (computedomain)`)."""
+    return f"{program}/{computedomain.__version__} (computedomain)"
+
+
+# What a client without its own `user_agent` sends; each program's entry point names itself.
+_default_user_agent = user_agent("computedomain")
+
+
+def identify(program: str) -> None:
+    """Name the running program in the `User-Agent` of every client created without one."""
+    global _default_user_agent
+    _default_user_agent = user_agent(program)
 
 
 class Kube:
@@ -47,8 +67,13 @@ class Kube:
         on_write: WriteHook | None = None,
         connections: int = 16,
         on_receive: ReceiveHook | None = None,
+        user_agent: str | None = None,
+        codec: Codec | None = None,
     ) -> None:
         self.connection = connection
+        self.codec = codec or default_codec()
+        # Read when the client is made: `identify` runs first thing in each program.
+        self.user_agent = user_agent or _default_user_agent
         self.field_manager = field_manager
         self.on_write = on_write
         self.on_receive = on_receive
@@ -74,7 +99,9 @@ class Kube:
     def _new_session(self, limit: int) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=limit, ssl=self.connection.ssl_context)
         # Watch events of large objects can exceed aiohttp's default line buffer.
-        return aiohttp.ClientSession(connector=connector, read_bufsize=2**21)
+        return aiohttp.ClientSession(
+            connector=connector, read_bufsize=2**21, headers={"User-Agent": self.user_agent}
+        )
 
     async def close(self) -> None:
         """Close the HTTP sessions."""
@@ -82,6 +109,14 @@ class Kube:
             if session is not None:
                 await session.close()
         self._session = self._watch_session = None
+
+    def _decode(self, raw: bytes) -> Object:
+        # Told apart from the ValueErrors of our own code: a body cut short is worth asking for again.
+        try:
+            data: Object = self.codec.decode(raw)
+        except ValueError as error:
+            raise UndecodableResponse(f"undecodable response from the API server: {error}") from error
+        return data
 
     async def request(
         self,
@@ -114,13 +149,18 @@ class Kube:
             data=None if body is None else json.dumps(body, separators=(",", ":")),
             headers=headers,
             timeout=timeout,
+            proxy=self.connection.proxy,
+            server_hostname=self.connection.server_hostname,
         )
         if response.status >= 400:
             async with response:
                 body = await response.read()
             if self.on_receive is not None:
                 self.on_receive(path, len(body), False)
-            raise KubeError.from_response(response.status, str(response.reason or ""), body)
+            retry_after = None
+            if response.status in _RETRY_AFTER_STATUSES:
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            raise KubeError.from_response(response.status, str(response.reason or ""), body, retry_after)
         return response
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Object:
@@ -130,7 +170,7 @@ class Kube:
             body = await response.read()
         if self.on_receive is not None:
             self.on_receive(path, len(body), False)
-        return _decode(body)
+        return self._decode(body)
 
     async def get(
         self, kind: Kind, name: str, namespace: str | None = None, *, metadata_only: bool = False
@@ -276,21 +316,10 @@ class Kube:
                     continue
                 if self.on_receive is not None:
                     self.on_receive(path, len(line), True)
-                # pydantic's Rust codec decodes three to four times faster than the json module,
-                # and a large domain's every event is its whole status.
-                event = _decode(line)
+                event = self._decode(line)
                 if event.get("type") == "ERROR" and _status_code(event.get("object")) == 410:
                     raise WatchExpired(str((event.get("object") or {}).get("message", "expired")))
                 yield event
-
-
-def _decode(raw: bytes) -> Object:
-    # Told apart from the ValueErrors of our own code: a body cut short is worth asking for again.
-    try:
-        data: Object = pydantic_core.from_json(raw)
-    except ValueError as error:
-        raise UndecodableResponse(f"undecodable response from the API server: {error}") from error
-    return data
 
 
 def _status_code(status: Any) -> int:

@@ -4,8 +4,10 @@ kubeconfig file.
 Our own small loader rather than the generated client's: importing that client costs every process
 about 38 MiB of model classes it never uses (all programs talk REST with plain dicts, `kube.client`).
 It covers what our programs meet: the pod's service account (its token re-read as the kubelet
-rotates it), and kubeconfig clusters with a CA, client certificates, a static token, a token file or
-an exec credential plugin (`client.authentication.k8s.io`).
+rotates it), and kubeconfig clusters with a CA, a server name for TLS, an HTTP(S) proxy, client
+certificates, a static token, a token file or an exec credential plugin
+(`client.authentication.k8s.io`, giving a token or a client certificate). `KUBECONFIG` may list
+several files, merged as kubectl merges them.
 """
 
 from __future__ import annotations
@@ -18,12 +20,10 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # The kubelet refreshes a projected token well before it expires; re-reading once a minute follows.
@@ -61,12 +61,16 @@ class ExecCredential:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     api_version: str = "client.authentication.k8s.io/v1"
+    # Where a client certificate the plugin returns goes: the context of the connection's sessions.
+    ssl_context: ssl.SSLContext | None = None
     _token: str = ""
+    _certificate: tuple[str, str] | None = None
     _expires: float = 0.0
 
     async def token(self) -> str:
-        """The current token, running the plugin when there is none or it is about to expire."""
-        if self._token and time.time() < self._expires - EXEC_EARLY_SECONDS:
+        """The current token ("" when the plugin gives a client certificate instead), running the
+        plugin when it has given nothing yet or what it gave is about to expire."""
+        if (self._token or self._certificate) and time.time() < self._expires - EXEC_EARLY_SECONDS:
             return self._token
         info = {"apiVersion": self.api_version, "kind": "ExecCredential", "spec": {"interactive": False}}
         process = await asyncio.create_subprocess_exec(
@@ -81,9 +85,18 @@ class ExecCredential:
             detail = err.decode(errors="replace").strip()
             raise ConfigError(f"credential plugin {self.command} failed ({process.returncode}): {detail}")
         status = (json.loads(out) or {}).get("status") or {}
-        if not status.get("token"):
-            raise ConfigError(f"credential plugin {self.command} returned no token")
-        self._token = str(status["token"])
+        certificate = status.get("clientCertificateData"), status.get("clientKeyData")
+        if not status.get("token") and not all(certificate):
+            raise ConfigError(
+                f"credential plugin {self.command} returned neither a token nor a client certificate and key"
+            )
+        self._token = str(status.get("token") or "")
+        if all(certificate):
+            pair = (str(certificate[0]), str(certificate[1]))
+            if pair != self._certificate and self.ssl_context is not None:
+                # Connections opened from now on present it; open ones keep theirs until they close.
+                _load_client_certificate(self.ssl_context, pair[0].encode(), pair[1].encode())
+            self._certificate = pair
         expiry = status.get("expirationTimestamp")
         self._expires = _parse_time(expiry) if expiry else float("inf")
         return self._token
@@ -111,24 +124,33 @@ class Connection:
     host: str
     ssl_context: ssl.SSLContext
     tokens: TokenSource | None = None
+    # An HTTP(S) proxy to reach the server through (a cluster's `proxy-url`).
+    proxy: str | None = None
+    # The name to ask for (SNI) and to check the server's certificate against, when it is not the
+    # host of `host` (a cluster's `tls-server-name`).
+    server_hostname: str | None = None
 
     async def auth_headers(self) -> dict[str, str]:
-        """The Authorization header, when we authenticate with a token."""
+        """The Authorization header, when we authenticate with a token (an exec plugin's client
+        certificate, if it gives one, is loaded into `ssl_context` on the way)."""
         if self.tokens is None:
             return {}
-        return {"Authorization": f"Bearer {await self.tokens.token()}"}
+        token = await self.tokens.token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def load_connection(environ: Mapping[str, str] | None = None) -> Connection:
-    """In a pod (KUBERNETES_SERVICE_HOST set): the service account; else KUBECONFIG or ~/.kube/config."""
+    """In a pod (KUBERNETES_SERVICE_HOST set): the service account; else the files KUBECONFIG lists
+    (merged; those that do not exist are skipped, as kubectl skips them) or ~/.kube/config."""
     env = os.environ if environ is None else environ
     if env.get("KUBERNETES_SERVICE_HOST"):
         return in_cluster(env)
-    paths = [p for p in env.get("KUBECONFIG", "").split(os.pathsep) if p]
-    path = Path(paths[0]) if paths else Path.home() / ".kube" / "config"
-    if not path.exists():
-        raise ConfigError(f"not in a pod (KUBERNETES_SERVICE_HOST unset) and no kubeconfig at {path}")
-    return from_kubeconfig(path)
+    listed = [Path(p).expanduser() for p in env.get("KUBECONFIG", "").split(os.pathsep) if p]
+    paths = [p for p in listed if p.exists()] if listed else [Path.home() / ".kube" / "config"]
+    if not paths or not paths[0].exists():
+        where = os.pathsep.join(str(p) for p in listed or paths)
+        raise ConfigError(f"not in a pod (KUBERNETES_SERVICE_HOST unset) and no kubeconfig at {where}")
+    return from_kubeconfig(paths)
 
 
 def service_address(env: Mapping[str, str]) -> str:
@@ -148,47 +170,108 @@ def in_cluster(env: Mapping[str, str], account: Path = SERVICE_ACCOUNT_DIR) -> C
     return Connection(service_address(env), context, TokenFile(token))
 
 
-def from_kubeconfig(path: Path, context_name: str | None = None) -> Connection:
-    """The current (or named) context of a kubeconfig file."""
-    config = yaml.safe_load(path.read_text()) or {}
-    name = context_name or config.get("current-context")
-    context = _named(config, "contexts", name, "context")
-    cluster = _named(config, "clusters", context.get("cluster"), "cluster")
-    user = _named(config, "users", context.get("user"), "user") if context.get("user") else {}
-    base = path.parent
+@dataclass(frozen=True)
+class _Entry:
+    """A named cluster, user or context, and the folder of the file that defines it (its relative
+    paths are relative to that file)."""
+
+    value: dict[str, Any]
+    base: Path
+
+
+@dataclass
+class _Merged:
+    """Several kubeconfig files as one, by kubectl's rules: the first file that names a cluster, user
+    or context defines it, and the first file that sets `current-context` sets it."""
+
+    paths: list[Path]
+    current_context: str | None = None
+    sections: dict[str, dict[str, _Entry]] = field(default_factory=dict)
+
+    def named(self, section: str, name: Any) -> _Entry:
+        entry = self.sections.get(section, {}).get(name)
+        if entry is None:
+            raise ConfigError(f"kubeconfig has no {section[:-1]} named {name!r}")
+        return entry
+
+
+def _merge(paths: Sequence[Path]) -> _Merged:
+    # Imported here: a program in a pod reads its service account and never pays for the parser.
+    import yaml
+
+    merged = _Merged(list(paths))
+    for path in paths:
+        config = yaml.safe_load(path.read_text()) or {}
+        if not merged.current_context and config.get("current-context"):
+            merged.current_context = str(config["current-context"])
+        for section, key in (("clusters", "cluster"), ("users", "user"), ("contexts", "context")):
+            known = merged.sections.setdefault(section, {})
+            for item in config.get(section) or []:
+                name = item.get("name")
+                if name not in known:
+                    known[name] = _Entry(dict(item.get(key) or {}), path.parent)
+    return merged
+
+
+def from_kubeconfig(path: Path | Sequence[Path], context_name: str | None = None) -> Connection:
+    """The current (or named) context of a kubeconfig file, or of several merged as kubectl does."""
+    merged = _merge([path] if isinstance(path, Path) else list(path))
+    where = os.pathsep.join(str(p) for p in merged.paths)
+    context = merged.named("contexts", context_name or merged.current_context).value
+    cluster_entry = merged.named("clusters", context.get("cluster"))
+    cluster, base = cluster_entry.value, cluster_entry.base
+    user_entry = merged.named("users", context.get("user")) if context.get("user") else _Entry({}, base)
     server = cluster.get("server")
     if not server:
-        raise ConfigError(f"{path}: cluster {context.get('cluster')!r} has no server")
-    ssl_context = _ssl_context(cluster, user, base)
-    return Connection(str(server).rstrip("/"), ssl_context, _tokens(user, base, path))
+        raise ConfigError(f"{where}: cluster {context.get('cluster')!r} has no server")
+    ssl_context = _ssl_context(cluster, base, user_entry.value, user_entry.base)
+    tokens = _tokens(user_entry.value, user_entry.base, where)
+    if isinstance(tokens, ExecCredential):
+        tokens.ssl_context = ssl_context
+    return Connection(
+        str(server).rstrip("/"),
+        ssl_context,
+        tokens,
+        proxy=_proxy(cluster, where),
+        server_hostname=str(cluster["tls-server-name"]) if cluster.get("tls-server-name") else None,
+    )
 
 
-def _named(config: Mapping[str, Any], section: str, name: Any, key: str) -> dict[str, Any]:
-    for entry in config.get(section) or []:
-        if entry.get("name") == name:
-            return dict(entry.get(key) or {})
-    raise ConfigError(f"kubeconfig has no {section[:-1]} named {name!r}")
+def _proxy(cluster: Mapping[str, Any], where: str) -> str | None:
+    url = cluster.get("proxy-url")
+    if not url:
+        return None
+    # aiohttp speaks to HTTP and HTTPS proxies only; kubectl's SOCKS5 proxies would need another library.
+    if not str(url).startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: proxy-url {url!r} is not supported; use an http:// or https:// proxy")
+    return str(url)
 
 
-def _ssl_context(cluster: Mapping[str, Any], user: Mapping[str, Any], base: Path) -> ssl.SSLContext:
+def _ssl_context(
+    cluster: Mapping[str, Any], cluster_base: Path, user: Mapping[str, Any], user_base: Path
+) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if cluster.get("certificate-authority-data"):
         context.load_verify_locations(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
     elif cluster.get("certificate-authority"):
-        context.load_verify_locations(cafile=str(base / cluster["certificate-authority"]))
+        context.load_verify_locations(cafile=str(cluster_base / cluster["certificate-authority"]))
     if cluster.get("insecure-skip-tls-verify"):
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    cert = _pem(user, "client-certificate", base)
-    key = _pem(user, "client-key", base)
+    cert = _pem(user, "client-certificate", user_base)
+    key = _pem(user, "client-key", user_base)
     if cert and key:
-        # ssl reads a certificate chain only from files: write them where only we can read them.
-        with tempfile.TemporaryDirectory() as scratch:
-            cert_file, key_file = Path(scratch) / "tls.crt", Path(scratch) / "tls.key"
-            cert_file.write_bytes(cert)
-            key_file.write_bytes(key)
-            context.load_cert_chain(str(cert_file), str(key_file))
+        _load_client_certificate(context, cert, key)
     return context
+
+
+def _load_client_certificate(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    # ssl reads a certificate chain only from files: write them where only we can read them.
+    with tempfile.TemporaryDirectory() as scratch:
+        cert_file, key_file = Path(scratch) / "tls.crt", Path(scratch) / "tls.key"
+        cert_file.write_bytes(cert)
+        key_file.write_bytes(key)
+        context.load_cert_chain(str(cert_file), str(key_file))
 
 
 def _pem(user: Mapping[str, Any], name: str, base: Path) -> bytes | None:
@@ -199,7 +282,7 @@ def _pem(user: Mapping[str, Any], name: str, base: Path) -> bytes | None:
     return None
 
 
-def _tokens(user: Mapping[str, Any], base: Path, path: Path) -> TokenSource | None:
+def _tokens(user: Mapping[str, Any], base: Path, where: str) -> TokenSource | None:
     if user.get("token"):
         return StaticToken(str(user["token"]))
     if user.get("tokenFile"):
@@ -213,7 +296,7 @@ def _tokens(user: Mapping[str, Any], base: Path, path: Path) -> TokenSource | No
             api_version=str(plugin.get("apiVersion") or "client.authentication.k8s.io/v1"),
         )
     if user.get("auth-provider"):
-        raise ConfigError(f"{path}: auth-provider credentials are not supported; use exec or a token")
+        raise ConfigError(f"{where}: auth-provider credentials are not supported; use exec or a token")
     return None
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import json
+import math
 
 import aiohttp
 
@@ -14,14 +17,25 @@ _TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 
 
 class KubeError(Exception):
-    """An API request failed; `status` is the HTTP status and the message is the server's."""
+    """An API request failed; `status` is the HTTP status and the message is the server's.
+
+    `retry_after` is how many seconds the server asked us to wait before trying again (its
+    `Retry-After` header or its Status's `details.retryAfterSeconds`), or None when it did not say.
+    """
 
     def __init__(
-        self, status: int, message: str, reason: str = "", causes: tuple[str, ...] = (), kind: str = ""
+        self,
+        status: int,
+        message: str,
+        reason: str = "",
+        causes: tuple[str, ...] = (),
+        kind: str = "",
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
         # The resource the Status is about (e.g. "computedomains" for a missing domain).
         self.kind = kind
         # The types of the Status's `details.causes`, e.g. NamespaceTerminating.
@@ -33,8 +47,12 @@ class KubeError(Exception):
         return NAMESPACE_TERMINATING in self.causes
 
     @classmethod
-    def from_response(cls, status: int, reason: str, body: bytes | str | None) -> KubeError:
-        """Build the error from a failed response's status line and `Status` body."""
+    def from_response(
+        cls, status: int, reason: str, body: bytes | str | None, retry_after: float | None = None
+    ) -> KubeError:
+        """Build the error from a failed response's status line and `Status` body; `retry_after`
+        is the response's `Retry-After` in seconds, which the body's `retryAfterSeconds` fills in
+        when absent."""
         message, kind = str(reason or ""), ""
         causes: tuple[str, ...] = ()
         status_reason = ""
@@ -48,9 +66,34 @@ class KubeError(Exception):
                 # A cause's type travels as `reason`.
                 causes = tuple(str(c.get("reason", "")) for c in details.get("causes") or [])
                 kind = str(details.get("kind", ""))
+                if retry_after is None:
+                    retry_after = retry_after_seconds(details.get("retryAfterSeconds"))
             except (ValueError, AttributeError):
                 message = text
-        return cls(int(status or 0), message, status_reason, causes, kind)
+        return cls(int(status or 0), message, status_reason, causes, kind, retry_after)
+
+
+def retry_after_seconds(value: object) -> float | None:
+    """A `Retry-After` value (seconds, or an HTTP date) as seconds from now; None when absent or
+    unreadable. A date in the past counts as 0."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 class WatchExpired(KubeError):

@@ -10,8 +10,9 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from computedomain.kube.client import Kube, Object
+from computedomain.kube.client import Kube
 from computedomain.kube.kinds import EVENTS
+from computedomain.objects import Object
 
 logger = logging.getLogger(__name__)
 

@@ -14,12 +14,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from computedomain.kube.backoff import Backoff
-from computedomain.kube.client import Kube, Object
+from computedomain.kube.client import Kube
 from computedomain.kube.errors import WatchExpired
 from computedomain.kube.kinds import Kind
 from computedomain.kube.ownership import keep_applied
+from computedomain.kube.retry import Retrier, RetryPolicy, always
 from computedomain.kube.store import Store
+from computedomain.objects import Object
+
+# Re-exported: the caches are keyed by it.
+from computedomain.objects import object_key as object_key
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +31,8 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[str, Object, Object | None], None]
 # What a program keeps of an object: a projection onto the fields it reads.
 Shape = Callable[[Object], Object]
-
-
-def object_key(obj: Object) -> str:
-    """`namespace/name`, or `name` for cluster-scoped objects."""
-    meta = obj["metadata"]
-    namespace = meta.get("namespace")
-    return f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
+# A cut connection takes many shapes, and none may end a watch.
+WATCH_RETRY = RetryPolicy(initial=0.5, maximum=30.0, retry_on=always)
 
 
 def slim(obj: Object) -> Object:
@@ -108,27 +107,22 @@ class Informer:
 
     async def run(self) -> None:
         """List, then watch forever: resume from the last version after a cut, re-list on 410."""
-        backoff = Backoff(initial=0.5, maximum=30.0)
+        retrier = Retrier(f"{self.name}: list", WATCH_RETRY, log=logger)
         listed = False
         while True:
             try:
                 if not listed:
                     await self._list()
                     listed = True
-                    backoff.reset()
-                if not await self._watch(backoff):
+                    retrier.reset()
+                if not await self._watch(retrier):
                     listed = False  # the server said the version is gone: list again at once
-            except asyncio.CancelledError:
-                raise
             except WatchExpired as expired:
                 logger.info("%s: watch expired (%s); re-listing", self.name, expired)
                 listed = False
-            except Exception as error:  # a cut connection takes many shapes; none may end the watch
-                delay = backoff.next()
-                detail = str(error) or type(error).__name__
-                what = "resuming the watch" if listed else "re-listing"
-                logger.warning("%s: watch failed (%s); %s in %.1fs", self.name, detail, what, delay)
-                await asyncio.sleep(delay)
+            except Exception as error:
+                # After a failed watch the next attempt resumes it; after a failed list it lists.
+                await retrier.failed(error, f"{self.name}: {'watch' if listed else 'list'}")
 
     async def _list(self) -> None:
         items, self._resource_version = await self.kube.list(
@@ -148,7 +142,7 @@ class Informer:
                 self.handler("MODIFIED" if known else "ADDED", kept, known)
         self.synced.set()
 
-    async def _watch(self, backoff: Backoff) -> bool:
+    async def _watch(self, retrier: Retrier) -> bool:
         """Watch until the stream fails; False when the informer must list again."""
         while True:
             async for event in self.kube.watch(
@@ -158,7 +152,7 @@ class Informer:
                 self.label_selector,
                 field_selector=self.field_selector,
             ):
-                backoff.reset()  # the connection works again
+                retrier.reset()  # the connection works again
                 if not self._apply(event):
                     return False
             # The server ended the watch at its timeout; resume from the last version seen.

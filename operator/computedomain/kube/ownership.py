@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from computedomain.kube.client import Object
+from computedomain.objects import Object
 
 APPLY_OPERATION = "Apply"
 UPDATE_OPERATION = "Update"

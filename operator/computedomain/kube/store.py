@@ -5,18 +5,17 @@ controller caches thousands of them while reading each only when its own domain 
 as compact UTF-8 JSON, an object costs its encoded size, decoding one costs microseconds, and the
 memory a cache holds is known exactly (`size`), which the programs export as a metric. An object of
 2 KiB or more (a DaemonSet, a full clique object, a large domain) is also deflated, to about a
-third: its JSON repeats the same keys and values, and inflating it costs a few microseconds.
+third: its JSON repeats the same keys and values, and inflating it costs a few microseconds. The JSON
+codec is `kube.codec`'s: pydantic-core's in the controller, the json module's in the kubelet plugin.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
-from typing import Any
 
-import pydantic_core
-
-Object = dict[str, Any]
+from computedomain.kube.codec import Codec, default_codec
+from computedomain.objects import Object
 
 # Objects this large are deflated; smaller ones gain too little for the time.
 DEFLATE_FROM = 2048
@@ -24,17 +23,16 @@ DEFLATE_FROM = 2048
 _ZLIB_HEADER = 0x78
 
 
-def encode(obj: Object) -> bytes:
-    """An object as compact UTF-8 JSON."""
-    # pydantic's Rust codec: three to four times faster than the json module both ways, which
-    # matters when a 5,000-node domain's reconcile reads 10,000 cached objects.
-    return pydantic_core.to_json(obj)
+def encode(obj: Object, codec: Codec | None = None) -> bytes:
+    """An object as compact UTF-8 JSON, by `codec` (else the process's default, see `kube.codec`)."""
+    return (codec or default_codec()).encode(obj)
 
 
 class Store:
     """Objects by key; each `get` returns a fresh copy the caller may change."""
 
-    def __init__(self) -> None:
+    def __init__(self, codec: Codec | None = None) -> None:
+        self._codec = codec or default_codec()
         self._data: dict[str, bytes] = {}
         self._size = 0
 
@@ -55,14 +53,14 @@ class Store:
     def get(self, key: str) -> Object | None:
         """The object under `key`, decoded, or None."""
         data = self._data.get(key)
-        return None if data is None else _decode(data)
+        return None if data is None else self._decode(data)
 
     def __getitem__(self, key: str) -> Object:
-        return _decode(self._data[key])
+        return self._decode(self._data[key])
 
     def put(self, key: str, obj: Object) -> None:
         """Store `obj` under `key` (replacing what was there)."""
-        data = encode(obj)
+        data = self._codec.encode(obj)
         if len(data) >= DEFLATE_FROM:
             data = zlib.compress(data, 1)
         self._size += len(data) - len(self._data.get(key, b""))
@@ -74,24 +72,23 @@ class Store:
         if data is None:
             return None
         self._size -= len(data)
-        return _decode(data)
+        return self._decode(data)
 
     def values(self) -> Iterator[Object]:
         """Every object, decoded one at a time."""
-        return (_decode(data) for data in list(self._data.values()))
+        return (self._decode(data) for data in list(self._data.values()))
 
     def items(self) -> Iterator[tuple[str, Object]]:
         """Every (key, object) pair, decoded one at a time."""
-        return ((key, _decode(data)) for key, data in list(self._data.items()))
+        return ((key, self._decode(data)) for key, data in list(self._data.items()))
 
     def clear(self) -> None:
         """Forget everything."""
         self._data.clear()
         self._size = 0
 
-
-def _decode(data: bytes) -> Object:
-    if data[0] == _ZLIB_HEADER:
-        data = zlib.decompress(data)
-    obj: Object = pydantic_core.from_json(data, cache_strings="keys")
-    return obj
+    def _decode(self, data: bytes) -> Object:
+        if data[0] == _ZLIB_HEADER:
+            data = zlib.decompress(data)
+        obj: Object = self._codec.decode_cached(data)
+        return obj

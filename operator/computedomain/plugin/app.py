@@ -1,4 +1,5 @@
-"""The plugin process: caches, core, slice publisher, stale-claim sweep, health, gRPC and HTTP."""
+"""The plugin process: the ComputeDomain driver (caches, core, stale-claim sweep) served by the kubelet
+plugin framework (slice publisher, health, gRPC), and HTTP."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from computedomain import endpoints
+from computedomain.api import names
 from computedomain.kube import Kube
 from computedomain.kube.config import Connection
 from computedomain.plugin import metrics
@@ -17,9 +19,17 @@ from computedomain.plugin.checkpoint import Checkpoint, read_boot_id
 from computedomain.plugin.cleanup import Sweeper
 from computedomain.plugin.core import Core
 from computedomain.plugin.edits import HostPaths
-from computedomain.plugin.health import HealthMonitor, HealthSource, default_source
-from computedomain.plugin.kubeio import FIELD_MANAGER, KubeNodeView, SlicePublisher, discover_resource_version
-from computedomain.plugin.servers import PluginServers
+from computedomain.plugin.health import default_source
+from computedomain.plugin.kubeio import (
+    FIELD_MANAGER,
+    KubeNodeView,
+    discover_resource_version,
+    slice_publisher,
+)
+from computedomain.plugin.kubelet.health import HealthMonitor, HealthSource
+from computedomain.plugin.kubelet.metrics import REGISTERED
+from computedomain.plugin.kubelet.servers import PluginServers
+from computedomain.plugin.kubelet.slices import SlicePublisher
 from computedomain.plugin.settings import PluginSettings
 
 log = logging.getLogger(__name__)
@@ -57,7 +67,7 @@ class Plugin:
 
     def _on_registration(self, registered: bool, error: str) -> None:
         self.registered = registered
-        metrics.REGISTERED.set(1 if registered else 0)
+        REGISTERED.set(1 if registered else 0)
 
     async def run(self) -> int:
         """Serve until `stop` is set; 1 when a part of the plugin failed."""
@@ -89,7 +99,7 @@ class Plugin:
                 synced.cancel()
                 return self._exit_code(tasks)
             self.core = await asyncio.to_thread(self._build_core, self.view)
-            self.publisher = SlicePublisher(self.kube, self.view)
+            self.publisher = slice_publisher(self.kube, self.view)
             start("slice", self.publisher.run())
             sweeper = Sweeper(
                 self.core,
@@ -102,6 +112,7 @@ class Plugin:
             await monitor.check_once()
             start("health", monitor.run())
             self.servers = PluginServers(
+                names.DRIVER,
                 self.core,
                 monitor,
                 self.settings.node_name,

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from computedomain.api import names
-from computedomain.plugin.devices import CharDevice
 from computedomain.files import remove, write_atomic
+from computedomain.plugin.devices import CharDevice
 
 VENDOR = f"k8s.{names.DRIVER}"
 CLAIM_CLASS = "claim"

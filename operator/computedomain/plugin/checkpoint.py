@@ -2,7 +2,9 @@
 
 Unprepare must work from local state alone (the claim may be gone from the API server), and a restarted
 plugin answers completed claims from here. The record belongs to one boot of the node: after a reboot
-the devices and CDI specs it describes are gone, so it is dropped.
+the devices and CDI specs it describes are gone, so it is dropped. The records are dataclasses encoded
+by hand, in the JSON field names earlier versions wrote (`bootID`, `startedAt`), so that a file written
+before an upgrade, or after a downgrade, still loads.
 """
 
 from __future__ import annotations
@@ -11,50 +13,83 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError
-
-from computedomain.api.models import WireModel
 from computedomain.files import write_atomic
+from computedomain.plugin.claimdevice import ClaimDevice, json_object, text
 
 log = logging.getLogger(__name__)
 
 ClaimState = Literal["PrepareStarted", "PrepareCompleted"]
+CLAIM_STATES: tuple[ClaimState, ...] = ("PrepareStarted", "PrepareCompleted")
 FORMAT_VERSION = 1
 
 
-class PreparedDevice(WireModel):
-    """One device result as the kubelet receives it, with the domain it belongs to."""
-
-    model_config = ConfigDict(frozen=True)
-
-    request: str
-    pool: str
-    device: str
-    type: str
-    domain_id: str
-    cdi_device_ids: tuple[str, ...] = ()
-
-
-class ClaimRecord(WireModel):
+@dataclass(frozen=True)
+class ClaimRecord:
     """What the plugin knows about one claim it prepared or began to prepare."""
-
-    model_config = ConfigDict(frozen=True)
 
     uid: str
     namespace: str
     name: str
     state: ClaimState
-    started_at: float = Field(description="Wall-clock time the prepare began.")
-    devices: tuple[PreparedDevice, ...] = ()
+    # Wall-clock time the prepare began.
+    started_at: float
+    devices: tuple[ClaimDevice, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the checkpoint file holds it."""
+        return {
+            "uid": self.uid,
+            "namespace": self.namespace,
+            "name": self.name,
+            "state": self.state,
+            "startedAt": self.started_at,
+            "devices": [device.to_json() for device in self.devices],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> ClaimRecord:
+        """The record of `to_json`'s object (unknown fields ignored); ValueError when it is not one."""
+        fields = json_object(data, "claim")
+        state = text(fields, "state")
+        if state not in CLAIM_STATES:
+            raise ValueError(f"state must be one of {', '.join(CLAIM_STATES)}, not {state!r}")
+        started_at = fields.get("startedAt")
+        if isinstance(started_at, bool) or not isinstance(started_at, int | float):
+            raise ValueError("startedAt must be a number")
+        devices = fields.get("devices", [])
+        if not isinstance(devices, list):
+            raise ValueError("devices must be a list")
+        return cls(
+            uid=text(fields, "uid"),
+            namespace=text(fields, "namespace"),
+            name=text(fields, "name"),
+            state=state,
+            started_at=float(started_at),
+            devices=tuple(ClaimDevice.from_json(device) for device in devices),
+        )
 
 
-class _Data(WireModel):
-    version: int = FORMAT_VERSION
-    boot_id: str
-    claims: dict[str, ClaimRecord] = Field(default_factory=dict)
+def _encode(boot_id: str, claims: Mapping[str, ClaimRecord]) -> dict[str, Any]:
+    return {
+        "version": FORMAT_VERSION,
+        "bootID": boot_id,
+        "claims": {uid: record.to_json() for uid, record in claims.items()},
+    }
+
+
+def _decode(data: Any) -> tuple[str, dict[str, ClaimRecord]]:
+    """(boot ID, claims by UID) of a file's data; ValueError when it is not a checkpoint's."""
+    fields = json_object(data, "data")
+    version = fields.get("version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError("version must be an integer")
+    claims = json_object(fields.get("claims", {}), "claims")
+    return text(fields, "bootID"), {uid: ClaimRecord.from_json(record) for uid, record in claims.items()}
 
 
 def checksum(data: dict[str, Any]) -> str:
@@ -97,30 +132,30 @@ class Checkpoint:
             data = document["data"]
             if document.get("checksum") != checksum(data):
                 raise ValueError("checksum mismatch")
-            parsed = _Data.model_validate(data)
-        except (ValueError, KeyError, TypeError, ValidationError) as error:
+            boot_id, claims = _decode(data)
+        except (ValueError, KeyError, TypeError) as error:
             aside = self.path.with_name(self.path.name + ".corrupt")
             os.replace(self.path, aside)
             log.error(
                 "checkpoint %s is corrupt (%s); moved to %s and starting empty", self.path, error, aside
             )
             return
-        if parsed.boot_id != self.boot_id:
+        if boot_id != self.boot_id:
             log.info(
                 "checkpoint %s is of boot %s, this is boot %s: dropping its %d claims",
                 self.path,
-                parsed.boot_id or "?",
+                boot_id or "?",
                 self.boot_id or "?",
-                len(parsed.claims),
+                len(claims),
             )
-            self.dropped = parsed.claims
+            self.dropped = claims
             self.save()
             return
-        self.claims = dict(parsed.claims)
+        self.claims = claims
 
     def document(self) -> dict[str, Any]:
         """The file's content: the data and its checksum."""
-        data = _Data(boot_id=self.boot_id, claims=self.claims).model_dump(mode="json", by_alias=True)
+        data = _encode(self.boot_id, self.claims)
         return {"checksum": checksum(data), "data": data}
 
     def save(self) -> None:

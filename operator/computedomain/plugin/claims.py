@@ -8,19 +8,13 @@ is one this driver publishes, and that its config is of the device's kind.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, NamedTuple
 
 from computedomain.api import names
 from computedomain.dra.allocation import allocation_of, device_results
 from computedomain.dra.configs import ConfigError, DriverConfig, request_configs
-from computedomain.dra.slices import CHANNEL, DAEMON
+from computedomain.plugin.claimdevice import DEVICE_TYPES, ClaimDevice, DeviceType
 
-DeviceType = Literal["channel", "daemon"]
-
-CHANNEL_DEVICE = f"{CHANNEL}-0"
-DAEMON_DEVICE = f"{DAEMON}-0"
-DEVICE_TYPES: dict[str, DeviceType] = {CHANNEL_DEVICE: "channel", DAEMON_DEVICE: "daemon"}
 _KIND_OF_TYPE: dict[DeviceType, str] = {
     "channel": names.CHANNEL_CONFIG_KIND,
     "daemon": names.DAEMON_CONFIG_KIND,
@@ -32,23 +26,14 @@ class ClaimError(ValueError):
     """The claim cannot be prepared as it stands; the message says why, for the pod's events."""
 
 
-@dataclass(frozen=True)
-class AllocatedDevice:
-    """One device allocated to the claim from this driver, with the config that applies to it."""
+class Allocated(NamedTuple):
+    """One device allocated to the claim from this driver, and the config that applies to it."""
 
-    request: str
-    pool: str
-    device: str
-    type: DeviceType
+    device: ClaimDevice
     config: DriverConfig
 
-    @property
-    def domain_id(self) -> str:
-        """UID of the ComputeDomain the config names."""
-        return self.config.domain_id
 
-
-def allocated_devices(claim: Mapping[str, Any]) -> list[AllocatedDevice]:
+def allocated_devices(claim: Mapping[str, Any]) -> list[Allocated]:
     """This driver's devices of an allocated claim, each with its validated config.
 
     Raises ClaimError naming the problem: no allocation, a device this driver does not publish, an
@@ -71,7 +56,14 @@ def allocated_devices(claim: Mapping[str, Any]) -> list[AllocatedDevice]:
             raise ClaimError(
                 f"cannot apply {config.kind} to request {result.request!r} of a {device_type} device"
             )
-        devices.append(AllocatedDevice(result.request, result.pool, result.device, device_type, config))
+        device = ClaimDevice(
+            request=result.request,
+            pool=result.pool,
+            device=result.device,
+            type=device_type,
+            domain_id=config.domain_id,
+        )
+        devices.append(Allocated(device, config))
     return devices
 
 

@@ -17,15 +17,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from computedomain.plugin.checkpoint import ClaimRecord
-from computedomain.plugin.core import Core
 from computedomain.plugin.view import NodeView
 
 log = logging.getLogger(__name__)
+
+
+class Claims(Protocol):
+    """What the sweep needs of the driver (`core.Core` has it)."""
+
+    def claim_uids(self) -> list[str]:
+        """The UIDs of the claims prepared or being prepared."""
+        ...
+
+    async def release_if(self, uid: str, stale: Callable[[ClaimRecord], Awaitable[str | None]]) -> str | None:
+        """Under the claim's lock, release it if `stale` gives a reason for its record; that reason."""
+        ...
+
+    async def forget_previous_boot(self) -> list[str]:
+        """Remove the CDI specs of a previous boot's claims; their UIDs."""
+        ...
+
+    async def remove_unused_domain_dirs(self) -> list[str]:
+        """Remove the config folders of domains no claim uses; their UIDs."""
+        ...
 
 
 class Sweeper:
@@ -36,14 +55,14 @@ class Sweeper:
 
     def __init__(
         self,
-        core: Core,
+        claims: Claims,
         view: NodeView,
         *,
         interval: float,
         stale_after: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.core = core
+        self.claims = claims
         self.view = view
         self.interval = interval
         self.stale_after = stale_after
@@ -72,32 +91,20 @@ class Sweeper:
     async def sweep_once(self) -> list[str]:
         """One pass; returns the UIDs of the claims it released."""
         released = []
-        for uid in list(self.core.checkpoint.claims):
+        for uid in self.claims.claim_uids():
             try:
-                why = await self.core.release_if(uid, self._stale)
+                why = await self.claims.release_if(uid, self._stale)
             except Exception as error:  # the API may be away; try again next time
                 log.warning("cannot sweep claim %s: %s", uid, error)
                 continue
             if why is not None:
                 log.info("unprepared stale claim %s: %s", uid, why)
                 released.append(uid)
-        for uid in list(self.core.checkpoint.dropped):
-            # Specs of a previous boot's claims: the runtime of this boot must never use them.
-            if await asyncio.to_thread(self.core.specs.remove, uid):
-                log.info("removed the CDI spec of claim %s of a previous boot", uid)
-            self.core.checkpoint.dropped.pop(uid, None)
-        async with self.core.domains_in_use() as used:
-            await asyncio.to_thread(self._remove_unused_domain_dirs, used)
+        for uid in await self.claims.forget_previous_boot():
+            log.info("removed the CDI spec of claim %s of a previous boot", uid)
+        for domain_uid in await self.claims.remove_unused_domain_dirs():
+            log.info("removed the IMEX config folder of ComputeDomain %s: no claim uses it", domain_uid)
         return released
-
-    def _remove_unused_domain_dirs(self, used: set[str]) -> None:
-        root = self.core.paths.domains_dir
-        if not root.is_dir():
-            return
-        for entry in root.iterdir():
-            if entry.is_dir() and entry.name not in used:
-                shutil.rmtree(entry, ignore_errors=True)
-                log.info("removed the IMEX config folder of ComputeDomain %s: no claim uses it", entry.name)
 
     async def run(self) -> None:
         """Sweep now and then every `interval` seconds (forever)."""

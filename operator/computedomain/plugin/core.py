@@ -1,8 +1,10 @@
-"""Prepare and unprepare of claims: the plugin's core, shared by the v1 and v1beta1 DRA services.
+"""The ComputeDomain driver: prepare and unprepare of this node's claims (the framework's `Driver`).
 
 Both are idempotent and keyed by claim UID. Claims of one call run in parallel; two calls for the same
 claim run one after the other. Every claim gets its own answer: an error names what is wrong with that
-claim and leaves the others alone.
+claim and leaves the others alone, and comes before the kubelet's deadline, whatever the API server
+does meanwhile. The stale-claim sweep uses the narrow interface at the end (`claim_uids`,
+`release_if`, `forget_previous_boot`, `remove_unused_domain_dirs`).
 """
 
 from __future__ import annotations
@@ -10,43 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from computedomain.plugin import cdi, metrics
 from computedomain.plugin.cdi import Edits, SpecStore
-from computedomain.plugin.checkpoint import Checkpoint, ClaimRecord, ClaimState, PreparedDevice
-from computedomain.plugin.claims import AllocatedDevice, ClaimError, allocated_devices, reserved_pods
+from computedomain.plugin.checkpoint import Checkpoint, ClaimRecord, ClaimState
+from computedomain.plugin.claimdevice import DEVICE_TYPES, ClaimDevice
+from computedomain.plugin.claims import Allocated, ClaimError, allocated_devices, reserved_pods
 from computedomain.plugin.devices import DeviceError
 from computedomain.plugin.domains import DomainFinder, annotated_domain
 from computedomain.plugin.edits import HostPaths, channel_edits, daemon_edits
 from computedomain.plugin.events import REASON_NOT_READY, REASON_WAITING, RateLimit, render_event
 from computedomain.plugin.gate import wait_for_daemon, warn_without_clique
+from computedomain.plugin.kubelet.driver import ClaimRef, Prepared, answer_deadline
 from computedomain.plugin.view import DomainRef, NodeView
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ClaimRef:
-    """A claim as the kubelet names it."""
-
-    namespace: str
-    name: str
-    uid: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The answer for one claim: its devices, or an error."""
-
-    devices: tuple[PreparedDevice, ...] = ()
-    error: str = ""
+# Kept back from the kubelet's deadline at the end of a gate's wait, to post its Warning Event.
+_WARNING_TIME = 0.5
 
 
 class _Refused(Exception):
@@ -84,9 +71,15 @@ class Core:
 
     # --- kubelet calls ----------------------------------------------------------------------------
 
-    async def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, Outcome]:
-        """Prepare every claim (in parallel); one outcome per claim UID."""
-        outcomes = await asyncio.gather(*(self._locked(c.uid, self._prepare_one, c) for c in claims))
+    async def prepare(self, claims: Sequence[ClaimRef], deadline: float | None = None) -> dict[str, Prepared]:
+        """Prepare every claim (in parallel); one answer per claim UID, all by `deadline`
+        (`time.monotonic`; the kubelet's 45 s from now when None)."""
+        until = answer_deadline(None) if deadline is None else deadline
+
+        async def prepare_one(ref: ClaimRef) -> Prepared:
+            return await self._prepare_one(ref, until)
+
+        outcomes = await asyncio.gather(*(self._locked(c.uid, prepare_one, c, until) for c in claims))
         return {claim.uid: outcome for claim, outcome in zip(claims, outcomes, strict=True)}
 
     async def unprepare(self, claims: Sequence[ClaimRef]) -> dict[str, str]:
@@ -100,20 +93,42 @@ class Core:
         errors = await asyncio.gather(*(self._locked(c.uid, self._unprepare_one, c) for c in claims))
         return {claim.uid: error for claim, error in zip(claims, errors, strict=True)}
 
+    def devices(self) -> tuple[str, ...]:
+        """The devices of this node's pool: channel 0 and the daemon device."""
+        return tuple(DEVICE_TYPES)
+
     def lock_users(self, uid: str) -> int:
         """How many calls hold or await the claim's lock (0 when none): what a sweep that waits
         behind a prepare looks like from outside."""
         entry = self._claim_locks.get(uid)
         return entry[1][0] if entry is not None else 0
 
-    async def _locked(self, uid: str, work: Callable[[ClaimRef], Awaitable[Any]], claim: ClaimRef) -> Any:
-        # One lock per claim, kept while anyone holds or awaits it (counted), then dropped.
+    async def _locked(
+        self,
+        uid: str,
+        work: Callable[[ClaimRef], Awaitable[Any]],
+        claim: ClaimRef,
+        deadline: float | None = None,
+    ) -> Any:
+        # One lock per claim, kept while anyone holds or awaits it (counted), then dropped. A prepare
+        # waits for it only until its deadline: a sweep may hold it while the API server is slow.
         entry = self._claim_locks.setdefault(uid, (asyncio.Lock(), [0]))
         lock, users = entry
         users[0] += 1
         try:
-            async with lock:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await lock.acquire()
+            except TimeoutError:
+                metrics.PREPARES.labels(result="error").inc()
+                return Prepared(
+                    error=f"ResourceClaim {claim}: another call for this claim still runs at the "
+                    "kubelet's deadline; the kubelet will try again"
+                )
+            try:
                 return await work(claim)
+            finally:
+                lock.release()
         finally:
             users[0] -= 1
             if users[0] == 0:
@@ -121,56 +136,77 @@ class Core:
 
     # --- prepare ----------------------------------------------------------------------------------
 
-    async def _prepare_one(self, ref: ClaimRef) -> Outcome:
+    async def _prepare_one(self, ref: ClaimRef, deadline: float) -> Prepared:
         record = self.checkpoint.claims.get(ref.uid)
         if record is not None and record.state == "PrepareCompleted":
             log.debug("claim %s (%s) already prepared", ref, ref.uid)
             metrics.PREPARES.labels(result="cached").inc()
-            return Outcome(record.devices)
+            return Prepared(record.devices)
         started = time.monotonic()
         self._aborts[ref.uid] = asyncio.Event()
         try:
-            devices = await self._prepare_claim(ref)
+            devices = await self._prepare_claim(ref, deadline)
         except _Refused as refused:
             log.warning("claim %s (%s) not prepared: %s", ref, ref.uid, refused)
             metrics.PREPARES.labels(result="error").inc()
-            return Outcome(error=str(refused))
+            return Prepared(error=str(refused))
         except Exception as error:  # one broken claim must not fail the whole call
             log.exception("claim %s (%s): prepare failed", ref, ref.uid)
             metrics.PREPARES.labels(result="error").inc()
-            return Outcome(error=f"prepare of claim {ref} failed: {error}")
+            return Prepared(error=f"prepare of claim {ref} failed: {error}")
         finally:
             self._aborts.pop(ref.uid, None)
         metrics.PREPARES.labels(result="prepared").inc()
         metrics.PREPARE_SECONDS.observe(time.monotonic() - started)
-        return Outcome(devices)
+        return Prepared(devices)
 
-    async def _prepare_claim(self, ref: ClaimRef) -> tuple[PreparedDevice, ...]:
-        claim = await self.view.read_claim(ref.namespace, ref.name)
-        if claim is None:
-            raise _Refused(f"ResourceClaim {ref} does not exist")
-        uid = str(claim.get("metadata", {}).get("uid", ""))
-        if uid != ref.uid:
-            raise _Refused(f"ResourceClaim {ref} has UID {uid}, not {ref.uid}: it was replaced")
+    @contextlib.asynccontextmanager
+    async def _before(self, deadline: float, ref: ClaimRef, doing: str) -> AsyncIterator[None]:
+        # Reads retry transient API errors for seconds each: under API trouble they would run past
+        # the kubelet's deadline, which then sees DeadlineExceeded instead of what held the claim up.
+        timeout = asyncio.timeout_at(deadline)
         try:
-            allocated = allocated_devices(claim)
-        except ClaimError as error:
-            raise _Refused(f"ResourceClaim {ref}: {error}") from None
-        domains = {device.domain_id: await self._domain_of(ref, claim, device) for device in allocated}
-        await self._record(ref, "PrepareStarted", allocated, (), exclusive=True)
+            async with timeout:
+                yield
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            raise _Refused(
+                f"ResourceClaim {ref}: {doing} did not finish before the kubelet's deadline (is the API "
+                "server slow or away?); the kubelet will try again"
+            ) from None
+
+    async def _prepare_claim(self, ref: ClaimRef, deadline: float) -> tuple[ClaimDevice, ...]:
+        async with self._before(deadline, ref, "reading the claim and its ComputeDomain"):
+            claim = await self.view.read_claim(ref.namespace, ref.name)
+            if claim is None:
+                raise _Refused(f"ResourceClaim {ref} does not exist")
+            uid = str(claim.get("metadata", {}).get("uid", ""))
+            if uid != ref.uid:
+                raise _Refused(f"ResourceClaim {ref} has UID {uid}, not {ref.uid}: it was replaced")
+            try:
+                allocated = allocated_devices(claim)
+            except ClaimError as error:
+                raise _Refused(f"ResourceClaim {ref}: {error}") from None
+            domains = {a.device.domain_id: await self._domain_of(ref, claim, a) for a in allocated}
+        devices = tuple(a.device for a in allocated)
+        await self._record(ref, "PrepareStarted", devices, exclusive=True)
         # Gates run side by side, so that a claim never waits longer than one gate's time in all.
-        gated = {domains[d.domain_id] for d in allocated if d.type == "channel"}
+        gated = {domains[d.domain_id] for d in devices if d.type == "channel"}
         try:
             async with asyncio.TaskGroup() as group:
                 for domain in gated:
-                    group.create_task(self._gate(ref, claim, domain))
+                    group.create_task(self._gate(ref, claim, domain, deadline))
         except* _Refused as refused:
             raise refused.exceptions[0] from None
-        clique = await self.view.clique_id()
-        if any(d.type == "channel" for d in allocated):
-            await warn_without_clique(self.view, self.node, str(ref), reserved_pods(claim), clique)
+        async with self._before(deadline, ref, "reading the node's NVLink clique"):
+            clique = await self.view.clique_id()
+            if any(d.type == "channel" for d in devices):
+                await warn_without_clique(self.view, self.node, str(ref), reserved_pods(claim), clique)
         try:
-            edits = [(d.device, self._edits(d, domains[d.domain_id], clique)) for d in allocated]
+            edits = [
+                (a.device.device, self._edits(a, domains[a.device.domain_id], clique)) for a in allocated
+            ]
         except DeviceError as error:
             raise _Refused(f"ResourceClaim {ref}: {error}") from None
         spec = cdi.render_spec(ref.uid, edits)
@@ -180,21 +216,15 @@ class Core:
             await asyncio.to_thread(self.specs.write, ref.uid, spec)
         with_ids = {name for name, e in edits if not e.empty}
         prepared = tuple(
-            PreparedDevice(
-                request=d.request,
-                pool=d.pool,
-                device=d.device,
-                type=d.type,
-                domain_id=d.domain_id,
-                cdi_device_ids=(cdi.qualified_name(ref.uid, d.device),) if d.device in with_ids else (),
-            )
-            for d in allocated
+            d.prepared((cdi.qualified_name(ref.uid, d.device),) if d.device in with_ids else ())
+            for d in devices
         )
-        await self._record(ref, "PrepareCompleted", allocated, prepared)
+        await self._record(ref, "PrepareCompleted", prepared)
         log.info("prepared claim %s (%s): %s", ref, ref.uid, ", ".join(d.device for d in prepared) or "none")
         return prepared
 
-    async def _domain_of(self, ref: ClaimRef, claim: dict[str, Any], device: AllocatedDevice) -> DomainRef:
+    async def _domain_of(self, ref: ClaimRef, claim: dict[str, Any], allocated: Allocated) -> DomainRef:
+        device = allocated.device
         # A channel's domain should be in the claim's namespace; a daemon claim's is found by the
         # claim's annotations (or, for claims of older templates, in every namespace).
         domain = await self.domains.find(
@@ -204,7 +234,7 @@ class Core:
         )
         if domain is None:
             raise _Refused(
-                f"ResourceClaim {ref}: {device.config.kind} names ComputeDomain UID {device.domain_id}, "
+                f"ResourceClaim {ref}: {allocated.config.kind} names ComputeDomain UID {device.domain_id}, "
                 "and no ComputeDomain has that UID"
             )
         # A workload's channel must come from a domain of its own namespace; the IMEX daemon's claim
@@ -216,15 +246,18 @@ class Core:
             )
         return domain
 
-    def _edits(self, device: AllocatedDevice, domain: DomainRef, clique: str) -> Edits:
-        if device.type == "channel":
-            return channel_edits(self.paths, clique, getattr(device.config, "allocation_mode", None))
+    def _edits(self, allocated: Allocated, domain: DomainRef, clique: str) -> Edits:
+        if allocated.device.type == "channel":
+            return channel_edits(self.paths, clique, getattr(allocated.config, "allocation_mode", None))
         self.paths.domain_dir(domain.uid).mkdir(parents=True, exist_ok=True, mode=0o755)
         return daemon_edits(self.paths, domain, clique)
 
-    async def _gate(self, ref: ClaimRef, claim: dict[str, Any], domain: DomainRef) -> None:
+    async def _gate(self, ref: ClaimRef, claim: dict[str, Any], domain: DomainRef, deadline: float) -> None:
         if self.view.daemon_ready(domain.uid):
             return
+        # The wait ends in time for its Warning Event and the answer, however long the reads before
+        # it took.
+        wait = min(self.prepare_wait, deadline - time.monotonic() - _WARNING_TIME)
         what = f"the IMEX daemon of ComputeDomain {domain} on node {self.node}"
         pods = reserved_pods(claim)
         log.info("claim %s waits for %s to be ready", ref, what)
@@ -242,31 +275,25 @@ class Core:
 
         started = time.monotonic()
         abort = self._aborts.get(ref.uid)
-        ready = await wait_for_daemon(self.view, domain.uid, self.prepare_wait, waiting, abort=abort)
-        metrics.GATE_SECONDS.observe(time.monotonic() - started)
-        if abort is not None and abort.is_set() and not ready:
-            raise _Refused(f"ResourceClaim {ref}: unprepared while it waited for {what}")
-        if not ready:
-            message = f"{what} is not ready after {self.prepare_wait:.0f}s; the kubelet will try again"
-            await post("Warning", REASON_NOT_READY, message)
-            raise _Refused(f"ResourceClaim {ref}: {message}")
+        async with self._before(deadline, ref, f"waiting for {what}"):
+            ready = await wait_for_daemon(self.view, domain.uid, wait, waiting, abort=abort)
+            metrics.GATE_SECONDS.observe(time.monotonic() - started)
+            if abort is not None and abort.is_set() and not ready:
+                raise _Refused(f"ResourceClaim {ref}: unprepared while it waited for {what}")
+            if not ready:
+                message = f"{what} is not ready after {max(wait, 0):.0f}s; the kubelet will try again"
+                await post("Warning", REASON_NOT_READY, message)
+                raise _Refused(f"ResourceClaim {ref}: {message}")
         log.info("claim %s: %s is ready", ref, what)
 
     async def _record(
         self,
         ref: ClaimRef,
         state: ClaimState,
-        allocated: Sequence[AllocatedDevice],
-        prepared: tuple[PreparedDevice, ...],
+        devices: tuple[ClaimDevice, ...],
         *,
         exclusive: bool = False,
     ) -> None:
-        devices = prepared or tuple(
-            PreparedDevice(
-                request=d.request, pool=d.pool, device=d.device, type=d.type, domain_id=d.domain_id
-            )
-            for d in allocated
-        )
         previous = self.checkpoint.claims.get(ref.uid)
         started_at = previous.started_at if previous is not None else self.clock()
         record = ClaimRecord(
@@ -284,7 +311,7 @@ class Core:
                 self._refuse_taken(ref, devices)
             await asyncio.to_thread(self.checkpoint.put, record)
 
-    def _refuse_taken(self, ref: ClaimRef, devices: Sequence[PreparedDevice]) -> None:
+    def _refuse_taken(self, ref: ClaimRef, devices: Sequence[ClaimDevice]) -> None:
         # A device held by another claim means a scheduler race or a claim never unprepared (its pod
         # force-deleted): handing it out twice would let two domains share it on this node. A claim
         # whose prepare began holds its devices too, as the kubelet retries it until it completes.
@@ -301,16 +328,6 @@ class Core:
                     f"ResourceClaim {ref}: device {device.device} of pool {device.pool} is already {how} "
                     f"for ResourceClaim {holder}; it is free again once that claim is unprepared"
                 )
-
-    @contextlib.asynccontextmanager
-    async def domains_in_use(self) -> AsyncIterator[set[str]]:
-        """The UIDs of the domains this node's claims use; no claim is recorded while the block runs.
-
-        A prepare records its claim before it makes the domain's config folder, so a folder of a
-        domain outside this set is not in use and none is being made.
-        """
-        async with self._checkpoint_lock:
-            yield {d.domain_id for r in self.checkpoint.claims.values() for d in r.devices}
 
     # --- unprepare --------------------------------------------------------------------------------
 
@@ -352,3 +369,43 @@ class Core:
 
         result: str | None = await self._locked(uid, judge, ClaimRef("", "", uid))
         return result
+
+    # --- for the stale-claim sweep -----------------------------------------------------------------
+
+    def claim_uids(self) -> list[str]:
+        """The UIDs of the claims this node prepared or began to prepare."""
+        return list(self.checkpoint.claims)
+
+    async def forget_previous_boot(self) -> list[str]:
+        """Remove the CDI specs of the claims of a previous boot's checkpoint; the UIDs of those removed.
+
+        The runtime of this boot must never use them: the devices they describe are gone.
+        """
+        removed = []
+        for uid in list(self.checkpoint.dropped):
+            if await asyncio.to_thread(self.specs.remove, uid):
+                removed.append(uid)
+            self.checkpoint.dropped.pop(uid, None)
+        return removed
+
+    async def remove_unused_domain_dirs(self) -> list[str]:
+        """Remove the IMEX config folders of the domains no claim uses; the UIDs of those removed.
+
+        A prepare records its claim before it makes the domain's config folder, and no claim is
+        recorded meanwhile, so a folder of a domain outside the checkpoint is not in use and none is
+        being made.
+        """
+        async with self._checkpoint_lock:
+            used = {d.domain_id for r in self.checkpoint.claims.values() for d in r.devices}
+            return await asyncio.to_thread(self._remove_domain_dirs_except, used)
+
+    def _remove_domain_dirs_except(self, used: set[str]) -> list[str]:
+        root = self.paths.domains_dir
+        if not root.is_dir():
+            return []
+        removed = []
+        for entry in root.iterdir():
+            if entry.is_dir() and entry.name not in used:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+        return removed

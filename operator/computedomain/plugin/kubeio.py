@@ -1,31 +1,32 @@
-"""The plugin's Kubernetes I/O: the node view (claims, domains, daemon pods, the node) and the slice.
+"""The driver's Kubernetes I/O: the node view (claims, domains, daemon pods, the node) and discovery.
 
 Everything goes through `computedomain.kube`. Watches are narrowed to what this node needs: the daemon
-pods of the operator's namespace on this node and this node's own ResourceSlice. No ComputeDomain is
-watched (a domain's every status change would reach every node): a claim's domain is read when the
-claim comes (`plugin.domains` decides which reads, and keeps what it found), by its metadata only,
-never its spec or status. A prepare call costs one GET of its claim, plus one such read the first
-time a domain is named. Transient API errors are retried with jittered backoff; informers resume
-their watches by themselves.
+pods of the operator's namespace on this node (`kubelet.slices` watches its own ResourceSlice). No
+ComputeDomain is watched (a domain's every status change would reach every node): a claim's domain
+is read when the claim comes (`plugin.domains` decides which reads, and keeps what it found), by its
+metadata only, never its spec or status. A prepare call costs one GET of its claim, plus one such
+read the first time a domain is named. Transient API errors are retried with jittered backoff;
+informers resume their watches by themselves.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from computedomain import objects
 from computedomain.api import names
 from computedomain.dra import slices as dra_slices
-from computedomain.dra.versions import RESOURCE_GROUP, pick_resource_version, served_versions
-from computedomain.kube import DOMAINS, NODES, PODS, Kube, KubeError, claims, is_transient, resource_slices
-from computedomain.kube.backoff import Backoff
+from computedomain.kube import DOMAINS, NODES, PODS, Kube, KubeError, claims, discovery
 from computedomain.kube.events import post_event
 from computedomain.kube.informer import Informer
-from computedomain.plugin import metrics
-from computedomain.plugin.view import DomainRef, Notifier
+from computedomain.kube.retry import RetryPolicy, deadline_in, retry
+from computedomain.objects import Object
+from computedomain.plugin.kubelet.notify import Notifier
+from computedomain.plugin.kubelet.slices import SlicePublisher
+from computedomain.plugin.view import DomainRef
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +35,15 @@ FIELD_MANAGER = "computedomain-kubelet-plugin"
 NODE_TTL = 5.0
 T = TypeVar("T")
 
-Object = dict[str, Any]
+
+# Reads back off quickly and give up after READ_BUDGET: a prepare call has its own deadline to keep.
+READ_RETRY = RetryPolicy(initial=0.2, maximum=2.0)
+READ_BUDGET = 10.0
 
 
-async def retrying(what: str, call: Callable[[], Awaitable[T]], budget: float = 10.0) -> T:
-    """`call()`, retried with jittered backoff on transient errors for up to `budget` seconds."""
-    backoff = Backoff(initial=0.2, maximum=2.0)
-    deadline = time.monotonic() + budget
-    while True:
-        try:
-            return await call()
-        except Exception as error:
-            delay = backoff.next()
-            if not is_transient(error) or time.monotonic() + delay > deadline:
-                raise
-            log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
-            await asyncio.sleep(delay)
+async def retrying(what: str, call: Callable[[], Awaitable[T]], budget: float = READ_BUDGET) -> T:
+    """`call()`, its transient failures retried for up to `budget` seconds (see `kube.retry`)."""
+    return await retry(call, what=what, policy=READ_RETRY, deadline=deadline_in(budget), log=log)
 
 
 async def discover_resource_version(kube: Kube, budget: float = float("inf")) -> str | None:
@@ -58,13 +52,8 @@ async def discover_resource_version(kube: Kube, budget: float = float("inf")) ->
     An API server that is away is waited for (up to `budget` seconds): a plugin that starts before
     it must not crash-loop.
     """
-    try:
-        group = await retrying("discovery", lambda: kube.call("GET", f"/apis/{RESOURCE_GROUP}"), budget)
-    except KubeError as error:
-        if error.status == 404:
-            return None
-        raise
-    return pick_resource_version(served_versions(group))
+    deadline = None if budget == float("inf") else deadline_in(budget)
+    return await discovery.discover_resource_version(kube, policy=READ_RETRY, deadline=deadline, log=log)
 
 
 def domain_ref(obj: Object) -> DomainRef:
@@ -74,10 +63,8 @@ def domain_ref(obj: Object) -> DomainRef:
 
 
 def _pod_ready(pod: Object) -> bool:
-    if pod.get("metadata", {}).get("deletionTimestamp"):
-        return False
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    # A daemon pod being deleted may still report Ready, but is about to stop serving.
+    return not pod.get("metadata", {}).get("deletionTimestamp") and objects.pod_ready(pod)
 
 
 class KubeNodeView:
@@ -191,90 +178,12 @@ class KubeNodeView:
         await post_event(self.kube, event)
 
 
-class SlicePublisher:
-    """Publishes this node's ResourceSlice and puts it back whenever it is deleted or changed."""
+def slice_publisher(kube: Kube, view: KubeNodeView) -> SlicePublisher:
+    """The publisher of this node's ResourceSlice of the ComputeDomain driver."""
 
-    def __init__(self, kube: Kube, view: KubeNodeView) -> None:
-        self.kube = kube
-        self.view = view
-        self.node = view.node
-        self.kind = resource_slices(view.version)
-        self.name = dra_slices.slice_name(view.node)
-        self.published = asyncio.Event()
-        self._dirty = asyncio.Event()
-        self.informer = Informer(
-            kube,
-            self.kind,
-            self._on_slice,
-            field_selector=f"metadata.name={self.name}",
-            name="own ResourceSlice",
-        )
+    def render(owner: dra_slices.NodeOwner, generation: int) -> Object:
+        # One slice: the pool's devices (channel 0 and the daemon device) fit in one.
+        [desired] = dra_slices.resource_slices(view.node, view.version, owner=owner, generation=generation)
+        return desired
 
-    def _on_slice(self, event: str, obj: Object, old: Object | None) -> None:
-        if event == "DELETED":
-            log.info("ResourceSlice %s was deleted", self.name)
-            self.published.clear()
-        self._dirty.set()
-
-    async def run(self) -> None:
-        """Watch our slice and reconcile it after every change (forever)."""
-        watch = asyncio.create_task(self.informer.run(), name="slice-informer")
-        try:
-            await self.informer.synced.wait()
-            backoff = Backoff(initial=0.5, maximum=30.0)
-            self._dirty.set()
-            while True:
-                await self._dirty.wait()
-                self._dirty.clear()
-                try:
-                    await self.reconcile()
-                    backoff.reset()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:
-                    delay = backoff.next()
-                    log.warning(
-                        "publishing ResourceSlice %s failed (%s); again in %.1fs", self.name, error, delay
-                    )
-                    await asyncio.sleep(delay)
-                    self._dirty.set()
-        finally:
-            watch.cancel()
-
-    async def reconcile(self) -> None:
-        """Apply the slice unless the published one already says what it should."""
-        node = await self.view.read_node(max_age=0 if not self.published.is_set() else NODE_TTL)
-        owner = dra_slices.NodeOwner(self.node, str(node["metadata"]["uid"]))
-        current = self.informer.store.get(self.name)
-        generation = int(((current or {}).get("spec") or {}).get("pool", {}).get("generation", 1))
-        [desired] = dra_slices.resource_slices(
-            self.node, self.view.version, owner=owner, generation=generation
-        )
-        if not _needs_publish(current, desired):
-            self.published.set()
-            return
-        if current is not None:
-            # The pool's content changes: a new generation tells the scheduler to drop what it knew.
-            desired["spec"]["pool"]["generation"] = generation + 1
-        applied = await self.kube.apply(self.kind, desired)
-        self.informer.upsert(applied)
-        metrics.SLICE_PUBLISHES.inc()
-        self.published.set()
-        log.info(
-            "published ResourceSlice %s (pool generation %s)",
-            self.name,
-            desired["spec"]["pool"]["generation"],
-        )
-
-    async def remove(self) -> None:
-        """Delete the slice (on an orderly shutdown the kubelet would do so 30 s later anyway)."""
-        try:
-            await self.kube.delete(self.kind, self.name)
-        except (KubeError, OSError, TimeoutError) as error:
-            log.warning("could not delete ResourceSlice %s: %s", self.name, error)
-
-
-def _needs_publish(current: Object | None, desired: Object) -> bool:
-    if current is None or (current.get("metadata") or {}).get("deletionTimestamp"):
-        return True
-    return dra_slices.slice_differs(current, desired)
+    return SlicePublisher(kube, view.node, view.version, render, view.read_node)

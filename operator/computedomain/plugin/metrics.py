@@ -1,4 +1,4 @@
-"""Prometheus metrics of the kubelet plugin."""
+"""Prometheus metrics of the ComputeDomain driver (the framework's own are in `kubelet.metrics`)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,7 @@ GATE_SECONDS = Histogram(
     "Seconds a channel claim waited for this node's IMEX daemon.",
     buckets=(0.01, 0.1, 0.5, 1, 2, 5, 10, 20, 45),
 )
-SLICE_PUBLISHES = Counter(
-    "computedomain_plugin_slice_publishes_total", "Times this node's ResourceSlice was (re)published."
-)
 PREPARED_CLAIMS = Gauge("computedomain_plugin_prepared_claims", "Claims in the checkpoint.")
-REGISTERED = Gauge("computedomain_plugin_registered", "1 once the kubelet confirmed the registration.")
 DOMAIN_LOOKUPS = Counter(
     "computedomain_plugin_domain_lookups_total",
     "ComputeDomains found by UID, by the read that answered (cache, named, namespace, cluster) or none.",

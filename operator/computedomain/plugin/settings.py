@@ -1,146 +1,168 @@
-"""Kubelet plugin settings, read from environment variables when the plugin starts."""
+"""Kubelet plugin settings, read from environment variables when the plugin starts.
+
+A plain dataclass read with `computedomain.envvalues`, not a pydantic-settings model like the other
+programs' settings: pydantic, its core and pydantic-settings would add about 14 MiB to a process that
+runs on every GPU node. The variables, their spellings and the problems named are the same.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
-
-from pydantic import Field, field_validator
+from typing import Any, ClassVar
 
 from computedomain.api import names
-from computedomain.envsettings import Converter, EnvSettings, SettingsError
-from computedomain.logs import JSON, parse_log_format
+from computedomain.envvalues import (
+    EnvReader,
+    SettingsError,
+    integer,
+    number,
+    parse_json_logs,
+    parse_log_level,
+)
+from computedomain.logs import JSON, TEXT
+from computedomain.objects import is_dns_label, is_dns_subdomain
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 # The kubelet gives each NodePrepareResources call 45 s; an answer must be on its way before then.
 KUBELET_CALL_SECONDS = 45.0
-
-# Field name -> environment variable.
-ENV_NAMES: dict[str, str] = {
-    "node_name": "NODE_NAME",
-    "namespace": "NAMESPACE",
-    "kubelet_root": "KUBELET_ROOT_DIR",
-    "cdi_root": "CDI_ROOT",
-    "driver_root": "DRIVER_ROOT",
-    "host_driver_root": "HOST_DRIVER_ROOT",
-    "proc_devices": "PROC_DEVICES",
-    "boot_id_file": "BOOT_ID_FILE",
-    "state_dir": "STATE_DIR",
-    "json_logs": "LOG_FORMAT",
-    "http_port": "HTTP_PORT",
-    "prepare_wait": "PREPARE_WAIT_SECONDS",
-    "event_interval": "EVENT_INTERVAL_SECONDS",
-    "cleanup_interval": "CLEANUP_INTERVAL_SECONDS",
-    "stale_after": "STALE_PREPARE_SECONDS",
-    "health_source": "HEALTH_SOURCE",
-    "health_interval": "HEALTH_INTERVAL_SECONDS",
-}
+HEALTH_SOURCES = ("nvml", "static")
 
 
-def _log_format_is_json(value: str) -> bool:
-    return parse_log_format(value) == JSON
+def _node_name(text: str) -> str:
+    if not is_dns_subdomain(text):
+        raise ValueError("must be a node name (DNS subdomain)")
+    return text
 
 
-class PluginSettings(EnvSettings):
-    """Everything the kubelet plugin is configured with. Build it with `PluginSettings.from_env`."""
+def _namespace(text: str) -> str:
+    if not is_dns_label(text):
+        raise ValueError("must be a DNS label (lower case letters, digits and '-', at most 63)")
+    return text
 
-    env_names: ClassVar[Mapping[str, str]] = ENV_NAMES
-    converters: ClassVar[Mapping[str, Converter]] = {"json_logs": _log_format_is_json}
+
+def _absolute(text: str) -> Path:
+    path = Path(text)
+    if not path.is_absolute():
+        raise ValueError("must be an absolute path")
+    return path
+
+
+def _health_source(text: str) -> str:
+    if text not in HEALTH_SOURCES:
+        raise ValueError("must be nvml or static")
+    return text
+
+
+_PORT = integer(0, 65535)
+_SECONDS = number(above=0)
+_PREPARE_WAIT = number(above=0, below=KUBELET_CALL_SECONDS)
+
+
+@dataclass(frozen=True)
+class PluginSettings:
+    """Everything the kubelet plugin is configured with. Build it with `PluginSettings.from_env`,
+    which checks every value; the constructor takes them as they are."""
+
     title: ClassVar[str] = "kubelet plugin settings"
+    # Field name -> environment variable.
+    env_names: ClassVar[Mapping[str, str]] = {
+        "node_name": "NODE_NAME",
+        "namespace": "NAMESPACE",
+        "kubelet_root": "KUBELET_ROOT_DIR",
+        "cdi_root": "CDI_ROOT",
+        "driver_root": "DRIVER_ROOT",
+        "host_driver_root": "HOST_DRIVER_ROOT",
+        "proc_devices": "PROC_DEVICES",
+        "boot_id_file": "BOOT_ID_FILE",
+        "state_dir": "STATE_DIR",
+        "json_logs": "LOG_FORMAT",
+        "http_port": "HTTP_PORT",
+        "prepare_wait": "PREPARE_WAIT_SECONDS",
+        "event_interval": "EVENT_INTERVAL_SECONDS",
+        "cleanup_interval": "CLEANUP_INTERVAL_SECONDS",
+        "stale_after": "STALE_PREPARE_SECONDS",
+        "health_source": "HEALTH_SOURCE",
+        "health_interval": "HEALTH_INTERVAL_SECONDS",
+        "log_level": "LOG_LEVEL",
+    }
+    # Options that override a setting, where not named `--field-name`.
+    option_names: ClassVar[Mapping[str, str]] = {}
 
-    node_name: str = Field(min_length=1, description="Name of the node this plugin serves.")
-    namespace: str = Field(
-        default="computedomain-system",
-        description="Namespace of the operator, where the IMEX daemon pods run.",
-    )
-    kubelet_root: Path = Field(
-        default=Path("/var/lib/kubelet"), description="The kubelet's --root-dir (plugin sockets live below)."
-    )
-    cdi_root: Path = Field(default=Path("/var/run/cdi"), description="Directory of the CDI spec files.")
-    driver_root: Path = Field(
-        default=Path("/"), description="Root of the NVIDIA driver installation as the plugin sees it."
-    )
-    host_driver_root: Path | None = Field(
-        default=None,
-        description="The same root as the host sees it (CDI host paths); defaults to driver_root.",
-    )
-    proc_devices: Path = Field(
-        default=Path("/proc/devices"), description="The kernel's list of character device majors."
-    )
-    boot_id_file: Path = Field(
-        default=Path("/proc/sys/kernel/random/boot_id"), description="The node's boot ID."
-    )
-    state_dir: Path | None = Field(
-        default=None,
-        description="Checkpoint and per-domain IMEX config directories; <kubelet root>/plugins/<driver>.",
-    )
-    json_logs: bool = Field(default=False, description="Log JSON lines instead of text.")
-    http_port: int = Field(
-        default=8080, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics; 0 turns it off."
-    )
-    prepare_wait: float = Field(
-        default=40.0,
-        gt=0,
-        lt=KUBELET_CALL_SECONDS,
-        description="Seconds a prepare call waits for the node's IMEX daemon before it gives up.",
-    )
-    event_interval: float = Field(
-        default=10.0, gt=0, description="Seconds between two waiting Events on the same pod."
-    )
-    cleanup_interval: float = Field(
-        default=600.0, gt=0, description="Seconds between sweeps for stale prepared claims."
-    )
-    stale_after: float = Field(
-        default=300.0,
-        gt=0,
-        description=(
-            "Seconds after which the sweep reports an unfinished prepare whose claim still exists "
-            "(it releases only claims gone from the API server or replaced by a new UID)."
-        ),
-    )
-    health_source: str = Field(
-        default="nvml", description="nvml (fabric state from NVML where present) or static (healthy)."
-    )
-    health_interval: float = Field(default=30.0, gt=0, description="Seconds between two health checks.")
+    # Name of the node this plugin serves.
+    node_name: str
+    # Namespace of the operator, where the IMEX daemon pods run.
+    namespace: str = "computedomain-system"
+    # The kubelet's --root-dir (plugin sockets live below).
+    kubelet_root: Path = Path("/var/lib/kubelet")
+    # Directory of the CDI spec files.
+    cdi_root: Path = Path("/var/run/cdi")
+    # Root of the NVIDIA driver installation as the plugin sees it.
+    driver_root: Path = Path("/")
+    # The same root as the host sees it (CDI host paths); None: driver_root.
+    host_driver_root: Path | None = None
+    # The kernel's list of character device majors.
+    proc_devices: Path = Path("/proc/devices")
+    # The node's boot ID.
+    boot_id_file: Path = Path("/proc/sys/kernel/random/boot_id")
+    # Checkpoint and per-domain IMEX config directories; None: <kubelet root>/plugins/<driver>.
+    state_dir: Path | None = None
+    # Log JSON lines instead of text (LOG_FORMAT).
+    json_logs: bool = False
+    # Port of /healthz, /readyz and /metrics; 0 turns it off.
+    http_port: int = 8080
+    # Seconds a prepare call waits for the node's IMEX daemon before it gives up.
+    prepare_wait: float = 40.0
+    # Seconds between two waiting Events on the same pod.
+    event_interval: float = 10.0
+    # Seconds between sweeps for stale prepared claims.
+    cleanup_interval: float = 600.0
+    # Seconds after which the sweep reports an unfinished prepare whose claim still exists (it
+    # releases only claims gone from the API server or replaced by a new UID).
+    stale_after: float = 300.0
+    # nvml (fabric state from NVML where present) or static (healthy).
+    health_source: str = "nvml"
+    # Seconds between two health checks.
+    health_interval: float = 30.0
+    # A level name of the logging module.
+    log_level: str = "INFO"
 
-    @field_validator("node_name")
     @classmethod
-    def _node_name(cls, value: str) -> str:
-        if not _DNS_SUBDOMAIN.match(value):
-            raise ValueError("must be a node name (DNS subdomain)")
-        return value
+    def from_env(cls, env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> PluginSettings:
+        """Build the settings from environment variables, then `overrides` (field -> value, from
+        command-line options), which win over the environment.
 
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, value: str) -> str:
-        if not _DNS_LABEL.match(value):
-            raise ValueError("must be a DNS label (lower case letters, digits and '-', at most 63)")
-        return value
+        Raises SettingsError naming each bad variable (or option).
+        """
+        reader = EnvReader(cls.title, env, overrides, cls.option_names)
+        defaults = cls(node_name="")
 
-    @field_validator(
-        "kubelet_root",
-        "cdi_root",
-        "driver_root",
-        "host_driver_root",
-        "proc_devices",
-        "boot_id_file",
-        "state_dir",
-    )
-    @classmethod
-    def _absolute(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_absolute():
-            raise ValueError("must be an absolute path")
-        return value
+        def read(field: str, parse: Callable[[str], Any]) -> Any:
+            return reader.read(field, cls.env_names[field], parse, getattr(defaults, field))
 
-    @field_validator("health_source")
-    @classmethod
-    def _health_source(cls, value: str) -> str:
-        if value not in ("nvml", "static"):
-            raise ValueError("must be nvml or static")
-        return value
+        node_name = reader.require("node_name", cls.env_names["node_name"], _node_name)
+        settings = cls(
+            node_name=node_name or "",
+            namespace=read("namespace", _namespace),
+            kubelet_root=read("kubelet_root", _absolute),
+            cdi_root=read("cdi_root", _absolute),
+            driver_root=read("driver_root", _absolute),
+            host_driver_root=read("host_driver_root", _absolute),
+            proc_devices=read("proc_devices", _absolute),
+            boot_id_file=read("boot_id_file", _absolute),
+            state_dir=read("state_dir", _absolute),
+            json_logs=read("json_logs", parse_json_logs),
+            http_port=read("http_port", _PORT),
+            prepare_wait=read("prepare_wait", _PREPARE_WAIT),
+            event_interval=read("event_interval", _SECONDS),
+            cleanup_interval=read("cleanup_interval", _SECONDS),
+            stale_after=read("stale_after", _SECONDS),
+            health_source=read("health_source", _health_source),
+            health_interval=read("health_interval", _SECONDS),
+            log_level=read("log_level", parse_log_level),
+        )
+        reader.finish()
+        return settings
 
     @property
     def plugin_dir(self) -> Path:
@@ -167,5 +189,13 @@ class PluginSettings(EnvSettings):
         """The driver root as the container runtime on the host sees it."""
         return self.host_driver_root or self.driver_root
 
+    @property
+    def log_format(self) -> str:
+        """`json` or `text`, as LOG_FORMAT gave it."""
+        return JSON if self.json_logs else TEXT
 
-__all__ = ["ENV_NAMES", "PluginSettings", "SettingsError"]
+
+# Field name -> environment variable.
+ENV_NAMES: Mapping[str, str] = PluginSettings.env_names
+
+__all__ = ["ENV_NAMES", "KUBELET_CALL_SECONDS", "PluginSettings", "SettingsError"]

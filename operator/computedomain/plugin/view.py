@@ -1,4 +1,4 @@
-"""What the plugin's core needs from the cluster, as a Protocol; `kubeio` implements it on the API.
+"""What the ComputeDomain driver needs from the cluster, as a Protocol; `kubeio` implements it on the API.
 
 The core reads claims and the ComputeDomains they name on demand (domains by their identity only,
 see `domains`), the node's daemon pods from a cache fed by a watch of this node's pods only: what a node
@@ -8,9 +8,10 @@ implementation.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from computedomain.plugin.kubelet.notify import Notifier
 
 
 @dataclass(frozen=True)
@@ -23,36 +24,6 @@ class DomainRef:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
-
-
-class Notifier:
-    """A change counter that waiters can block on: cheap, and it wakes every waiter at once."""
-
-    def __init__(self) -> None:
-        self._version = 0
-        self._event = asyncio.Event()
-
-    @property
-    def version(self) -> int:
-        """Number of changes so far; pass it to `wait` to wait for the next one."""
-        return self._version
-
-    def notify(self) -> None:
-        """Something changed: wake everyone waiting."""
-        self._version += 1
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self, after: int, timeout: float) -> bool:
-        """Wait until a change after `after` happened (True) or `timeout` seconds passed (False)."""
-        if self._version != after:
-            return True
-        event = self._event
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
 
 
 class NodeView(Protocol):

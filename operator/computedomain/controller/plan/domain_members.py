@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from computedomain.api import names
 from computedomain.api.models import ComputeDomainClique
@@ -20,11 +19,9 @@ from computedomain.controller.plan.membership import (
     nodes_wanted,
 )
 from computedomain.controller.plan.problems import Problem
+from computedomain.objects import Object
 
 _NAMES_SHOWN = 5
-
-# A Kubernetes object as the caches hold it (planners read, never fetch).
-Object = dict[str, Any]
 
 
 @dataclass(frozen=True)

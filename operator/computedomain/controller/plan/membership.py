@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from computedomain.api import names
 from computedomain.controller.plan.cliques import Member
 from computedomain.dra.allocation import allocated_node
-
-# A Kubernetes object as the caches hold it (planners read, never fetch).
-Object = dict[str, Any]
+from computedomain.objects import Object, pod_ready
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +82,6 @@ class DaemonFacts:
     ready: bool
 
 
-def _pod_ready(pod: Object) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
 def _controlling_daemonset(pod: Object) -> str | None:
     for ref in pod["metadata"].get("ownerReferences") or []:
         if (
@@ -112,7 +104,7 @@ def daemon_facts(pod: Object) -> DaemonFacts:
         deleting=bool(meta.get("deletionTimestamp")),
         daemonset=_controlling_daemonset(pod),
         clique_id=None if clique is None else str(clique),
-        ready=_pod_ready(pod),
+        ready=pod_ready(pod),
     )
 
 
