@@ -23,9 +23,8 @@ from computedomain.envvalues import (
 )
 from computedomain.logs import JSON, TEXT
 from computedomain.objects import is_dns_label, is_dns_subdomain
+from computedomain.plugin.kubelet.driver import KUBELET_CALL_SECONDS
 
-# The kubelet gives each NodePrepareResources call 45 s; an answer must be on its way before then.
-KUBELET_CALL_SECONDS = 45.0
 HEALTH_SOURCES = ("nvml", "static")
 
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from computedomain.plugin.settings import KUBELET_CALL_SECONDS
-
+# The kubelet gives each NodePrepareResources call 45 s; an answer must be on its way before then.
+KUBELET_CALL_SECONDS = 45.0
 # Time kept back from the kubelet's deadline to build and send the answer.
 ANSWER_MARGIN = 2.0
 
