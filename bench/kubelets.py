@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import statistics
 import sys
@@ -35,10 +36,12 @@ import procstats
 import scenarios as sc
 from cdtestbed.cluster import ClusterOptions, LocalCluster
 from cdtestbed.kubeletbed import NAMESPACE, KubeletBed, kubelet_bed
-from cdtestbed.kubelets import can_run_kubelet
+from cdtestbed.kubeletbed import pod_commands as bed_commands
+from cdtestbed.kubelets import KubeletOptions, can_run_kubelet
 from cdtestbed.tools import Tools, repo_root
 from cdtestbed.topology import nvl72_racks
 from computedomain.api import names
+from computedomain.plugin.gate import STATE_FILE_NAME
 
 MIB = 1024 * 1024
 # NVIDIA's Go kubelet plugin of its ComputeDomain driver, run earlier on this same real-kubelet bed
@@ -129,6 +132,16 @@ def created_at(bed: KubeletBed, namespace: str) -> dict[str, tuple[str, float]]:
     return found
 
 
+def state_ready_at(bed: KubeletBed, node: str, domain_uid: str) -> float | None:
+    """When the domain's daemon on `node` wrote that IMEX is ready (its state file), or None."""
+    path = bed.plugins[node].host.state / "domains" / domain_uid / STATE_FILE_NAME
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return float(state["since"]) if state.get("ready") is True else None
+
+
 Sample = tuple[float, float, float, float]
 
 
@@ -158,7 +171,10 @@ async def one_round(bed: KubeletBed, size: int, index: int) -> list[Sample]:
     }
     samples = []
     for pod, (node, created) in created_at(bed, namespace).items():
-        allocated, ready = timeline.allocated[pod], timeline.daemon_ready[node]
+        # The daemon's own word (its state file) usually comes before its pod's Ready condition,
+        # which waits for the kubelet's next probe: the earlier of the two is when it was ready.
+        said = [state_ready_at(bed, node, body["metadata"]["uid"]), timeline.daemon_ready.get(node)]
+        allocated, ready = timeline.allocated[pod], min(t for t in said if t is not None)
         samples.append(
             (daemons[node] - allocated, ready - daemons[node], created - ready, created - allocated)
         )
@@ -207,7 +223,7 @@ async def bench_size(size: int, rounds: int, report: Any) -> None:
         async with await config.new_client_from_config(config_file=str(cluster.kubeconfig)) as api:
             started = time.monotonic()
             trays = nvl72_racks(1, size, prefix="bench")
-            async with kubelet_bed(cluster, api, trays) as bed:
+            async with kubelet_bed(cluster, api, trays, KubeletOptions(commands=pod_commands())) as bed:
                 report(
                     f"{size} nodes: kubelets, plugins and controller up",
                     f"{time.monotonic() - started:.0f} s",
@@ -253,6 +269,11 @@ async def bench_size(size: int, rounds: int, report: Any) -> None:
                     f"{size} nodes: runtime double RSS, min / median / max",
                     rss([n.processes["cri-double"].pid for n in bed.nodes]),
                 )
+
+
+def pod_commands() -> dict[str, list[str]]:
+    """The bed's command map and the base image's shell, which the daemon's state probes run."""
+    return {"sh": ["/bin/sh"], **bed_commands()}
 
 
 async def run(args: argparse.Namespace) -> None:

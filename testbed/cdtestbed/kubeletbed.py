@@ -44,7 +44,8 @@ def pod_commands() -> dict[str, list[str]]:
     env = shutil.which("env") or "/usr/bin/env"
     python_path = f"PYTHONPATH={repo_root() / 'operator'}:{repo_root() / 'testbed'}"
     wrapper = [env, python_path, sys.executable, "-m", "cdtestbed.podprocess"]
-    return {"compute-domain-daemon": [*wrapper, "compute-domain-daemon"]}
+    # The daemon's startup and readiness probes read its state file with the shell's builtins.
+    return {"compute-domain-daemon": [*wrapper, "compute-domain-daemon"], "sh": ["/bin/sh"]}
 
 
 async def advertise_gpus(api: client.ApiClient, nodes: Sequence[FakeNode]) -> None:

@@ -13,6 +13,8 @@ The tests run in file order and share the nodes; each leaves them as it found th
 from __future__ import annotations
 
 import asyncio
+import datetime
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from cdtestbed.kubeletbed import NAMESPACE, KubeletBed, kubelet_bed
 from cdtestbed.pluginprocess import DEVICE_NODES, FABRIC_IMEX_MGMT_MINOR
 from cdtestbed.topology import nvl72_racks
 from computedomain.api import names
+from computedomain.daemon.readiness import STATE_FILE_NAME
 from computedomain.plugin.events import REASON_WAITING
 from fakes.imex.harness import read_events
 from support.domains import domain_manifest, workload_pod
@@ -91,6 +94,19 @@ def ready_since(pod: client.V1Pod) -> Any:
         if condition.type == "Ready" and condition.status == "True":
             return condition.last_transition_time
     return None
+
+
+def state_ready_since(bed: KubeletBed, node: str, domain_uid: str) -> datetime.datetime | None:
+    """When the domain's IMEX daemon on `node` wrote that it is ready (its state file in the plugin's
+    folder of the domain), or None."""
+    path = bed.host(node).state / "domains" / domain_uid / STATE_FILE_NAME
+    try:
+        state = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not state.get("ready"):
+        return None
+    return datetime.datetime.fromtimestamp(float(state["since"]), tz=datetime.UTC)
 
 
 async def wait_daemon_ready(bed: KubeletBed, domain_uid: str, node: str) -> client.V1Pod:
@@ -167,11 +183,13 @@ async def test_example_01_every_container_receives_channel_0(bed: KubeletBed) ->
         assert record["cdi"]["deviceNodes"] == [channel_node(0)]
         assert cdi_spec(node, uid).exists()
         channel_specs.append(cdi_spec(node, uid))
-        # The container was created only once the node's IMEX daemon was Ready; the plugin said why
-        # the pod waited until then.
+        # The container was created only once the node's IMEX daemon was ready: its state file (which
+        # the plugin's gate reads) or its pod's Ready condition, whichever came first; the plugin said
+        # why the pod waited until then.
         daemon = await wait_daemon_ready(bed, domain_uid, node.name)
         started = pod.status.container_statuses[0].state.running.started_at
-        assert started >= ready_since(daemon), (pod.metadata.name, started, ready_since(daemon))
+        ready = min(t for t in (ready_since(daemon), state_ready_since(bed, node.name, domain_uid)) if t)
+        assert started >= ready.replace(microsecond=0), (pod.metadata.name, started, ready)
         events = [
             e
             for e in await events_of(bed.api, EXAMPLE_NAMESPACE, pod.metadata.name)

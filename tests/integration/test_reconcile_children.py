@@ -10,6 +10,7 @@ from kubernetes_asyncio import client
 
 from cdtestbed.controller_process import ControllerProcess
 from computedomain.api import names
+from computedomain.controller.render.daemonset import STATE_PROBE
 from conftest import DAEMON_IMAGE
 from support.domains import Cluster, Object, condition, domain_manifest, unique
 from support.examples import delete_namespace
@@ -116,8 +117,11 @@ async def test_a_new_domain_gets_finalizer_children_and_status(cd: Cluster, name
     assert container["image"] == DAEMON_IMAGE
     assert container["command"] == ["compute-domain-daemon", "-v", "$(LOG_VERBOSITY)", "run"]
     assert container["resources"]["claims"] == [{"name": names.DAEMON_CLAIM}]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[probe]["exec"]["command"][-1] == "check"
+    # Start and readiness read the daemon's state file in the shell (no interpreter per probe);
+    # liveness asks IMEX itself.
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["exec"]["command"] == STATE_PROBE
+    assert container["livenessProbe"]["exec"]["command"][-1] == "check"
     env = {e["name"]: e for e in container["env"]}
     for variable in (
         "LOG_VERBOSITY",

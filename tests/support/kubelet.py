@@ -40,6 +40,8 @@ _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 ENTRY_POINTS: dict[str, list[str]] = {
     "compute-domain-daemon": [sys.executable, "-m", "computedomain.daemon"],
     "computedomain-agent": [sys.executable, "-m", "computedomain.agent"],
+    # The base image's shell, which the daemon's startup and readiness probes run.
+    "sh": ["/bin/sh"],
 }
 # Variables of the test runner's own environment that must not leak into a pod's process.
 _CLUSTER_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")

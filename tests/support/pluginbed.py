@@ -64,9 +64,16 @@ async def kube(api: client.ApiClient) -> AsyncIterator[Kube]:
 
 @asynccontextmanager
 async def start_plugin(
-    api: client.ApiClient, kube: Kube, node: str, node_uid: str, root: Path, operator_namespace: str
+    api: client.ApiClient,
+    kube: Kube,
+    node: str,
+    node_uid: str,
+    root: Path,
+    operator_namespace: str,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[RunningPlugin]:
-    """Run the plugin in this process on files under `root` until the block ends."""
+    """Run the plugin in this process on files under `root` until the block ends (`env`: settings
+    beyond the bed's)."""
     settings = PluginSettings.from_env(
         {
             "NODE_NAME": node,
@@ -80,6 +87,7 @@ async def start_plugin(
             "HTTP_PORT": "0",
             "PREPARE_WAIT_SECONDS": "20",
             "EVENT_INTERVAL_SECONDS": "1",
+            **(env or {}),
         }
     )
     plugin = Plugin(settings, connection_of(api), health=StaticHealth())
@@ -147,7 +155,7 @@ async def allocated_claim(
 
     Written as the scheduler would: the allocation, and the pod in `reservedFor`.
     """
-    request = "channel" if device == "channel-0" else "daemon"
+    request = "channel" if device.startswith("channel") else "daemon"
     device_class = names.CHANNEL_DEVICE_CLASS if request == "channel" else names.DAEMON_DEVICE_CLASS
     opaque = {"driver": names.DRIVER, "parameters": parameters}
     claim = await kube.create(

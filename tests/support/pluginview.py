@@ -78,6 +78,41 @@ class MemoryView:
         return claim
 
 
+class MemoryChannels:
+    """Clique mode's reads as dictionaries: ComputeDomainCliques by name, the clique daemon's readiness."""
+
+    def __init__(self, daemon_ready: bool = True) -> None:
+        self._changes = Notifier()
+        self.cliques: dict[str, dict[str, Any]] = {}
+        self.daemon_ready = daemon_ready
+        self.reads: list[str] = []
+
+    @property
+    def changes(self) -> Notifier:
+        return self._changes
+
+    async def read_clique(self, name: str) -> dict[str, Any] | None:
+        self.reads.append(name)
+        return self.cliques.get(name)
+
+    def clique_daemon_ready(self) -> bool:
+        return self.daemon_ready
+
+    # --- test controls ---
+
+    def assign(self, domain_uid: str, clique: str, channel: int | None) -> None:
+        """The controller's record of the domain in the clique (`channel` None: none assigned yet)."""
+        name = names.clique_name(domain_uid, clique)
+        body: dict[str, Any] = {"metadata": {"name": name}, "daemons": []}
+        if channel is not None:
+            body["channel"] = channel
+        self.cliques[name] = body
+
+    def set_daemon_ready(self, ready: bool) -> None:
+        self.daemon_ready = ready
+        self._changes.notify()
+
+
 def channel_config(domain_uid: str, mode: str | None = None, **extra: Any) -> dict[str, Any]:
     params: dict[str, Any] = {
         "apiVersion": names.API_VERSION,
@@ -172,7 +207,14 @@ class Node:
         return spec
 
 
-def make_core(root: Path, view: MemoryView, *, wait: float = 2.0, boot: str = "boot-1") -> Node:
+def make_core(
+    root: Path,
+    view: MemoryView,
+    *,
+    wait: float = 2.0,
+    boot: str = "boot-1",
+    channels: MemoryChannels | None = None,
+) -> Node:
     (root / "proc").mkdir(parents=True, exist_ok=True)
     (root / "proc" / "devices").write_text(PROC_DEVICES)
     caps = root / "driver" / "proc" / "driver" / "nvidia" / "capabilities"
@@ -186,5 +228,7 @@ def make_core(root: Path, view: MemoryView, *, wait: float = 2.0, boot: str = "b
     paths = HostPaths(
         root / "proc" / "devices", root / "driver", Path("/host/driver"), root / "state" / "domains"
     )
-    core = Core(view, checkpoint, specs, paths, "node-a", prepare_wait=wait, event_interval=0.2)
+    core = Core(
+        view, checkpoint, specs, paths, "node-a", prepare_wait=wait, event_interval=0.2, channels=channels
+    )
     return Node(root, view, core, specs, checkpoint)

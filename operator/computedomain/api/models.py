@@ -306,6 +306,15 @@ class ComputeDomainClique(WireModel):
         description="The daemons of the clique, one per node.",
         json_schema_extra=_list_map("nodeName"),
     )
+    channel: int | None = Field(
+        default=None,
+        ge=1,
+        le=names.DEFAULT_IMEX_CHANNELS - 1,
+        description=(
+            "Clique mode only: the IMEX channel the operator gave this domain in this clique, unique "
+            "among the domains of the clique; absent while none is free. Channel 0 is never given."
+        ),
+    )
 
 
 # --- Opaque DRA configs (travel inside ResourceClaims; not CRDs) ----------------------------------

@@ -53,6 +53,32 @@ FIELD_MANAGER = "computedomain-operator"
 AGENT_FIELD_MANAGER = "computedomain-node-agent"
 
 DEFAULT_MAX_NODES_PER_CLIQUE = 18
+
+# Clique mode: the IMEX mode a domain was reconciled under, on the domain itself, so that a
+# controller started in the other mode leaves it alone instead of rebuilding it.
+IMEX_MODE_ANNOTATION = "resource.nvidia.com/imexMode"
+IMEX_MODE_DOMAIN = "domain"
+IMEX_MODE_CLIQUE = "clique"
+
+# Clique mode's long-running IMEX daemons: their DaemonSet (and its daemon claim template) in the
+# operator's namespace, the label on it, its pods, its template and the clique peer objects (no domain
+# label, so nothing of a domain's bookkeeping sees them), and the `domainID` of their claim config,
+# which names the mode, not a domain.
+CLIQUE_DAEMONS_NAME = "computedomain-clique-daemons"
+CLIQUE_DAEMONS_LABEL = "resource.nvidia.com/imexDaemons"
+CLIQUE_DAEMONS_VALUE = IMEX_MODE_CLIQUE
+CLIQUE_DAEMONS_SELECTOR = f"{CLIQUE_DAEMONS_LABEL}={CLIQUE_DAEMONS_VALUE}"
+CLIQUE_DAEMON_DOMAIN_ID = IMEX_MODE_CLIQUE
+_CLIQUE_PEERS_PREFIX = "imex."
+
+
+def clique_peers_name(clique_id: str) -> str:
+    """The name of a clique's peer object in clique mode (a ComputeDomainClique, no owner)."""
+    return f"{_CLIQUE_PEERS_PREFIX}{clique_id}"
+
+
+# The driver's channel count (/dev/nvidia-caps-imex-channels/channel0..2047).
+DEFAULT_IMEX_CHANNELS = 2048
 IMEX_HOST_PREFIX = "compute-domain-daemon-"
 
 
@@ -69,3 +95,14 @@ def clique_name(domain_uid: str, clique_id: str) -> str:
 def imex_host(index: int) -> str:
     """The stable IMEX peer name of the daemon holding `index` in its clique."""
     return f"{IMEX_HOST_PREFIX}{index:04d}"
+
+
+# The reasons of the kubelet plugin's Events on workload pods, read back by `kubectl computedomain`.
+PLUGIN_WAITING_FOR_DAEMON = "WaitingForIMEXDaemon"
+PLUGIN_DAEMON_NOT_READY = "IMEXDaemonNotReady"
+PLUGIN_NO_CLIQUE = "NoNVLinkClique"
+# Clique mode: the pod waits for its domain's channel in the node's clique (and the clique's daemon).
+PLUGIN_WAITING_FOR_CHANNEL = "WaitingForIMEXChannel"
+PLUGIN_CHANNEL_NOT_READY = "IMEXChannelNotReady"
+# The oldest driver whose nvidia-imex reads our config; the kubelet plugin refuses to start below it.
+MINIMUM_DRIVER_VERSION = "570.158.01"

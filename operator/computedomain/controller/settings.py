@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Mapping
-from typing import ClassVar, Self
+from typing import ClassVar, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
@@ -165,6 +165,25 @@ class Settings(EnvSettings):
         description=(
             "Connections to the API server the reconciles share. Each TLS connection holds a 256 KiB "
             "read buffer; more than the API server works on at once only costs memory."
+        ),
+    )
+
+    imex_mode: Literal["domain", "clique"] = Field(
+        validation_alias="IMEX_MODE",
+        default="domain",
+        description=(
+            "domain: an IMEX daemon set per ComputeDomain (NVIDIA's behaviour). clique: long-running IMEX "
+            "daemons per NVLink clique, and each domain gets an IMEX channel of its own in each clique."
+        ),
+    )
+    imex_channels: int = Field(
+        validation_alias="IMEX_CHANNELS",
+        default=names.DEFAULT_IMEX_CHANNELS,
+        ge=2,
+        le=names.DEFAULT_IMEX_CHANNELS,
+        description=(
+            "IMEX channels per clique in clique mode (the driver's count; smaller to test exhaustion). "
+            "Channel 0 is never given to a domain, so domains get channels 1 to IMEX_CHANNELS-1."
         ),
     )
 

@@ -71,6 +71,18 @@ def claim(obj: Object) -> Object:
     return kept
 
 
+def channel_claim(obj: Object) -> Object:
+    """A claim in clique mode: also when it was created and allocated, which orders the channel queue."""
+    kept = claim(obj)
+    created = (obj.get("metadata") or {}).get("creationTimestamp")
+    if created:
+        kept["metadata"]["creationTimestamp"] = created
+    allocated = ((obj.get("status") or {}).get("allocation") or {}).get("allocationTimestamp")
+    if allocated and "status" in kept:
+        kept["status"]["allocation"]["allocationTimestamp"] = allocated
+    return kept
+
+
 def without_status(obj: Object) -> Object:
     """A child whose status the reconcile never reads (a DaemonSet)."""
     return {key: value for key, value in obj.items() if key != "status"}

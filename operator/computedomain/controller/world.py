@@ -11,6 +11,7 @@ from typing import TypeVar
 from computedomain import kube as k
 from computedomain.api import names
 from computedomain.controller import shapes
+from computedomain.controller.plan.channels import ChannelClaim, Holding, holding_of
 from computedomain.controller.plan.membership import ClaimFacts, DaemonFacts, claim_facts, daemon_facts
 from computedomain.kube import Kube, Object
 from computedomain.kube.informer import Informer, Shape, object_key, resource_version_of
@@ -22,6 +23,8 @@ PODS = "pods"
 CLAIMS = "claims"
 CLIQUES = "cliques"
 NODES = "nodes"
+# Clique mode: every node with an NVLink clique label, whatever domain it serves.
+GPU_NODES = "gpunodes"
 
 T = TypeVar("T")
 
@@ -60,6 +63,16 @@ class World:
         # object: a 5,000-node domain's reconcile would otherwise decode 15,000 objects each time.
         self._claims: dict[str, ClaimFacts] = {}
         self._daemons: dict[str, DaemonFacts] = {}
+        # Clique mode (`use_clique_mode`): what the channel planner reads, for every domain at once.
+        self.clique_mode = False
+        self._node_cliques: dict[str, str] = {}
+        # Nodes that left a clique while this process watched (label removed or changed, node
+        # deleted) -> that clique: their claims keep the domain's channel there until deallocated.
+        self._former_cliques: dict[str, str] = {}
+        self._channel_claims: dict[str, ChannelClaim] = {}
+        self._holdings: dict[str, Holding] = {}
+        # UID -> namespace of the domains that may take a channel (live, Single, of this mode).
+        self._eligible: dict[str, str] = {}
         selector = names.DOMAIN_LABEL
         self._informers: dict[str, Informer] = {
             DAEMONSETS: self._informer(
@@ -97,6 +110,10 @@ class World:
                 self._index_node(event, obj)
             elif name == CLAIMS:
                 _keep(self._claims, key, claim_facts, event, obj)
+                if self.clique_mode:
+                    self._keep_channel_claim(key, event, obj)
+            elif name == CLIQUES and self.clique_mode:
+                self._keep_holding(key, event, obj)
             elif name == PODS:
                 _keep(self._daemons, key, daemon_facts, event, obj)
             for uid in {domain_uid_of(old), domain_uid_of(obj)} - {None}:
@@ -133,6 +150,98 @@ class World:
             clique = str((node["metadata"].get("labels") or {}).get(names.GPU_CLIQUE_LABEL, ""))
             self._nodes[name] = (owner, clique)
 
+    def use_clique_mode(self) -> None:
+        """Cache what clique mode plans from: every node's clique and the claims' times. Call before `run`."""
+        if self.clique_mode:
+            return
+        self.clique_mode = True
+        self._informers[GPU_NODES] = Informer(
+            self.kube,
+            k.NODES,
+            self._gpu_node_event,
+            label_selector=names.GPU_CLIQUE_LABEL,
+            name=GPU_NODES,
+            shape=shapes.node,
+        )
+        if CLAIMS in self._informers:
+            old = self._informers[CLAIMS]
+            self._informers[CLAIMS] = self._informer(
+                CLAIMS, old.kind, None, names.DOMAIN_LABEL, shapes.channel_claim
+            )
+
+    def _gpu_node_event(self, event: str, node: Object, old: Object | None) -> None:
+        name = str(node["metadata"]["name"])
+        clique = str((node["metadata"].get("labels") or {}).get(names.GPU_CLIQUE_LABEL, ""))
+        before = self._node_cliques.get(name, "")
+        if event == "DELETED" or not clique:
+            self._node_cliques.pop(name, None)
+            clique = ""
+        else:
+            self._node_cliques[name] = clique
+        if clique != before:
+            if before:
+                self._former_cliques[name] = before
+            if clique and self._former_cliques.get(name) == clique:
+                del self._former_cliques[name]
+            for uid in {c.domain for c in self._channel_claims.values() if c.node == name}:
+                if uid in self.domains:
+                    self.notify(uid)
+
+    def _keep_channel_claim(self, key: str, event: str, claim: Object) -> None:
+        meta = claim.get("metadata", {})
+        uid, node = domain_uid_of(claim), claim_facts(claim).node
+        if event == "DELETED" or uid is None or node is None:
+            self._channel_claims.pop(key, None)
+            return
+        allocation = (claim.get("status") or {}).get("allocation") or {}
+        self._channel_claims[key] = ChannelClaim(
+            domain=uid,
+            namespace=str(meta.get("namespace", "")),
+            node=node,
+            allocated_at=str(allocation.get("allocationTimestamp", "")),
+            created=str(meta.get("creationTimestamp", "")),
+            uid=str(meta.get("uid", "")),
+        )
+
+    def _keep_holding(self, key: str, event: str, obj: Object) -> None:
+        before = self._holdings.get(key)
+        now = None if event == "DELETED" else holding_of(obj)
+        if now is None:
+            self._holdings.pop(key, None)
+        else:
+            self._holdings[key] = now
+        freed = before is not None and before.channel is not None and (now is None or now.channel is None)
+        if freed:
+            assert before is not None
+            # A channel went back to the pool: the domains waiting in that clique may take it now.
+            for holding in list(self._holdings.values()):
+                if (
+                    holding.clique == before.clique
+                    and holding.channel is None
+                    and holding.domain in self.domains
+                ):
+                    self.notify(holding.domain)
+
+    def node_cliques(self) -> dict[str, str]:
+        """Clique mode: node name -> its NVLink clique, for every node that has one."""
+        return self._node_cliques
+
+    def former_cliques(self) -> dict[str, str]:
+        """Clique mode: node name -> the clique it left while this process watched."""
+        return self._former_cliques
+
+    def channel_claims(self) -> list[ChannelClaim]:
+        """Clique mode: the allocated claims of every domain."""
+        return list(self._channel_claims.values())
+
+    def holdings(self) -> list[Holding]:
+        """Clique mode: every clique object of every domain and the channel it holds."""
+        return list(self._holdings.values())
+
+    def eligible(self) -> dict[str, str]:
+        """Clique mode: UID -> namespace of the domains that may take a channel."""
+        return self._eligible
+
     def set_domain(self, body: Object) -> bool:
         """Record the latest state of a domain (from its watch); False if it was known already.
 
@@ -145,6 +254,10 @@ class World:
             meta = {key: value for key, value in body["metadata"].items() if key != "managedFields"}
             self.domains.put(uid, {**body, "metadata": meta})
             self._domain_versions[uid] = resource_version_of(body)
+            if takes_channels(body):
+                self._eligible[uid] = str(meta.get("namespace", ""))
+            else:
+                self._eligible.pop(uid, None)
             return True
         return False
 
@@ -157,6 +270,7 @@ class World:
         """Forget a domain that no longer exists."""
         self.domains.pop(uid)
         self._domain_versions.pop(uid, None)
+        self._eligible.pop(uid, None)
 
     def related(self, name: str, uid: str) -> list[Object]:
         """Objects of one related kind that carry the domain's label (none if the kind is not watched)."""
@@ -227,6 +341,34 @@ class World:
     async def wait_synced(self) -> None:
         """Wait until every informer has loaded its first list."""
         await asyncio.gather(*(informer.synced.wait() for informer in self._informers.values()))
+
+
+def recorded_mode(body: Object) -> str | None:
+    """The IMEX mode a domain was reconciled under; None for one never reconciled (no finalizer).
+
+    Domains finalized before clique mode existed carry no annotation: they are of domain mode.
+    """
+    meta = body.get("metadata") or {}
+    mode = (meta.get("annotations") or {}).get(names.IMEX_MODE_ANNOTATION)
+    if mode:
+        return str(mode)
+    return names.IMEX_MODE_DOMAIN if names.FINALIZER in (meta.get("finalizers") or []) else None
+
+
+def all_channels(body: Object) -> bool:
+    """Whether the domain asks for every channel (`allocationMode: All`)."""
+    channel = (body.get("spec") or {}).get("channel") or {}
+    return channel.get("allocationMode") == "All"
+
+
+def takes_channels(body: Object) -> bool:
+    """Clique mode: whether the domain may hold a channel (live, Single, not of domain mode)."""
+    meta = body.get("metadata") or {}
+    return (
+        not meta.get("deletionTimestamp")
+        and recorded_mode(body) in (None, names.IMEX_MODE_CLIQUE)
+        and not all_channels(body)
+    )
 
 
 def _keep(facts: dict[str, T], key: str, read: Callable[[Object], T], event: str, obj: Object) -> None:

@@ -60,6 +60,8 @@ class ImexSupervisor:
         self._closed = False
         self._failed = asyncio.Event()
         self._failure: ImexFatalError | None = None
+        # Replaced on every exit, so that each waiter sees exactly the exits after it began to wait.
+        self._exited = asyncio.Event()
 
     @property
     def pid(self) -> int | None:
@@ -118,6 +120,15 @@ class ImexSupervisor:
             task.cancel()
         await asyncio.gather(*watchdogs, return_exceptions=True)
 
+    async def wait_exit(self, timeout: float) -> bool:
+        """True once a child exits (crash, restart or stop) within `timeout` seconds, else False."""
+        exited = self._exited
+        try:
+            await asyncio.wait_for(exited.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     async def wait_failed(self) -> None:
         """Return never while IMEX is kept alive; raise ImexFatalError once the supervisor gave up."""
         await self._failed.wait()
@@ -154,7 +165,12 @@ class ImexSupervisor:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+        self._signal_exit()
         log.info("nvidia-imex (pid %d) stopped with exit code %s", proc.pid, proc.returncode)
+
+    def _signal_exit(self) -> None:
+        exited, self._exited = self._exited, asyncio.Event()
+        exited.set()
 
     async def _watch(self, proc: asyncio.subprocess.Process, started_at: float) -> None:
         returncode = await proc.wait()
@@ -162,6 +178,7 @@ class ImexSupervisor:
             if self._proc is not proc:
                 return  # stopped or replaced on purpose
             self._proc = None
+            self._signal_exit()
             uptime = asyncio.get_running_loop().time() - started_at
             log.warning(
                 "nvidia-imex (pid %d) exited unexpectedly with code %s after %.1fs",

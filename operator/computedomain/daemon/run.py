@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from computedomain.api import names
 from computedomain.daemon import kube
 from computedomain.daemon.config import render_imex_config, render_nodes_config
 from computedomain.daemon.files import read_text
 from computedomain.daemon.peers import PeerTracker, apply_update
 from computedomain.daemon.process import ImexFatalError, ImexSupervisor, imex_argv
+from computedomain.daemon.readiness import ReadinessFile, report_imex_readiness, state_file
 from computedomain.daemon.settings import DaemonSettings, SettingsError
 from computedomain.files import write_atomic
 from computedomain.kube import Kube, KubeError
@@ -62,7 +62,7 @@ async def follow_clique(
     settings: DaemonSettings, kube_client: Kube, tracker: PeerTracker, supervisor: ImexSupervisor
 ) -> None:
     """Apply every change of this node's ComputeDomainClique to the hosts file and IMEX; never returns."""
-    clique_name = names.clique_name(settings.domain_uid, tracker.clique_id)
+    clique_name = settings.peers_object(tracker.clique_id)
     log.info("following ComputeDomainClique %s/%s", settings.pod_namespace, clique_name)
     async for daemons in kube.watch_clique(kube_client, settings.pod_namespace, clique_name):
         update = tracker.on_clique_change(daemons)
@@ -77,6 +77,21 @@ async def run_daemon(settings: DaemonSettings, kube_client: Kube, stop: asyncio.
     start-up finished.
     """
     settings.clique_file.unlink(missing_ok=True)
+    readiness = ReadinessFile(state_file(settings))
+    readiness.clear()
+    try:
+        await _run_daemon(settings, kube_client, stop, readiness)
+    finally:
+        # Whatever ended the run, its IMEX no longer serves; a failure to say so must not hide why.
+        try:
+            readiness.put(False, None)
+        except OSError as err:
+            log.warning("cannot record that IMEX stopped in %s: %s", readiness.path, err)
+
+
+async def _run_daemon(
+    settings: DaemonSettings, kube_client: Kube, stop: asyncio.Event, readiness: ReadinessFile
+) -> None:
     clique = await resolve_clique(settings, kube_client, stop)
     await retry(
         lambda: kube.label_own_pod(kube_client, settings.pod_namespace, settings.pod_name, clique),
@@ -88,6 +103,7 @@ async def run_daemon(settings: DaemonSettings, kube_client: Kube, stop: asyncio.
     write_atomic(settings.clique_file, clique)
     if not clique:
         log.info("node %s has no NVLink fabric: no IMEX to run; idling until terminated", settings.node_name)
+        readiness.put(True, None)
         await stop.wait()
         return
 
@@ -97,6 +113,7 @@ async def run_daemon(settings: DaemonSettings, kube_client: Kube, stop: asyncio.
     tasks = {
         asyncio.create_task(follow_clique(settings, kube_client, tracker, supervisor), name="follow-clique"),
         asyncio.create_task(supervisor.wait_failed(), name="imex-failed"),
+        asyncio.create_task(report_imex_readiness(settings, supervisor, readiness), name="readiness"),
         asyncio.create_task(stop.wait(), name="stop"),
     }
     try:
@@ -110,14 +127,15 @@ async def run_daemon(settings: DaemonSettings, kube_client: Kube, stop: asyncio.
         task.result()
 
 
-async def run_command(settings: DaemonSettings) -> int:
-    """The `run` subcommand; returns the process exit code (0 after SIGTERM)."""
-    try:
-        settings.require_domain()
-        settings.require_pod_identity()
-    except SettingsError as err:
-        log.error("%s", err)
-        return 1
+def log_start(settings: DaemonSettings) -> None:
+    """Say whom this daemon serves: one domain, or every domain of its node's clique."""
+    if settings.clique_mode:
+        log.info(
+            "compute-domain-daemon for the NVLink clique of node %s (clique mode), pod IP %s",
+            settings.node_name,
+            settings.pod_ip,
+        )
+        return
     log.info(
         "compute-domain-daemon for ComputeDomain %s/%s (uid %s) on node %s, pod IP %s",
         settings.domain_namespace,
@@ -126,6 +144,17 @@ async def run_command(settings: DaemonSettings) -> int:
         settings.node_name,
         settings.pod_ip,
     )
+
+
+async def run_command(settings: DaemonSettings) -> int:
+    """The `run` subcommand; returns the process exit code (0 after SIGTERM)."""
+    try:
+        settings.require_domain()
+        settings.require_pod_identity()
+    except SettingsError as err:
+        log.error("%s", err)
+        return 1
+    log_start(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     stop_on_signals(loop, stop)

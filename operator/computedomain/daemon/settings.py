@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -46,6 +46,9 @@ class DaemonSettings(EnvSettings):
     option_names: ClassVar[Mapping[str, str]] = {"log_verbosity": "-v", "level": "--log-level"}
     title: ClassVar[str] = "daemon settings"
 
+    # domain: the daemon of one ComputeDomain (its DaemonSet sets the domain); clique: the long-running
+    # daemon of its node's NVLink clique, serving every domain there.
+    imex_mode: Literal["domain", "clique"] = Field(default="domain", validation_alias="IMEX_MODE")
     node_name: str = Field(default="", validation_alias="NODE_NAME")
     pod_ip: str = Field(default="", validation_alias="POD_IP")
     pod_name: str = Field(default="", validation_alias="POD_NAME")
@@ -101,9 +104,21 @@ class DaemonSettings(EnvSettings):
         """The file in which `run` records the clique ID it resolved."""
         return self.config_dir / CLIQUE_FILE_NAME
 
+    @property
+    def clique_mode(self) -> bool:
+        """Whether this is a clique's long-running daemon rather than one domain's."""
+        return self.imex_mode == names.IMEX_MODE_CLIQUE
+
+    def peers_object(self, clique_id: str) -> str:
+        """The name of the ComputeDomainClique that lists this daemon's peers in `clique_id`."""
+        if self.clique_mode:
+            return names.clique_peers_name(clique_id)
+        return names.clique_name(self.domain_uid, clique_id)
+
     def require_domain(self) -> None:
-        """Fail with the reference's explanation when the CDI edits (domain identity) are missing."""
-        if not self.domain_uid:
+        """Fail with the reference's explanation when the CDI edits (domain identity) are missing; a
+        clique daemon serves no one domain and needs none."""
+        if not self.domain_uid and not self.clique_mode:
             raise SettingsError(MISSING_DOMAIN_MESSAGE)
 
     def require_pod_identity(self) -> None:

@@ -25,12 +25,24 @@ def opaque_config(request: str, driver: str, parameters: Mapping[str, Any]) -> d
     return {"requests": [request], "opaque": {"driver": driver, "parameters": dict(parameters)}}
 
 
-def device(name: str, attributes: Mapping[str, Mapping[str, Any]], api_version: str) -> dict[str, Any]:
-    """A ResourceSlice device with typed `attributes` (e.g. {"id": {"int": 0}}), shaped for `api_version`."""
-    attrs = {key: dict(value) for key, value in attributes.items()}
+def device(
+    name: str,
+    attributes: Mapping[str, Mapping[str, Any]],
+    api_version: str,
+    *,
+    allow_multiple_allocations: bool = False,
+) -> dict[str, Any]:
+    """A ResourceSlice device with typed `attributes` (e.g. {"id": {"int": 0}}), shaped for `api_version`.
+
+    `allow_multiple_allocations` lets any number of claims be allocated the device at once
+    (`allowMultipleAllocations`, feature DRAConsumableCapacity: beta and on by default in 1.36).
+    """
+    body: dict[str, Any] = {"attributes": {key: dict(value) for key, value in attributes.items()}}
+    if allow_multiple_allocations:
+        body["allowMultipleAllocations"] = True
     if version_of(api_version) == _BASIC_DEVICE_VERSION:
-        return {"name": name, "basic": {"attributes": attrs}}
-    return {"name": name, "attributes": attrs}
+        return {"name": name, "basic": body}
+    return {"name": name, **body}
 
 
 def device_attributes(device_body: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,12 @@
 One pool per node, named after the node: the allocation of a claim therefore names the node in each
 result's `pool` (see `allocation.allocated_node`). Devices are named as NVIDIA's plugin names them:
 `channel-<N>` (type channel, id N) and `daemon-0` (type daemon, id 0).
+
+In clique mode a node publishes one shared device `channel` instead of its channels: it allows any
+number of allocations at once, so that claims of several domains, and several claims of one domain,
+land on one node. Which channel a claim receives is not the device's business: the plugin prepares
+the channel the controller gave the claim's domain in the node's clique. The shared device keeps the
+attributes of channel 0 (type channel, id 0), so the default channel DeviceClass selects it as well.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from computedomain.objects import contains
 
 CHANNEL = "channel"
 DAEMON = "daemon"
+# Clique mode's one channel device per node (see the module docstring).
+SHARED_CHANNEL = CHANNEL
 # NVIDIA's driver knows IMEX channels 0..2047; its reference plugin publishes only channel 0.
 MAX_CHANNELS = 2048
 DEFAULT_CHANNELS = 1
@@ -45,8 +53,18 @@ def daemon_device(api_version: str) -> dict[str, Any]:
     return device(f"{DAEMON}-0", _attributes(DAEMON, 0), api_version)
 
 
-def node_devices(api_version: str, channels: int = DEFAULT_CHANNELS) -> list[dict[str, Any]]:
-    """Every device of one node: channels 0..channels-1, then the daemon device."""
+def shared_channel_device(api_version: str) -> dict[str, Any]:
+    """Clique mode's channel device: allocatable to any number of claims at once."""
+    return device(SHARED_CHANNEL, _attributes(CHANNEL, 0), api_version, allow_multiple_allocations=True)
+
+
+def node_devices(
+    api_version: str, channels: int = DEFAULT_CHANNELS, *, shared_channel: bool = False
+) -> list[dict[str, Any]]:
+    """Every device of one node: channels 0..channels-1 (or, with `shared_channel`, the shared
+    channel device), then the daemon device."""
+    if shared_channel:
+        return [shared_channel_device(api_version), daemon_device(api_version)]
     if not 1 <= channels <= MAX_CHANNELS:
         raise ValueError(f"channels must be between 1 and {MAX_CHANNELS}, not {channels}")
     return [*(channel_device(n, api_version) for n in range(channels)), daemon_device(api_version)]
@@ -67,15 +85,17 @@ def resource_slices(
     api_version: str = "v1",
     *,
     channels: int = DEFAULT_CHANNELS,
+    shared_channel: bool = False,
     owner: NodeOwner | None = None,
     generation: int = 1,
 ) -> list[dict[str, Any]]:
     """The slices of `node`'s pool, in `api_version`: its devices split in slices the server accepts.
 
+    `shared_channel` publishes clique mode's shared channel device instead of `channels` channels.
     With `owner` (the Node's name and UID) each slice is owned by the Node, so it goes away with it.
     `generation` must grow whenever the pool's content changes, so the scheduler drops older slices.
     """
-    devices = node_devices(api_version, channels)
+    devices = node_devices(api_version, channels, shared_channel=shared_channel)
     chunks = [devices[i : i + MAX_DEVICES_PER_SLICE] for i in range(0, len(devices), MAX_DEVICES_PER_SLICE)]
     return [
         {

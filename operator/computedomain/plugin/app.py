@@ -22,6 +22,7 @@ from computedomain.plugin.edits import HostPaths
 from computedomain.plugin.health import default_source
 from computedomain.plugin.kubeio import (
     FIELD_MANAGER,
+    CliqueChannels,
     KubeNodeView,
     discover_resource_version,
     slice_publisher,
@@ -49,6 +50,8 @@ class Plugin:
         self.health = health or default_source(settings.health_source)
         self.stop = asyncio.Event()
         self.view: KubeNodeView | None = None
+        # Clique mode only: the domains' channels and the clique daemon pod on this node.
+        self.channels: CliqueChannels | None = None
         self.publisher: SlicePublisher | None = None
         self.servers: PluginServers | None = None
         self.core: Core | None = None
@@ -90,16 +93,26 @@ class Plugin:
             if version is None:
                 log.error("the API server serves no resource.k8s.io version this plugin knows")
                 return 1
-            log.info("node %s, resource.k8s.io/%s", self.settings.node_name, version)
+            log.info(
+                "node %s, resource.k8s.io/%s, IMEX mode %s",
+                self.settings.node_name,
+                version,
+                self.settings.imex_mode,
+            )
             self.view = KubeNodeView(self.kube, self.settings.node_name, self.settings.namespace, version)
             start("caches", self.view.run())
-            synced = asyncio.create_task(self.view.wait_synced())
+            waits = [self.view.wait_synced()]
+            if self.settings.clique_mode:
+                self.channels = CliqueChannels(self.kube, self.settings.node_name, self.settings.namespace)
+                start("clique daemon cache", self.channels.run())
+                waits.append(self.channels.wait_synced())
+            synced = asyncio.create_task(_all(waits))
             await asyncio.wait({synced, *tasks}, return_when=asyncio.FIRST_COMPLETED)
             if not synced.done():
                 synced.cancel()
                 return self._exit_code(tasks)
             self.core = await asyncio.to_thread(self._build_core, self.view)
-            self.publisher = slice_publisher(self.kube, self.view)
+            self.publisher = slice_publisher(self.kube, self.view, shared_channel=self.settings.clique_mode)
             start("slice", self.publisher.run())
             sweeper = Sweeper(
                 self.core,
@@ -162,6 +175,7 @@ class Plugin:
             self.settings.node_name,
             prepare_wait=self.settings.prepare_wait,
             event_interval=self.settings.event_interval,
+            channels=self.channels,
         )
 
     @staticmethod
@@ -172,3 +186,7 @@ class Plugin:
                 log.error("%s ended unexpectedly: %s", task.get_name(), error)
                 return 1
         return 0
+
+
+async def _all(waits: list[Coroutine[Any, Any, None]]) -> None:
+    await asyncio.gather(*waits)

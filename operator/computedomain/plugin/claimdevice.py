@@ -13,14 +13,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from computedomain.dra.slices import CHANNEL, DAEMON
+from computedomain.dra.slices import CHANNEL, DAEMON, SHARED_CHANNEL
 
 DeviceType = Literal["channel", "daemon"]
 
 CHANNEL_DEVICE = f"{CHANNEL}-0"
 DAEMON_DEVICE = f"{DAEMON}-0"
-# Every device of a node's pool, by name (the slice has channel 0 and the daemon device).
-DEVICE_TYPES: dict[str, DeviceType] = {CHANNEL_DEVICE: "channel", DAEMON_DEVICE: "daemon"}
+# Clique mode's channel device, which any number of claims share (the channel is the domain's).
+SHARED_CHANNEL_DEVICE = SHARED_CHANNEL
+# Every device of a node's pool, by name (the slice has channel 0, or in clique mode the shared
+# channel device, and the daemon device).
+DEVICE_TYPES: dict[str, DeviceType] = {
+    CHANNEL_DEVICE: "channel",
+    SHARED_CHANNEL_DEVICE: "channel",
+    DAEMON_DEVICE: "daemon",
+}
 DEVICE_TYPE_NAMES: tuple[DeviceType, ...] = ("channel", "daemon")
 
 
@@ -35,14 +42,20 @@ class ClaimDevice:
     type: DeviceType
     domain_id: str
     cdi_device_ids: tuple[str, ...] = ()
+    # Clique mode: the IMEX channel prepared for the device (the domain's in the node's clique).
+    channel: int | None = None
 
     def prepared(self, cdi_device_ids: tuple[str, ...]) -> ClaimDevice:
         """The same device with the CDI devices of its claim's spec."""
         return dataclasses.replace(self, cdi_device_ids=cdi_device_ids)
 
+    def with_channel(self, channel: int) -> ClaimDevice:
+        """The same device, holding IMEX channel `channel`."""
+        return dataclasses.replace(self, channel=channel)
+
     def to_json(self) -> dict[str, Any]:
         """The device as the checkpoint file holds it."""
-        return {
+        data: dict[str, Any] = {
             "request": self.request,
             "pool": self.pool,
             "device": self.device,
@@ -50,6 +63,10 @@ class ClaimDevice:
             "domainID": self.domain_id,
             "cdiDeviceIds": list(self.cdi_device_ids),
         }
+        # Left out without one, so that a domain mode file is what earlier versions wrote.
+        if self.channel is not None:
+            data["channel"] = self.channel
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> ClaimDevice:
@@ -63,6 +80,9 @@ class ClaimDevice:
         ids = fields.get("cdiDeviceIds", [])
         if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
             raise ValueError("cdiDeviceIds must be a list of strings")
+        channel = fields.get("channel")
+        if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int)):
+            raise ValueError("channel must be an integer")
         return cls(
             request=text(fields, "request"),
             pool=text(fields, "pool"),
@@ -70,6 +90,7 @@ class ClaimDevice:
             type=device_type,
             domain_id=text(fields, "domainID"),
             cdi_device_ids=tuple(ids),
+            channel=channel,
         )
 
 

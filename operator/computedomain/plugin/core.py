@@ -17,16 +17,30 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from computedomain.plugin import cdi, metrics
+from computedomain.api import names
+from computedomain.plugin import cdi, channels, metrics
 from computedomain.plugin.cdi import Edits, SpecStore
+from computedomain.plugin.channels import CLIQUE_DAEMON_DOMAIN_ID, ChannelSource
 from computedomain.plugin.checkpoint import Checkpoint, ClaimRecord, ClaimState
-from computedomain.plugin.claimdevice import DEVICE_TYPES, ClaimDevice
+from computedomain.plugin.claimdevice import (
+    CHANNEL_DEVICE,
+    DAEMON_DEVICE,
+    SHARED_CHANNEL_DEVICE,
+    ClaimDevice,
+)
 from computedomain.plugin.claims import Allocated, ClaimError, allocated_devices, reserved_pods
 from computedomain.plugin.devices import DeviceError
 from computedomain.plugin.domains import DomainFinder, annotated_domain
-from computedomain.plugin.edits import HostPaths, channel_edits, daemon_edits
-from computedomain.plugin.events import REASON_NOT_READY, REASON_WAITING, RateLimit, render_event
-from computedomain.plugin.gate import wait_for_daemon, warn_without_clique
+from computedomain.plugin.edits import HostPaths, channel_edits, daemon_edits, domain_channel_edits
+from computedomain.plugin.events import (
+    REASON_NO_CHANNEL,
+    REASON_NOT_READY,
+    REASON_WAITING,
+    REASON_WAITING_CHANNEL,
+    RateLimit,
+    render_event,
+)
+from computedomain.plugin.gate import state_says_ready, wait_for_daemon, warn_without_clique
 from computedomain.plugin.kubelet.driver import ClaimRef, Prepared, answer_deadline
 from computedomain.plugin.view import DomainRef, NodeView
 
@@ -54,8 +68,11 @@ class Core:
         prepare_wait: float,
         event_interval: float,
         clock: Callable[[], float] = time.time,
+        channels: ChannelSource | None = None,
     ) -> None:
         self.view = view
+        # Clique mode when set: a channel claim gets its domain's channel in the node's clique.
+        self.channels = channels
         self.checkpoint = checkpoint
         self.specs = specs
         self.paths = paths
@@ -94,8 +111,9 @@ class Core:
         return {claim.uid: error for claim, error in zip(claims, errors, strict=True)}
 
     def devices(self) -> tuple[str, ...]:
-        """The devices of this node's pool: channel 0 and the daemon device."""
-        return tuple(DEVICE_TYPES)
+        """The devices of this node's pool: channel 0 (in clique mode the shared channel device) and
+        the daemon device."""
+        return (CHANNEL_DEVICE if self.channels is None else SHARED_CHANNEL_DEVICE, DAEMON_DEVICE)
 
     def lock_users(self, uid: str) -> int:
         """How many calls hold or await the claim's lock (0 when none): what a sweep that waits
@@ -190,6 +208,8 @@ class Core:
                 raise _Refused(f"ResourceClaim {ref}: {error}") from None
             domains = {a.device.domain_id: await self._domain_of(ref, claim, a) for a in allocated}
         devices = tuple(a.device for a in allocated)
+        if self.channels is not None and any(d.type == "channel" for d in devices):
+            return await self._prepare_with_channel(ref, claim, allocated, domains, deadline)
         await self._record(ref, "PrepareStarted", devices, exclusive=True)
         # Gates run side by side, so that a claim never waits longer than one gate's time in all.
         gated = {domains[d.domain_id] for d in devices if d.type == "channel"}
@@ -209,6 +229,13 @@ class Core:
             ]
         except DeviceError as error:
             raise _Refused(f"ResourceClaim {ref}: {error}") from None
+        return await self._complete(ref, devices, edits)
+
+    async def _complete(
+        self, ref: ClaimRef, devices: tuple[ClaimDevice, ...], edits: list[tuple[str, Edits]]
+    ) -> tuple[ClaimDevice, ...]:
+        # The spec comes before the record that says the claim is prepared: a crash between them
+        # leaves a claim the kubelet prepares again, never a prepared claim without its spec.
         spec = cdi.render_spec(ref.uid, edits)
         if spec is None:
             await asyncio.to_thread(self.specs.remove, ref.uid)
@@ -223,8 +250,109 @@ class Core:
         log.info("prepared claim %s (%s): %s", ref, ref.uid, ", ".join(d.device for d in prepared) or "none")
         return prepared
 
+    # --- clique mode --------------------------------------------------------------------------------
+
+    async def _prepare_with_channel(
+        self,
+        ref: ClaimRef,
+        claim: dict[str, Any],
+        allocated: list[Allocated],
+        domains: dict[str, DomainRef],
+        deadline: float,
+    ) -> tuple[ClaimDevice, ...]:
+        # The domain's own channel in this node's clique, once the controller gave one and the
+        # clique's IMEX daemon here is Ready (see `plugin.channels`).
+        wanted = [a for a in allocated if a.device.type == "channel"]
+        if any(getattr(a.config, "allocation_mode", None) == "All" for a in wanted):
+            raise _Refused(f"ResourceClaim {ref}: {channels.ALL_REFUSED}")
+        domain_ids = {a.device.domain_id for a in wanted}
+        if len(domain_ids) > 1:
+            raise _Refused(
+                f"ResourceClaim {ref} asks for the channels of several ComputeDomains "
+                f"({', '.join(str(domains[d]) for d in sorted(domain_ids))}): a pod's claim has one"
+            )
+        domain = domains[next(iter(domain_ids))]
+        async with self._before(deadline, ref, "reading the node's NVLink clique"):
+            clique = await self.view.clique_id()
+        if not clique:
+            raise _Refused(f"ResourceClaim {ref}: {channels.no_clique_message(self.node)}")
+        devices = tuple(a.device for a in allocated)
+        await self._record(ref, "PrepareStarted", devices, exclusive=True)
+        channel = await self._wait_for_channel(ref, claim, domain, clique, deadline)
+        held = tuple(d.with_channel(channel) if d.type == "channel" else d for d in devices)
+        # Recorded before the spec is written, under the checkpoint's lock: of two domains' claims
+        # that race for one channel here, the second is refused.
+        await self._record(ref, "PrepareStarted", held, exclusive=True)
+        try:
+            edits = [
+                (
+                    a.device.device,
+                    domain_channel_edits(self.paths, channel)
+                    if a.device.type == "channel"
+                    else self._edits(a, domains[a.device.domain_id], clique),
+                )
+                for a in allocated
+            ]
+        except DeviceError as error:
+            raise _Refused(f"ResourceClaim {ref}: {error}") from None
+        return await self._complete(ref, held, edits)
+
+    async def _wait_for_channel(
+        self, ref: ClaimRef, claim: dict[str, Any], domain: DomainRef, clique: str, deadline: float
+    ) -> int:
+        assert self.channels is not None
+        source = self.channels
+        name = names.clique_name(domain.uid, clique)
+        what = f"an IMEX channel of clique {clique} for ComputeDomain {domain}"
+        pods = reserved_pods(claim)
+        # The wait ends in time for its Warning Event and the answer.
+        wait = min(self.prepare_wait, deadline - time.monotonic() - _WARNING_TIME)
+        abort = self._aborts.get(ref.uid)
+
+        async def waiting(why: str, elapsed: float) -> None:
+            if elapsed == 0:
+                log.info("claim %s waits for %s: %s", ref, what, why)
+            message = f"waiting for an IMEX channel of clique {clique}: {why} ({elapsed:.0f}s so far)"
+            await self._post(pods, "Normal", REASON_WAITING_CHANNEL, message)
+
+        started = time.monotonic()
+        async with self._before(deadline, ref, f"waiting for {what}"):
+            channel, why = await channels.wait_for_channel(
+                source, name, self.node, wait, waiting, abort=abort
+            )
+            metrics.GATE_SECONDS.observe(time.monotonic() - started)
+            if channel is None and abort is not None and abort.is_set():
+                raise _Refused(f"ResourceClaim {ref}: unprepared while it waited for {what}")
+            if channel is None:
+                message = (
+                    f"no IMEX channel of clique {clique} after {max(wait, 0):.0f}s: {why}; the kubelet "
+                    "will try again"
+                )
+                await self._post(pods, "Warning", REASON_NO_CHANNEL, message)
+                raise _Refused(f"ResourceClaim {ref}: {message}")
+        log.info("claim %s: ComputeDomain %s has channel %d in clique %s", ref, domain, channel, clique)
+        return channel
+
+    async def _post(
+        self, pods: Sequence[tuple[str, str, str]], event_type: str, reason: str, message: str
+    ) -> None:
+        # Normal Events are rate-limited per pod; a Warning ends a wait and always goes out.
+        for pod in pods:
+            if event_type == "Warning" or self.events.allow(pod[2]):
+                event = render_event(
+                    pod, node=self.node, event_type=event_type, reason=reason, message=message
+                )
+                await self.view.post_event(event)
+
     async def _domain_of(self, ref: ClaimRef, claim: dict[str, Any], allocated: Allocated) -> DomainRef:
         device = allocated.device
+        if (
+            self.channels is not None
+            and device.type == "daemon"
+            and device.domain_id == CLIQUE_DAEMON_DOMAIN_ID
+        ):
+            # A clique daemon's claim: the daemon serves every domain of its clique.
+            return DomainRef(device.domain_id, "", "")
         # A channel's domain should be in the claim's namespace; a daemon claim's is found by the
         # claim's annotations (or, for claims of older templates, in every namespace).
         domain = await self.domains.find(
@@ -250,10 +378,16 @@ class Core:
         if allocated.device.type == "channel":
             return channel_edits(self.paths, clique, getattr(allocated.config, "allocation_mode", None))
         self.paths.domain_dir(domain.uid).mkdir(parents=True, exist_ok=True, mode=0o755)
-        return daemon_edits(self.paths, domain, clique)
+        clique_daemon = self.channels is not None and domain.uid == CLIQUE_DAEMON_DOMAIN_ID
+        return daemon_edits(self.paths, domain, clique, identity=not clique_daemon)
 
     async def _gate(self, ref: ClaimRef, claim: dict[str, Any], domain: DomainRef, deadline: float) -> None:
-        if self.view.daemon_ready(domain.uid):
+        domain_dir = self.paths.domain_dir(domain.uid)
+
+        def state_ready() -> bool:
+            return state_says_ready(domain_dir)
+
+        if self.view.daemon_ready(domain.uid) or state_ready():
             return
         # The wait ends in time for its Warning Event and the answer, however long the reads before
         # it took.
@@ -276,7 +410,9 @@ class Core:
         started = time.monotonic()
         abort = self._aborts.get(ref.uid)
         async with self._before(deadline, ref, f"waiting for {what}"):
-            ready = await wait_for_daemon(self.view, domain.uid, wait, waiting, abort=abort)
+            ready = await wait_for_daemon(
+                self.view, domain.uid, wait, waiting, abort=abort, state_ready=state_ready
+            )
             metrics.GATE_SECONDS.observe(time.monotonic() - started)
             if abort is not None and abort.is_set() and not ready:
                 raise _Refused(f"ResourceClaim {ref}: unprepared while it waited for {what}")
@@ -315,14 +451,28 @@ class Core:
         # A device held by another claim means a scheduler race or a claim never unprepared (its pod
         # force-deleted): handing it out twice would let two domains share it on this node. A claim
         # whose prepare began holds its devices too, as the kubelet retries it until it completes.
-        wanted = {(d.pool, d.device) for d in devices}
+        for device in devices:
+            if device.channel is None:
+                continue
+            holder_record = channels.channel_holder(
+                self.checkpoint.claims.values(), ref.uid, device.domain_id, device.channel
+            )
+            if holder_record is not None:
+                raise _Refused(
+                    f"ResourceClaim {ref}: IMEX channel {device.channel} is already held on this node by "
+                    f"ResourceClaim {_holder(holder_record)} of another ComputeDomain (UID "
+                    f"{_domain_of_channel(holder_record, device.channel)}); it is free again once that "
+                    "claim is unprepared"
+                )
+        # The shared channel device of clique mode is allocated to many claims at once by design.
+        wanted = {(d.pool, d.device) for d in devices if d.device != SHARED_CHANNEL_DEVICE}
         for other in self.checkpoint.claims.values():
             if other.uid == ref.uid:
                 continue
             for device in other.devices:
                 if (device.pool, device.device) not in wanted:
                     continue
-                holder = f"{other.namespace}/{other.name} (UID {other.uid})" if other.name else other.uid
+                holder = _holder(other)
                 how = "prepared" if other.state == "PrepareCompleted" else "being prepared"
                 raise _Refused(
                     f"ResourceClaim {ref}: device {device.device} of pool {device.pool} is already {how} "
@@ -409,3 +559,11 @@ class Core:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry.name)
         return removed
+
+
+def _holder(record: ClaimRecord) -> str:
+    return f"{record.namespace}/{record.name} (UID {record.uid})" if record.name else record.uid
+
+
+def _domain_of_channel(record: ClaimRecord, channel: int) -> str:
+    return next((d.domain_id for d in record.devices if d.channel == channel), "?")

@@ -92,7 +92,12 @@ def read_capability(path: Path) -> tuple[int, int]:
 def channel_devices(major: int, all_channels: bool) -> list[CharDevice]:
     """Channel 0, or every channel (0 to 2047) when the domain's allocation mode is All."""
     count = CHANNEL_COUNT if all_channels else 1
-    return [CharDevice(f"{CHANNEL_DIR}/channel{n}", major, n) for n in range(count)]
+    return [channel_device(major, n) for n in range(count)]
+
+
+def channel_device(major: int, channel: int) -> CharDevice:
+    """IMEX channel `channel` alone."""
+    return CharDevice(f"{CHANNEL_DIR}/channel{channel}", major, channel)
 
 
 def fabric_imex_mgmt_device(proc_devices: Path, driver_root: Path) -> CharDevice:

@@ -63,21 +63,31 @@ def channel_edits(paths: HostPaths, clique_id: str, allocation_mode: str | None)
     return Edits(device_nodes=devices.channel_devices(major, allocation_mode == "All"))
 
 
-def daemon_edits(paths: HostPaths, domain: DomainRef, clique_id: str) -> Edits:
+def domain_channel_edits(paths: HostPaths, channel: int) -> Edits:
+    """Clique mode: exactly the domain's own channel, so that the container sees no other."""
+    major = devices.read_major(paths.proc_devices, devices.IMEX_CHANNELS_DEVICE)
+    return Edits(device_nodes=(devices.channel_device(major, channel),))
+
+
+def daemon_edits(paths: HostPaths, domain: DomainRef, clique_id: str, *, identity: bool = True) -> Edits:
     """What the IMEX daemon container needs: its domain and clique, config dir, device and driver.
+
+    Without `identity` (a clique daemon of clique mode, which serves no one domain) the domain's UID,
+    name and namespace are left out; `domain.uid` still names its config folder.
 
     Where there is an NVLink fabric to run IMEX on, the container also gets the `fabric-imex-mgmt`
     capability device and the driver's management set (see `computedomain.plugin.management`: device
     nodes, libraries, `nvidia-smi`, `nvidia-imex`, `nvidia-imex-ctl`), as NVIDIA's plugin gives it; the
     claim fails when the IMEX tools are missing. Without a clique the daemon only reports itself.
     """
-    env = {
-        "CLIQUE_ID": clique_id,
-        "COMPUTE_DOMAIN_UUID": domain.uid,
-        "COMPUTE_DOMAIN_NAME": domain.name,
-        "COMPUTE_DOMAIN_NAMESPACE": domain.namespace,
-        "IMEX_CONFIG_DIR": DAEMON_CONFIG_DIR,
-    }
+    env = {"CLIQUE_ID": clique_id}
+    if identity:
+        env.update(
+            COMPUTE_DOMAIN_UUID=domain.uid,
+            COMPUTE_DOMAIN_NAME=domain.name,
+            COMPUTE_DOMAIN_NAMESPACE=domain.namespace,
+        )
+    env["IMEX_CONFIG_DIR"] = DAEMON_CONFIG_DIR
     config_dir = Mount(
         str(paths.domain_dir(domain.uid)), DAEMON_CONFIG_DIR, ("rw", "nosuid", "nodev", "bind")
     )

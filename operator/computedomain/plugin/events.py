@@ -7,13 +7,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from computedomain.api import names
 from computedomain.kube import events as kube_events
 from computedomain.kube.events import Involved
 
 COMPONENT = "compute-domain-kubelet-plugin"
-REASON_WAITING = "WaitingForIMEXDaemon"
-REASON_NOT_READY = "IMEXDaemonNotReady"
-REASON_NO_CLIQUE = "NoNVLinkClique"
+REASON_WAITING = names.PLUGIN_WAITING_FOR_DAEMON
+REASON_NOT_READY = names.PLUGIN_DAEMON_NOT_READY
+REASON_NO_CLIQUE = names.PLUGIN_NO_CLIQUE
+REASON_WAITING_CHANNEL = names.PLUGIN_WAITING_FOR_CHANNEL
+REASON_NO_CHANNEL = names.PLUGIN_CHANNEL_NOT_READY
 
 
 def render_event(

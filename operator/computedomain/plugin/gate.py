@@ -1,8 +1,11 @@
 """What stands between a channel claim and its IMEX channel: this node's IMEX daemon and its clique.
 
-The wait for the daemon is driven by the node view's change notifications, so it ends as soon as the
-daemon pod's Ready condition arrives over the watch; while it lasts, the claim's pods get rate-limited
-Events.
+The daemon is ready when its state file in the domain's IMEX config folder on this node says so (the
+daemon writes it the moment IMEX answers, see `computedomain.daemon.readiness`), or when its pod's Ready
+condition arrives over the watch, whichever comes first: the file spares the wait for the kubelet's
+next probe and the pod status after it, and the pod stays the signal where the file is missing (a
+daemon of an older image) or stale. While a prepare waits, the file is read every `_POLL` seconds and
+the view's change notifications wake the wait at once; the claim's pods get rate-limited Events.
 
 A node without an NVLink clique (no `nvidia.com/gpu.clique` label) has no IMEX domain to join: as in
 NVIDIA's plugin, its IMEX daemon idles and reports Ready, and the claim is prepared without a channel
@@ -15,9 +18,12 @@ did not get and what to check.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from computedomain.api import names
 from computedomain.plugin.events import REASON_NO_CLIQUE, render_event
@@ -25,8 +31,32 @@ from computedomain.plugin.view import NodeView
 
 log = logging.getLogger(__name__)
 
-# Upper bound of one sleep between two checks (only events wake us earlier; this bounds event pacing).
+# How often `on_wait` runs while a prepare waits (it paces the waiting Events).
 _TICK = 1.0
+# How often the daemon's state file is read while a prepare waits for it: one small read.
+_POLL = 0.05
+# The daemon's state file in its IMEX config folder, and how it spells readiness
+# (`computedomain.daemon.readiness`).
+STATE_FILE_NAME = "imex-state.json"
+# A ready state not confirmed for this long is taken for a daemon killed before it could say
+# otherwise; the daemon confirms every 5 s.
+STATE_MAX_AGE = 20.0
+
+
+def state_says_ready(domain_dir: Path, now: Callable[[], float] = time.time) -> bool:
+    """True when the daemon's state file in `domain_dir` says ready and was confirmed lately."""
+    path = domain_dir / STATE_FILE_NAME
+    try:
+        with path.open("rb") as handle:
+            stamp = os.fstat(handle.fileno()).st_mtime
+            state = json.loads(handle.read(4096))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(state, dict) or state.get("ready") is not True:
+        return False
+    checked = state.get("checked")
+    confirmed = checked if isinstance(checked, int | float) else stamp
+    return now() - confirmed <= STATE_MAX_AGE
 
 
 async def wait_for_daemon(
@@ -36,25 +66,31 @@ async def wait_for_daemon(
     on_wait: Callable[[float], Awaitable[None]],
     clock: Callable[[], float] = time.monotonic,
     abort: asyncio.Event | None = None,
+    state_ready: Callable[[], bool] | None = None,
 ) -> bool:
-    """True once the domain's daemon on this node is Ready; False after `timeout` seconds, or within
-    a second of `abort` being set.
+    """True once the domain's daemon on this node is Ready (its pod, or `state_ready()`); False after
+    `timeout` seconds, or within a second of `abort` being set.
 
-    `on_wait(elapsed)` runs on every pass while not ready (it decides itself whether to post).
+    `on_wait(elapsed)` runs about once a second while not ready (it decides itself whether to post).
     """
     start = clock()
+    interval = _TICK if state_ready is None else _POLL
+    next_wait = start
     while True:
         version = view.changes.version
-        if view.daemon_ready(domain_uid):
+        if view.daemon_ready(domain_uid) or (state_ready is not None and state_ready()):
             return True
         if abort is not None and abort.is_set():
             return False
-        elapsed = clock() - start
+        now = clock()
+        elapsed = now - start
         remaining = timeout - elapsed
         if remaining <= 0:
             return False
-        await on_wait(elapsed)
-        await view.changes.wait(version, min(remaining, _TICK))
+        if now >= next_wait:
+            await on_wait(elapsed)
+            next_wait = now + _TICK
+        await view.changes.wait(version, min(remaining, interval))
 
 
 def clique_warning(node: str, clique_id: str) -> str | None:

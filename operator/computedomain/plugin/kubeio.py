@@ -1,10 +1,11 @@
 """The driver's Kubernetes I/O: the node view (claims, domains, daemon pods, the node) and discovery.
 
 Everything goes through `computedomain.kube`. Watches are narrowed to what this node needs: the daemon
-pods of the operator's namespace on this node (`kubelet.slices` watches its own ResourceSlice). No
-ComputeDomain is watched (a domain's every status change would reach every node): a claim's domain
-is read when the claim comes (`plugin.domains` decides which reads, and keeps what it found), by its
-metadata only, never its spec or status. A prepare call costs one GET of its claim, plus one such
+pods of the operator's namespace on this node, and in clique mode the clique daemon pod there
+(`kubelet.slices` watches its own ResourceSlice). No ComputeDomain is watched (a domain's every
+status change would reach every node): a claim's domain is read when the claim comes
+(`plugin.domains` decides which reads, and keeps what it found), by its metadata only, never its
+spec or status. A prepare call costs one GET of its claim, plus one such
 read the first time a domain is named. Transient API errors are retried with jittered backoff;
 informers resume their watches by themselves.
 """
@@ -19,11 +20,12 @@ from typing import TypeVar
 from computedomain import objects
 from computedomain.api import names
 from computedomain.dra import slices as dra_slices
-from computedomain.kube import DOMAINS, NODES, PODS, Kube, KubeError, claims, discovery
+from computedomain.kube import CLIQUES, DOMAINS, NODES, PODS, Kube, KubeError, claims, discovery
 from computedomain.kube.events import post_event
 from computedomain.kube.informer import Informer
 from computedomain.kube.retry import RetryPolicy, deadline_in, retry
 from computedomain.objects import Object
+from computedomain.plugin.channels import CLIQUE_DAEMON_SELECTOR
 from computedomain.plugin.kubelet.notify import Notifier
 from computedomain.plugin.kubelet.slices import SlicePublisher
 from computedomain.plugin.view import DomainRef
@@ -178,12 +180,59 @@ class KubeNodeView:
         await post_event(self.kube, event)
 
 
-def slice_publisher(kube: Kube, view: KubeNodeView) -> SlicePublisher:
-    """The publisher of this node's ResourceSlice of the ComputeDomain driver."""
+class CliqueChannels:
+    """Clique mode's reads (a `channels.ChannelSource`): a domain's ComputeDomainClique by name, and
+    the clique IMEX daemon pod on this node, from a watch of the operator's namespace narrowed to that
+    pod's label and this node."""
+
+    def __init__(self, kube: Kube, node: str, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self._changes = Notifier()
+        self.pod_informer = Informer(
+            kube,
+            PODS,
+            lambda _event, _obj, _old: self._changes.notify(),
+            namespace=namespace,
+            label_selector=CLIQUE_DAEMON_SELECTOR,
+            field_selector=f"spec.nodeName={node}",
+            name="clique IMEX daemon pods",
+        )
+
+    @property
+    def changes(self) -> Notifier:
+        """Notified on every change of a clique daemon pod on this node."""
+        return self._changes
+
+    async def run(self) -> None:
+        """Keep the clique daemon pod cache current (forever)."""
+        await self.pod_informer.run()
+
+    async def wait_synced(self) -> None:
+        """Wait until the clique daemon pod cache was loaded once."""
+        await self.pod_informer.synced.wait()
+
+    async def read_clique(self, name: str) -> Object | None:
+        """GET the ComputeDomainClique `name` of the operator's namespace (transient errors retried)."""
+        return await retrying(
+            f"reading ComputeDomainClique {self.namespace}/{name}",
+            lambda: self.kube.get(CLIQUES, name, self.namespace),
+        )
+
+    def clique_daemon_ready(self) -> bool:
+        """True when a Ready clique IMEX daemon pod runs on this node."""
+        return any(_pod_ready(pod) for pod in self.pod_informer.store.values())
+
+
+def slice_publisher(kube: Kube, view: KubeNodeView, *, shared_channel: bool = False) -> SlicePublisher:
+    """The publisher of this node's ResourceSlice of the ComputeDomain driver (`shared_channel`: clique
+    mode's shared channel device instead of channel 0)."""
 
     def render(owner: dra_slices.NodeOwner, generation: int) -> Object:
-        # One slice: the pool's devices (channel 0 and the daemon device) fit in one.
-        [desired] = dra_slices.resource_slices(view.node, view.version, owner=owner, generation=generation)
+        # One slice: the pool's devices (a channel device and the daemon device) fit in one.
+        [desired] = dra_slices.resource_slices(
+            view.node, view.version, shared_channel=shared_channel, owner=owner, generation=generation
+        )
         return desired
 
     return SlicePublisher(kube, view.node, view.version, render, view.read_node)

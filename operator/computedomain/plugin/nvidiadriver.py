@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from computedomain.api import names
 from computedomain.nvml.gpus import NodeGpus, NvmlStatus
 
 log = logging.getLogger(__name__)
 
-MINIMUM_DRIVER_VERSION = "570.158.01"
+MINIMUM_DRIVER_VERSION = names.MINIMUM_DRIVER_VERSION
 NVML_SOURCE = "NVML (nvmlSystemGetDriverVersion)"
 # The kernel module's version file, relative to the driver root; its first line is
 # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.158.01  <build date>" (or "... Open Kernel

@@ -26,6 +26,7 @@ from computedomain.objects import is_dns_label, is_dns_subdomain
 from computedomain.plugin.kubelet.driver import KUBELET_CALL_SECONDS
 
 HEALTH_SOURCES = ("nvml", "static")
+IMEX_MODES = (names.IMEX_MODE_DOMAIN, names.IMEX_MODE_CLIQUE)
 
 
 def _node_name(text: str) -> str:
@@ -50,6 +51,12 @@ def _absolute(text: str) -> Path:
 def _health_source(text: str) -> str:
     if text not in HEALTH_SOURCES:
         raise ValueError("must be nvml or static")
+    return text
+
+
+def _imex_mode(text: str) -> str:
+    if text not in IMEX_MODES:
+        raise ValueError(f"must be {' or '.join(IMEX_MODES)}")
     return text
 
 
@@ -84,6 +91,7 @@ class PluginSettings:
         "health_source": "HEALTH_SOURCE",
         "health_interval": "HEALTH_INTERVAL_SECONDS",
         "log_level": "LOG_LEVEL",
+        "imex_mode": "IMEX_MODE",
     }
     # Options that override a setting, where not named `--field-name`.
     option_names: ClassVar[Mapping[str, str]] = {}
@@ -125,6 +133,9 @@ class PluginSettings:
     health_interval: float = 30.0
     # A level name of the logging module.
     log_level: str = "INFO"
+    # domain (an IMEX daemon per domain, channel 0) or clique (the clique's long-running IMEX daemons,
+    # a channel per domain given by the controller).
+    imex_mode: str = names.IMEX_MODE_DOMAIN
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> PluginSettings:
@@ -159,6 +170,7 @@ class PluginSettings:
             health_source=read("health_source", _health_source),
             health_interval=read("health_interval", _SECONDS),
             log_level=read("log_level", parse_log_level),
+            imex_mode=read("imex_mode", _imex_mode),
         )
         reader.finish()
         return settings
@@ -187,6 +199,11 @@ class PluginSettings:
     def host_root(self) -> Path:
         """The driver root as the container runtime on the host sees it."""
         return self.host_driver_root or self.driver_root
+
+    @property
+    def clique_mode(self) -> bool:
+        """True in clique mode (IMEX_MODE=clique)."""
+        return self.imex_mode == names.IMEX_MODE_CLIQUE
 
     @property
     def log_format(self) -> str:

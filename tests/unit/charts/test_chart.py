@@ -90,6 +90,9 @@ def test_several_replicas_need_leader_election(helm: Path) -> None:
         ("daemon.resources.limits.cpu=1", "cpu"),
         ("logFormat=yaml", "logFormat"),
         ("resourceApiVersion=v2", "resourceApiVersion"),
+        ("imex.mode=rack", "mode"),
+        ("imex.channelPoolSize=1", "channelPoolSize"),
+        ("imex.channelPoolSize=4096", "channelPoolSize"),
     ],
 )
 def test_values_schema_rejects_what_it_does_not_know(helm: Path, setting: str, complaint: str) -> None:
@@ -381,3 +384,16 @@ def test_names_shared_with_the_operator_are_spelled_alike(default_render: list[M
     assert names.GPU_CLIQUE_LABEL in text
     assert names.GPU_PRESENT_LABEL in text
     assert names.GROUP in text
+
+
+def test_imex_mode_reaches_the_controller_and_the_plugin(helm: Path) -> None:
+    default = render(helm, *CLUSTER_V1)
+    clique = render(helm, *CLUSTER_V1, "--set", "imex.mode=clique", "--set", "imex.channelPoolSize=3")
+
+    for manifests, mode, pool in ((default, "domain", "2048"), (clique, "clique", "3")):
+        controller = env_of(only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0])
+        plugin_pod = only(manifests, "DaemonSet", "kubelet-plugin")["spec"]["template"]["spec"]
+        plugin = env_of(plugin_pod["containers"][0])
+        assert controller["IMEX_MODE"]["value"] == mode
+        assert controller["IMEX_CHANNELS"]["value"] == pool
+        assert plugin["IMEX_MODE"]["value"] == mode

@@ -34,6 +34,13 @@ def test_kubelet_plugin_rbac_is_exactly_what_it_needs(default_render: list[Manif
     assert rules_of(only(default_render, "Role", PLUGIN)) == [rule("", "pods", "list watch")]
 
 
+def test_kubelet_plugin_reads_clique_objects_only_in_clique_mode(helm: Path) -> None:
+    clique = render(helm, *CLUSTER_V1, "--set", "imex.mode=clique")
+    assert rules_of(only(clique, "Role", PLUGIN)) == sorted(
+        [rule("", "pods", "list watch"), rule(names.GROUP, names.CLIQUE_PLURAL, "get")]
+    )
+
+
 def test_kubelet_plugin_daemonset(default_render: list[Manifest]) -> None:
     daemonset = only(default_render, "DaemonSet", PLUGIN)
     assert daemonset["metadata"]["namespace"] == NAMESPACE

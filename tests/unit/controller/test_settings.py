@@ -34,6 +34,8 @@ def test_defaults() -> None:
         "sweep_interval": 600.0,
         "status_batch_window": 0.2,
         "api_connections": 32,
+        "imex_mode": "domain",
+        "imex_channels": 2048,
         "log_level": "INFO",
     }
 
@@ -169,3 +171,22 @@ def test_parse_feature_gates(text: str, gates: dict[str, bool]) -> None:
 def test_parse_feature_gates_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="Name=true"):
         parse_feature_gates(text)
+
+
+@pytest.mark.parametrize(
+    ("variables", "bad"),
+    [
+        ({"IMEX_MODE": "rack"}, "IMEX_MODE"),
+        ({"IMEX_CHANNELS": "1"}, "IMEX_CHANNELS"),
+        ({"IMEX_CHANNELS": "2049"}, "IMEX_CHANNELS"),
+    ],
+)
+def test_imex_mode_and_channels_are_checked(variables: dict[str, str], bad: str) -> None:
+    with pytest.raises(SettingsError, match=bad):
+        Settings.from_env({**MINIMAL, **variables})
+
+
+def test_clique_mode_with_a_small_pool() -> None:
+    settings = Settings.from_env({**MINIMAL, "IMEX_MODE": "clique", "IMEX_CHANNELS": "3"})
+
+    assert (settings.imex_mode, settings.imex_channels) == ("clique", 3)

@@ -182,3 +182,22 @@ async def test_missing_binary_is_fatal(tmp_path: Path) -> None:
     with pytest.raises(ImexFatalError, match="cannot start"):
         await supervisor.ensure_started()
     assert not supervisor.running
+
+
+async def test_wait_exit_reports_a_crash_and_a_stop_but_not_a_quiet_run(
+    make_supervisor: MakeSupervisor,
+) -> None:
+    supervisor = make_supervisor(restart_delay=30.0)
+    await supervisor.ensure_started()
+    assert await supervisor.wait_exit(0.05) is False
+    pid = supervisor.pid
+    assert pid is not None
+    waiter = asyncio.create_task(supervisor.wait_exit(10.0))
+    os.kill(pid, signal.SIGKILL)
+    assert await waiter is True
+    assert supervisor.pid is None
+    await supervisor.restart()
+    waiter = asyncio.create_task(supervisor.wait_exit(10.0))
+    await asyncio.sleep(0)
+    await supervisor.stop()
+    assert await waiter is True

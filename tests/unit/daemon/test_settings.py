@@ -137,3 +137,23 @@ def test_entry_point_refuses_bad_settings_with_status_2(
     assert error[0] == "compute-domain-daemon: error: invalid daemon settings:"
     assert "  LOG_FORMAT='xml': must be json or text" in error
     assert any(line.startswith("  MAX_NODES_PER_IMEX_DOMAIN='eighteen'") for line in error)
+
+
+def test_domain_mode_is_the_default_and_follows_the_domains_clique_object() -> None:
+    settings = load_settings(FULL_ENV)
+    assert settings.imex_mode == "domain"
+    assert not settings.clique_mode
+    assert settings.peers_object("7d3b.32766") == "0c9d7c4e-7b1a-4a63-9a55-1f1f0d6f2a10.7d3b.32766"
+
+
+def test_clique_mode_needs_no_domain_and_follows_the_cliques_peer_object() -> None:
+    env = {key: value for key, value in FULL_ENV.items() if not key.startswith("COMPUTE_DOMAIN_")}
+    settings = load_settings({**env, "IMEX_MODE": "clique"})
+    assert settings.clique_mode
+    settings.require_domain()  # a clique daemon serves every domain of its clique, none by name
+    assert settings.peers_object("7d3b.32766") == "imex.7d3b.32766"
+
+
+def test_an_unknown_mode_is_refused() -> None:
+    with pytest.raises(SettingsError, match="IMEX_MODE"):
+        load_settings({"IMEX_MODE": "node"})

@@ -17,6 +17,7 @@ from computedomain.dra.slices import (
     daemon_device,
     node_devices,
     resource_slices,
+    shared_channel_device,
     slice_differs,
     slice_name,
 )
@@ -52,6 +53,35 @@ def test_v1beta1_devices_are_basic_and_later_ones_are_not() -> None:
             "name": "channel-5",
             "attributes": {"type": {"string": "channel"}, "id": {"int": 5}},
         }
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_clique_mode_publishes_one_shared_channel_device(version: str) -> None:
+    (body,) = resource_slices(NODE, version, shared_channel=True)
+    devices = body["spec"]["devices"]
+    assert [d["name"] for d in devices] == ["channel", "daemon-0"]
+    # The default channel DeviceClass selects type channel and id 0: the shared device matches it.
+    assert [device_attributes(d) for d in devices] == [
+        {"type": {"string": "channel"}, "id": {"int": 0}},
+        {"type": {"string": "daemon"}, "id": {"int": 0}},
+    ]
+    holder = devices[0]["basic"] if version == "v1beta1" else devices[0]
+    assert holder["allowMultipleAllocations"] is True
+    daemon = devices[1]["basic"] if version == "v1beta1" else devices[1]
+    assert "allowMultipleAllocations" not in daemon
+
+
+def test_the_shared_channel_device_is_shaped_per_version() -> None:
+    attributes = {"type": {"string": "channel"}, "id": {"int": 0}}
+    assert shared_channel_device("v1") == {
+        "name": "channel",
+        "attributes": attributes,
+        "allowMultipleAllocations": True,
+    }
+    assert shared_channel_device("v1beta1") == {
+        "name": "channel",
+        "basic": {"attributes": attributes, "allowMultipleAllocations": True},
+    }
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -151,3 +151,24 @@ def test_a_prepared_device_keeps_everything_else() -> None:
         domain_id=DOMAIN,
         cdi_device_ids=("a", "b"),
     )
+
+
+def test_a_clique_mode_channel_is_kept_and_domain_mode_records_stay_as_they_were(tmp_path: Path) -> None:
+    channel = ClaimDevice("channel", "gb200-n01", "channel", "channel", DOMAIN, ("k=v",), channel=17)
+    record = ClaimRecord("u1", "team", "job", "PrepareCompleted", 1.0, (channel, DAEMON))
+    checkpoint = Checkpoint(tmp_path / "checkpoint.json", "boot-a")
+    checkpoint.put(record)
+
+    encoded = checkpoint.document()["data"]["claims"]["u1"]["devices"]
+    assert encoded[0]["channel"] == 17
+    assert "channel" not in encoded[1]
+    loaded = Checkpoint(tmp_path / "checkpoint.json", "boot-a")
+    loaded.load()
+    assert loaded.claims["u1"] == record
+
+
+@pytest.mark.parametrize("value", ["17", 1.5, True])
+def test_a_channel_that_is_not_an_integer_is_refused(value: Any) -> None:
+    data = {**DAEMON.to_json(), "channel": value}
+    with pytest.raises(ValueError, match="channel must be an integer"):
+        ClaimDevice.from_json(data)

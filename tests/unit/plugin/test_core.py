@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from computedomain.plugin.gate import STATE_FILE_NAME, STATE_MAX_AGE
 from computedomain.plugin.kubelet.driver import ClaimRef
 from support.plugindriver import install_driver, install_imex_tools
 from support.pluginview import MemoryView, Node, allocated_claim, channel_config, daemon_config, make_core
@@ -294,6 +296,45 @@ async def test_gate_waits_inside_the_call_and_releases_within_a_second(node: Nod
     # Rate-limited to one event per pod per 0.2 s, however often the waiter wakes up.
     elapsed = time.monotonic() - started
     assert len(waiting) <= 2 * (elapsed / 0.2 + 1)
+
+
+async def test_gate_releases_when_the_daemon_writes_ready_before_its_pod_is_ready(node: Node) -> None:
+    domain = node.view.add_domain("team", "cd")
+    claim = node.view.add_claim(allocated_claim("team", "c", "channel-0", channel_config(domain.uid)))
+    state_dir = node.core.paths.domain_dir(domain.uid)
+    state_dir.mkdir(parents=True)
+    state = state_dir / STATE_FILE_NAME
+    state.write_text(json.dumps({"ready": False, "since": time.time(), "pid": 9, "checked": time.time()}))
+    task = asyncio.create_task(node.core.prepare([ref(claim)]))
+
+    async def waiting() -> bool:
+        return bool(node.view.events)
+
+    await eventually(waiting, timeout=2.0, interval=0.02, what="the claim waiting for its daemon")
+    assert not task.done()
+    written = time.monotonic()
+    state.write_text(json.dumps({"ready": True, "since": time.time(), "pid": 9, "checked": time.time()}))
+
+    outcome = (await task)[claim["metadata"]["uid"]]
+
+    # The view's pod never became Ready: the file alone released the claim, within a few polls.
+    assert not node.view.daemon_ready(domain.uid)
+    assert outcome.error == ""
+    assert time.monotonic() - written < 0.5
+
+
+async def test_gate_ignores_a_stale_ready_state(tmp_path: Path) -> None:
+    node = make_core(tmp_path, MemoryView(), wait=0.3)
+    domain = node.view.add_domain("team", "cd")
+    claim = node.view.add_claim(allocated_claim("team", "c", "channel-0", channel_config(domain.uid)))
+    state_dir = node.core.paths.domain_dir(domain.uid)
+    state_dir.mkdir(parents=True)
+    left = time.time() - STATE_MAX_AGE - 5  # written by a daemon killed long ago
+    (state_dir / STATE_FILE_NAME).write_text(json.dumps({"ready": True, "since": left, "checked": left}))
+
+    outcome = (await node.core.prepare([ref(claim)], deadline=time.monotonic() + 5))[claim["metadata"]["uid"]]
+
+    assert "is not ready after" in outcome.error
 
 
 async def test_gate_gives_up_with_a_warning_before_the_kubelet_does(tmp_path: Path) -> None:

@@ -40,8 +40,10 @@ def test_every_variable_is_read() -> None:
             "PREPARE_WAIT_SECONDS": "20",
             "HEALTH_SOURCE": "static",
             "LOG_LEVEL": "debug",
+            "IMEX_MODE": "clique",
         }
     )
+    assert (settings.imex_mode, settings.clique_mode) == ("clique", True)
     assert settings.dra_socket == Path("/k/plugins/compute-domain.nvidia.com/dra.sock")
     assert settings.state == Path("/state")
     assert settings.host_root == Path("/run/nvidia/driver")
@@ -101,6 +103,7 @@ def test_entry_point_refuses_bad_settings(
         ("CLEANUP_INTERVAL_SECONDS", "0", "CLEANUP_INTERVAL_SECONDS='0': Input should be greater than 0"),
         ("HEALTH_INTERVAL_SECONDS", "often", "Input should be a valid number"),
         ("STATE_DIR", "state", "STATE_DIR='state': must be an absolute path"),
+        ("IMEX_MODE", "channel", "IMEX_MODE='channel': must be domain or clique"),
     ],
 )
 def test_bad_values_are_named_with_the_problem(variable: str, value: str, message: str) -> None:
@@ -146,3 +149,8 @@ def test_the_entry_point_runs_until_the_driver_is_judged(
     # The driver is judged from its version file alone, before the plugin loads its servers.
     assert main(["-v"]) == EXIT_UNFIT
     assert "refusing to start: NVIDIA driver 565.57.01 on node gb200-n01" in capsys.readouterr().err
+
+
+def test_the_imex_mode_defaults_to_one_daemon_per_domain() -> None:
+    settings = PluginSettings.from_env({"NODE_NAME": "n1"})
+    assert (settings.imex_mode, settings.clique_mode) == ("domain", False)

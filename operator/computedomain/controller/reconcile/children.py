@@ -72,7 +72,7 @@ class Applied(Child):
                 await _take_over(kube, kind, full)
         result = await kube.apply(kind, desired)
         if not contains(result, desired):
-            result = await _restore(kube, kind, result, desired)
+            result = await restore(kube, kind, result, desired)
         if updated_by(result, kube.field_manager):
             # The patch made our manager an updater; its fields are rendered ones, so they count as
             # applied.
@@ -126,7 +126,7 @@ CLIQUES: Child = Applied(w.CLIQUES)
 ALL: tuple[Child, ...] = (DAEMONSETS, TEMPLATES, CLIQUES)
 
 
-async def _restore(kube: Kube, kind: Kind, result: Object, desired: Object) -> Object:
+async def restore(kube: Kube, kind: Kind, result: Object, desired: Object) -> Object:
     """Put the rendered content (everything but metadata) back over an applied object that differs.
 
     Apply keeps what others added (an extra env var, say) and may order merged lists its own way, so

@@ -18,18 +18,33 @@ from pydantic import ValidationError
 
 from computedomain import kube as k
 from computedomain.api import names
-from computedomain.api.models import ComputeDomain
+from computedomain.api.models import CliqueDaemon, ComputeDomain
 from computedomain.controller import metrics
 from computedomain.controller import world as w
 from computedomain.controller.events import EventRecorder
-from computedomain.controller.plan.cliques import CliquePlan
+from computedomain.controller.plan.channels import ChannelPlan, plan_channels
+from computedomain.controller.plan.cliques import NON_FABRIC_INDEX, CliquePlan
 from computedomain.controller.plan.domain_members import MembershipPlan, label_conflict, plan_membership
 from computedomain.controller.plan.problems import Problem
 from computedomain.controller.reconcile import children, joining, teardown
 from computedomain.controller.reconcile.statuspace import StatusPacer
 from computedomain.controller.render.claimtemplates import daemon_claim_template, workload_claim_template
+from computedomain.controller.render.cliques import clique_object
 from computedomain.controller.render.daemonset import daemonset
-from computedomain.controller.render.status import clique_full, render_status
+from computedomain.controller.render.status import (
+    ALL_REFUSED,
+    ALL_REFUSED_MESSAGE,
+    MODE_MISMATCH,
+    POOL_EXHAUSTED,
+    ChannelState,
+    clique_full,
+    mismatch_status,
+    mode_mismatch_message,
+    pool_exhausted,
+    releasing_message,
+    releasing_status,
+    render_status,
+)
 from computedomain.controller.settings import Settings
 from computedomain.controller.world import World
 from computedomain.kube import Kube, KubeError, Object, is_transient
@@ -45,8 +60,28 @@ def _failure(phase: str, error: KubeError) -> Problem:
     return Problem("ReconcileError", f"{phase} failed (HTTP {error.status}): {error}")
 
 
+_NO_RESOURCE_API = Problem(
+    "ResourceAPIUnavailable",
+    "the API server serves no resource.k8s.io version (v1, v1beta2 or v1beta1); "
+    "enable Dynamic Resource Allocation",
+)
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _annotate(meta: Object, key: str, value: str) -> list[Object]:
+    """JSON patch operations that set one annotation."""
+    if meta.get("annotations"):
+        return [
+            {
+                "op": "add",
+                "path": "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1"),
+                "value": value,
+            }
+        ]
+    return [{"op": "add", "path": "/metadata/annotations", "value": {key: value}}]
 
 
 class Reconciler:
@@ -67,6 +102,13 @@ class Reconciler:
         self.events = events
         self._states: dict[str, str] = {}
         self.pacer = StatusPacer()
+        self.clique_mode = settings.imex_mode == names.IMEX_MODE_CLIQUE
+        # Channels are planned from the cache and written under this lock, each write recorded in the
+        # cache before it is released: two domains planning at once from one view could otherwise both
+        # take a channel that a third released.
+        self._channel_lock = asyncio.Lock()
+        if self.clique_mode and not world.clique_mode:
+            raise ValueError("clique mode plans channels from a cache built for it (World.use_clique_mode)")
 
     async def __call__(self, uid: str) -> float | None:
         """Reconcile one domain; returns a delay after which to look again, or None."""
@@ -90,6 +132,9 @@ class Reconciler:
 
     async def _reconcile(self, uid: str, body: Object) -> float | None:
         if body["metadata"].get("deletionTimestamp"):
+            if self.clique_mode and await self._channels_held(uid, body):
+                # Its claims' deallocation (they carry the domain label) runs the reconcile again.
+                return None
             await teardown.finalize(self.kube, self.world, body)
             # Nothing more is said about a domain that is gone (its DELETED event drops its key).
             self.events.forget(uid)
@@ -105,6 +150,12 @@ class Reconciler:
             logger.error("ComputeDomain %s/%s is invalid: %s", meta.get("namespace"), meta.get("name"), error)
             await self._write_status(body, None, [Problem("InvalidSpec", str(error)[:300])])
             return None
+        recorded = w.recorded_mode(body)
+        if recorded is not None and recorded != self.settings.imex_mode:
+            await self._refuse_mode(body, recorded)
+            return None
+        if self.clique_mode:
+            return await self._reconcile_clique(uid, body, domain)
         # Planning reads only the cache, so the status can show the layout even when a write fails.
         plan = self._plan(domain)
         # Only the phases that write our objects report their failures in the status: the finalizer's
@@ -133,6 +184,182 @@ class Reconciler:
         recheck = any(p.reason in ("NameConflict", "LabelConflict") for p in problems)
         delays = [d for d in (RECHECK_SECONDS if recheck else None, status_wait or None) if d is not None]
         return min(delays, default=None)
+
+    async def _refuse_mode(self, body: Object, recorded: str) -> None:
+        """Say that the domain belongs to the other IMEX mode, and touch nothing else of it."""
+        message = mode_mismatch_message(recorded, self.settings.imex_mode)
+        current = body.get("status") or {}
+        generation = int(body["metadata"].get("generation") or 0)
+        status = mismatch_status(current, message, generation, _now())
+        if not contains(current, status):
+            meta = body["metadata"]
+            result = await self.kube.patch(
+                k.DOMAINS, meta["name"], meta["namespace"], {"status": status}, subresource="status"
+            )
+            self.world.record_write(result)
+        self._count_state(str(body["metadata"]["uid"]), str(current.get("status", "NotReady")))
+        await self.events.record(body, [(MODE_MISMATCH, message)], False)
+
+    async def _reconcile_clique(self, uid: str, body: Object, domain: ComputeDomain) -> float | None:
+        """Clique mode: the domain starts no daemon; it takes an IMEX channel in each clique it uses."""
+        refused = domain.spec.channel is not None and domain.spec.channel.allocation_mode == "All"
+        plan = ChannelPlan()
+        phase = ""
+        problems: list[Problem] = []
+        try:
+            body = await self._ensure_finalizer(body)
+            phase = "writing the ResourceClaimTemplate"
+            problems += await self._ensure_workload_template(domain)
+            phase = "writing ComputeDomainCliques"
+            async with self._channel_lock:
+                plan = self._plan_channels(uid, refused)
+                await self._apply_channels(domain, plan, refused)
+            phase = ""
+            state = ChannelState(waiting=plan.waiting, refused=ALL_REFUSED_MESSAGE if refused else "")
+            status_wait = await self._write_clique_status(body, plan, problems, state)
+        except KubeError as error:
+            if error.status == 404 and error.kind == names.DOMAIN_PLURAL:
+                await self._vanished(uid, domain)
+                return None
+            if phase and not is_transient(error):
+                state = ChannelState(waiting=plan.waiting, refused=ALL_REFUSED_MESSAGE if refused else "")
+                try:
+                    await self._write_clique_status(body, plan, [*problems, _failure(phase, error)], state)
+                except KubeError as status_error:
+                    logger.warning("could not report %s in the status: %s", error, status_error)
+            raise
+        metrics.RECONCILES.labels(result="ok").inc()
+        recheck = any(p.reason == "NameConflict" for p in problems)
+        delays = [d for d in (RECHECK_SECONDS if recheck else None, status_wait or None) if d is not None]
+        return min(delays, default=None)
+
+    async def _channels_held(self, uid: str, body: Object) -> bool:
+        """Clique mode, a deleted domain: free the channels none of its claims needs any more; True
+        (and said in its status) while some are still held.
+
+        Its pods may outlive the domain, and their processes hold its channel until their claims are
+        unprepared: giving it to another domain before would put both on one channel.
+        """
+        async with self._channel_lock:
+            plan = self._plan_channels(uid, False)
+            for obj in self.world.related(w.CLIQUES, uid):
+                labels = obj["metadata"].get("labels") or {}
+                if labels.get(names.CLIQUE_LABEL) in plan.release:
+                    await children.CLIQUES.prune(self.kube, self.world, obj)
+            held = sorted({h.clique for h in self.world.holdings() if h.domain == uid})
+        if not held:
+            return False
+        message = releasing_message(held)
+        current = body.get("status") or {}
+        status = releasing_status(current, message, int(body["metadata"].get("generation") or 0), _now())
+        if not contains(current, status):
+            meta = body["metadata"]
+            try:
+                result = await self.kube.patch(
+                    k.DOMAINS, meta["name"], meta["namespace"], {"status": status}, subresource="status"
+                )
+            except KubeError as error:
+                if error.status == 404:
+                    return True
+                raise
+            self.world.record_write(result)
+        return True
+
+    def _plan_channels(self, uid: str, refused: bool) -> ChannelPlan:
+        world = self.world
+        plan = plan_channels(
+            uid,
+            world.channel_claims(),
+            world.node_cliques(),
+            world.holdings(),
+            world.eligible(),
+            self.settings.imex_channels,
+            world.former_cliques(),
+        )
+        if refused:
+            # No channel for a domain that would see them all; what it holds goes back to the pool.
+            held = {h.clique for h in world.holdings() if h.domain == uid}
+            return ChannelPlan(release=tuple(sorted(held)), nodes=plan.nodes)
+        return plan
+
+    async def _apply_channels(self, domain: ComputeDomain, plan: ChannelPlan, refused: bool) -> None:
+        """Write the domain's clique objects (with the channel, once given), then delete released ones."""
+        wanted: dict[str, int | None] = {clique: None for clique in plan.waiting}
+        wanted.update(plan.channels)
+        for clique, channel in sorted(wanted.items()):
+            manifest = clique_object(domain, self.settings, clique, ())
+            if channel is not None:
+                manifest["channel"] = channel
+            await children.CLIQUES.ensure(self.kube, self.world, manifest)
+        if plan.release:
+            for obj in self.world.related(w.CLIQUES, domain.uid):
+                labels = obj["metadata"].get("labels") or {}
+                if labels.get(names.CLIQUE_LABEL) in plan.release:
+                    await children.CLIQUES.prune(self.kube, self.world, obj)
+
+    async def _ensure_workload_template(self, domain: ComputeDomain) -> list[Problem]:
+        version = self.resource_version
+        if version is None:
+            return [_NO_RESOURCE_API]
+        problem = await children.ensure_workload_template(
+            self.kube,
+            self.world,
+            k.claim_templates(version),
+            domain,
+            workload_claim_template(domain, version),
+        )
+        return [problem] if problem else []
+
+    async def _write_clique_status(
+        self, body: Object, plan: ChannelPlan, problems: list[Problem], state: ChannelState
+    ) -> float:
+        """Clique mode's status: a node is ready once its clique gave the domain a channel."""
+        domain = ComputeDomain.model_validate(body)
+        cliques: dict[str, list[CliqueDaemon]] = {}
+        non_fabric: list[CliqueDaemon] = []
+        for node, clique in sorted(plan.nodes.items()):
+            if not clique:
+                # No NVLink fabric: no IMEX peer and no channel to wait for.
+                non_fabric.append(
+                    CliqueDaemon(
+                        node_name=node, ip_address="", clique_id="", index=NON_FABRIC_INDEX, status="Ready"
+                    )
+                )
+                continue
+            cliques.setdefault(clique, []).append(
+                CliqueDaemon(
+                    node_name=node,
+                    ip_address="",
+                    clique_id=clique,
+                    status="Ready" if clique in plan.channels else "NotReady",
+                )
+            )
+        layout = CliquePlan(
+            cliques={c: tuple(d) for c, d in cliques.items()},
+            non_fabric=tuple(non_fabric),
+            max_nodes=self.settings.max_nodes_per_clique,
+        )
+        status = render_status(domain, layout, problems, domain.metadata.generation, _now(), channels=state)
+        current = body.get("status") or {}
+        wait = 0.0
+        if not contains(current, status):
+            wait = self.pacer.wait(str(body["metadata"]["uid"]), current, status)
+            if wait <= 0:
+                meta = body["metadata"]
+                result = await self.kube.patch(
+                    k.DOMAINS, meta["name"], meta["namespace"], {"status": status}, subresource="status"
+                )
+                self.world.record_write(result)
+                self.pacer.written(str(meta["uid"]))
+        self._count_state(str(body["metadata"]["uid"]), str(status.get("status", "NotReady")))
+        ready = status.get("status") == "Ready" and bool(status.get("joinedNodes"))
+        said: list[tuple[str, str]] = [(p.reason, p.message) for p in problems]
+        if state.refused:
+            said.append((ALL_REFUSED, state.refused))
+        elif state.waiting:
+            said.append((POOL_EXHAUSTED, pool_exhausted(state.waiting)))
+        await self.events.record(body, said, ready)
+        return wait
 
     async def _vanished(self, uid: str, domain: ComputeDomain) -> None:
         # Deleted before our finalizer was on it (or with it forced off): whatever this pass created
@@ -181,6 +408,9 @@ class Reconciler:
             else {"op": "add", "path": "/metadata/finalizers", "value": [names.FINALIZER]}
         )
         patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}, add]
+        if self.clique_mode:
+            # Recorded with the finalizer, so that no domain this mode reconciled lacks it.
+            patch += _annotate(meta, names.IMEX_MODE_ANNOTATION, names.IMEX_MODE_CLIQUE)
         result = await self.kube.patch(
             k.DOMAINS, meta["name"], meta["namespace"], patch, content_type=k.JSON_PATCH
         )
@@ -189,13 +419,7 @@ class Reconciler:
     async def _ensure_children(self, domain: ComputeDomain) -> list[Problem]:
         version = self.resource_version
         if version is None:
-            return [
-                Problem(
-                    "ResourceAPIUnavailable",
-                    "the API server serves no resource.k8s.io version (v1, v1beta2 or v1beta1); "
-                    "enable Dynamic Resource Allocation",
-                )
-            ]
+            return [_NO_RESOURCE_API]
         # The three children are independent: write them in parallel (one round trip, not three).
         _, _, problem = await asyncio.gather(
             children.TEMPLATES.ensure(

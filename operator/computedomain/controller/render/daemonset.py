@@ -10,8 +10,18 @@ from computedomain.controller.render.meta import domain_labels
 from computedomain.controller.settings import Settings
 
 DAEMON_BINARY = "compute-domain-daemon"
+# The daemon's readiness state file (`computedomain.daemon.readiness`) in its IMEX config folder, which
+# the plugin's CDI edits name in IMEX_CONFIG_DIR. Dash builtins only: `read` takes the file's one line.
+# The messages are those of `compute-domain-daemon check`.
+STATE_PROBE = [
+    "sh",
+    "-c",
+    'f="${IMEX_CONFIG_DIR:-/imexd}/imex-state.json"; read -r s 2>/dev/null <"$f"; '
+    'case "$s" in *\'"ready": true\'*) echo "IMEX daemon is ready"; exit 0;; esac; '
+    'echo "IMEX daemon is not ready: ${s:-no state in $f}"; exit 1',
+]
 # The daemon tolerates every taint: it must run wherever the workload it serves was scheduled.
-_TOLERATED_EFFECTS = ("NoSchedule", "NoExecute", "PreferNoSchedule")
+TOLERATED_EFFECTS = ("NoSchedule", "NoExecute", "PreferNoSchedule")
 # Root, as NVIDIA's daemon runs, because the image's user (65532) could do none of the daemon's work:
 # nvidia-imex opens the fabric-imex-mgmt capability device, which the driver makes readable by root
 # alone (0400), and the daemon rewrites the container's /etc/hosts (the kubelet's file, root's) and
@@ -20,7 +30,7 @@ _TOLERATED_EFFECTS = ("NoSchedule", "NoExecute", "PreferNoSchedule")
 # stay, as nvidia-imex has not been run without them, and no process of the container may gain more
 # (no setuid, no file capabilities). The API server keeps every field as given (false included), so
 # the live object contains exactly what is rendered here.
-_SECURITY_CONTEXT: dict[str, Any] = {
+SECURITY_CONTEXT: dict[str, Any] = {
     "runAsUser": 0,
     "runAsGroup": 0,
     "runAsNonRoot": False,
@@ -56,7 +66,7 @@ def _pod_spec(domain: ComputeDomain, settings: Settings) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "serviceAccountName": names.DAEMON_SERVICE_ACCOUNT,
         "nodeSelector": domain_labels(domain),
-        "tolerations": [{"operator": "Exists", "effect": effect} for effect in _TOLERATED_EFFECTS],
+        "tolerations": [{"operator": "Exists", "effect": effect} for effect in TOLERATED_EFFECTS],
         "resourceClaims": [
             {"name": names.DAEMON_CLAIM, "resourceClaimTemplateName": names.daemon_name(domain.uid)},
         ],
@@ -74,7 +84,7 @@ def _container(domain: ComputeDomain, settings: Settings) -> dict[str, Any]:
     return {
         "name": names.DAEMON_CONTAINER,
         "image": settings.image,
-        "command": _daemon_command("run"),
+        "command": daemon_command("run"),
         "env": _env(domain, settings),
         "resources": {
             "requests": {"cpu": settings.daemon_cpu_request, "memory": settings.daemon_memory_request},
@@ -82,20 +92,25 @@ def _container(domain: ComputeDomain, settings: Settings) -> dict[str, Any]:
             "claims": [{"name": names.DAEMON_CLAIM}],
         },
         # Zero-valued probe fields (initialDelaySeconds) are omitted: the server does not echo them.
-        "startupProbe": _probe(period=1, failures=1200),
-        "livenessProbe": _probe(period=60, failures=20),
-        "readinessProbe": _probe(period=10, failures=1),
-        "securityContext": dict(_SECURITY_CONTEXT),
+        # Startup and readiness read the state the daemon keeps (a shell builtin, no interpreter to
+        # start every second); liveness asks IMEX itself, so that a daemon whose wrapper hangs while
+        # its file still says ready is restarted all the same.
+        "startupProbe": probe(STATE_PROBE, period=1, failures=1200),
+        "livenessProbe": probe(daemon_command("check"), period=60, failures=20),
+        "readinessProbe": probe(STATE_PROBE, period=10, failures=1),
+        "securityContext": dict(SECURITY_CONTEXT),
     }
 
 
-def _daemon_command(subcommand: str) -> list[str]:
+def daemon_command(subcommand: str) -> list[str]:
+    """The daemon wrapper's command line for `subcommand`, with NVIDIA's klog verbosity."""
     return [DAEMON_BINARY, "-v", "$(LOG_VERBOSITY)", subcommand]
 
 
-def _probe(period: int, failures: int) -> dict[str, Any]:
+def probe(command: list[str], period: int, failures: int) -> dict[str, Any]:
+    """An exec probe every `period` seconds that fails after `failures` misses."""
     return {
-        "exec": {"command": _daemon_command("check")},
+        "exec": {"command": list(command)},
         "periodSeconds": period,
         "timeoutSeconds": 10,
         "failureThreshold": failures,
@@ -108,11 +123,11 @@ def _env(domain: ComputeDomain, settings: Settings) -> list[dict[str, Any]]:
         # The daemons log in the format the operator was given (the chart's `logFormat`).
         {"name": "LOG_FORMAT", "value": "json" if settings.json_logs else "text"},
         {"name": "MAX_NODES_PER_IMEX_DOMAIN", "value": str(settings.max_nodes_per_clique)},
-        _field_env("NODE_NAME", "spec.nodeName"),
-        _field_env("POD_IP", "status.podIP"),
-        _field_env("POD_UID", "metadata.uid"),
-        _field_env("POD_NAME", "metadata.name"),
-        _field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("NODE_NAME", "spec.nodeName"),
+        field_env("POD_IP", "status.podIP"),
+        field_env("POD_UID", "metadata.uid"),
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
         # Keeps the NVIDIA container runtime from injecting the node's GPUs; the claim brings the devices.
         {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"},
         {"name": "FEATURE_GATES", "value": settings.feature_gates},
@@ -123,6 +138,7 @@ def _env(domain: ComputeDomain, settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def _field_env(name: str, path: str) -> dict[str, Any]:
+def field_env(name: str, path: str) -> dict[str, Any]:
+    """An environment variable from the pod's own field `path` (the downward API)."""
     # apiVersion spelled out because the server fills it in, and the live object must match.
     return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}

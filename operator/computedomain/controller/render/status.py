@@ -20,6 +20,11 @@ from computedomain.controller.plan.problems import Problem, ProblemReason
 
 READY = "Ready"
 CHILDREN_READY = "ChildrenReady"
+CHANNELS_AVAILABLE = "ChannelsAvailable"
+POOL_EXHAUSTED = "ChannelPoolExhausted"
+ALL_REFUSED = "AllChannelsRefused"
+MODE_MISMATCH = "ImexModeMismatch"
+RELEASING = "ReleasingChannels"
 
 # Problems that keep the domain's own objects from being in place, most fundamental first.
 _CHILD_REASONS: tuple[ProblemReason, ...] = (
@@ -31,6 +36,40 @@ _CHILD_REASONS: tuple[ProblemReason, ...] = (
 _NAMES_SHOWN = 5
 _PROBLEMS_SHOWN = 3
 _MESSAGE_CHARS = 400
+
+
+@dataclass(frozen=True)
+class ChannelState:
+    """Clique mode: what the channel pool says of a domain."""
+
+    # Cliques where the domain waits for a free channel.
+    waiting: tuple[str, ...] = ()
+    # Why the domain gets no channel at all (allocationMode: All), if it does not.
+    refused: str = ""
+
+
+def pool_exhausted(waiting: Sequence[str]) -> str:
+    """The message of a domain that waits for channels in `waiting`."""
+    noun = "clique" if len(waiting) == 1 else "cliques"
+    return (
+        f"no free IMEX channel in NVLink {noun} {some(list(waiting))}; "
+        "the domain's pods wait in prepare and go on, in the order they came, once a channel frees"
+    )
+
+
+ALL_REFUSED_MESSAGE = (
+    "allocationMode: All would give this domain's pods every IMEX channel, including those of the other "
+    "domains of its cliques, which imex.mode=clique keeps apart; recreate the domain with "
+    "allocationMode: Single (each domain gets a channel of its own)"
+)
+
+
+def mode_mismatch_message(recorded: str, current: str) -> str:
+    """The message of a domain reconciled under another IMEX mode than the controller's."""
+    return (
+        f"this domain was created under imex.mode={recorded}; delete it (or finish its jobs) "
+        f"before switching to {current}, or switch back"
+    )
 
 
 @dataclass(frozen=True)
@@ -46,11 +85,13 @@ def render_status(
     problems: Sequence[Problem],
     generation: int,
     now: str,
+    channels: ChannelState | None = None,
 ) -> dict[str, Any]:
     """The domain's `status` body.
 
     `now` (RFC 3339) becomes the lastTransitionTime of a condition whose status changed; a condition
-    whose status stayed keeps the time from the domain's current status.
+    whose status stayed keeps the time from the domain's current status. `channels` is given in
+    clique mode only, and adds the ChannelsAvailable condition.
     """
     nodes = [_node_entry(daemon) for daemon in plan.daemons()]
     ready = sum(1 for node in nodes if node.status == "Ready")
@@ -60,6 +101,12 @@ def render_status(
         READY: _readiness(domain, plan, problems, nodes),
         CHILDREN_READY: _children(problems),
     }
+    if channels is not None:
+        verdicts[CHILDREN_READY] = _children(problems, "ResourceClaimTemplate is in place")
+        pool = _pool(channels)
+        verdicts[CHANNELS_AVAILABLE] = pool
+        if pool.status == "False" and verdicts[READY].reason not in _CHILD_REASONS:
+            verdicts[READY] = pool
     status = ComputeDomainStatus(
         status=global_status(domain.spec.num_nodes, nodes),
         nodes=nodes,
@@ -146,12 +193,55 @@ def _readiness(
     )
 
 
-def _children(problems: Sequence[Problem]) -> _Verdict:
+def _children(
+    problems: Sequence[Problem], applied: str = "DaemonSet and ResourceClaimTemplates are in place"
+) -> _Verdict:
     """The ChildrenReady condition: whether the DaemonSet and claim templates are in place."""
     blocking = _by_priority(problems, _CHILD_REASONS)
     if blocking:
         return _Verdict("False", blocking[0].reason, _messages(blocking))
-    return _Verdict("True", "ChildrenApplied", "DaemonSet and ResourceClaimTemplates are in place")
+    return _Verdict("True", "ChildrenApplied", applied)
+
+
+def _pool(channels: ChannelState) -> _Verdict:
+    """The ChannelsAvailable condition (clique mode)."""
+    if channels.refused:
+        return _Verdict("False", ALL_REFUSED, channels.refused)
+    if channels.waiting:
+        return _Verdict("False", POOL_EXHAUSTED, pool_exhausted(channels.waiting))
+    return _Verdict("True", "ChannelsAssigned", "every NVLink clique the domain uses gave it an IMEX channel")
+
+
+def mismatch_status(current: dict[str, Any], message: str, generation: int, now: str) -> dict[str, Any]:
+    """The domain's current status with Ready=False (ImexModeMismatch) and nothing else changed."""
+    return _not_ready(current, MODE_MISMATCH, message, generation, now)
+
+
+def releasing_message(cliques: Sequence[str]) -> str:
+    """The message of a deleted domain whose claims still hold channels in `cliques`."""
+    noun = "clique" if len(cliques) == 1 else "cliques"
+    return (
+        f"deleting: the domain keeps its IMEX channel in NVLink {noun} {some(list(cliques))} until its "
+        "claims there are deallocated (their pods are gone), so that no other domain gets it meanwhile"
+    )
+
+
+def releasing_status(current: dict[str, Any], message: str, generation: int, now: str) -> dict[str, Any]:
+    """The current status of a deleted domain with Ready=False (ReleasingChannels), nothing else changed."""
+    return _not_ready(current, RELEASING, message, generation, now)
+
+
+def _not_ready(
+    current: dict[str, Any], reason: str, message: str, generation: int, now: str
+) -> dict[str, Any]:
+    previous = [Condition.model_validate(c) for c in current.get("conditions") or []]
+    ready = next((c for c in previous if c.type == READY), None)
+    condition = _condition(READY, _Verdict("False", reason, message), ready, generation, now)
+    conditions = [c for c in previous if c.type != READY] + [condition]
+    return {
+        **current,
+        "conditions": [c.model_dump(mode="json", exclude_none=True) for c in conditions],
+    }
 
 
 def _by_priority(problems: Sequence[Problem], reasons: Sequence[ProblemReason]) -> list[Problem]:

@@ -16,6 +16,7 @@ from typing import Any
 from computedomain.api import names
 from computedomain.controller import metrics
 from computedomain.controller.events import EventRecorder
+from computedomain.controller.reconcile import cliquedaemons
 from computedomain.controller.reconcile.reconciler import Reconciler
 from computedomain.controller.runtime.crdcheck import CrdCheck
 from computedomain.controller.runtime.leader import LeaderElector, LeaseFence, LeaseTiming
@@ -82,6 +83,8 @@ class Term:
         self.elector: LeaderElector | None = None
         self.kube: Kube | None = None
         self.world: World | None = None
+        # Clique mode only: the caches and reconcile of the long-running IMEX daemons.
+        self.clique_daemons: cliquedaemons.CliqueDaemons | None = None
         self.queue: WorkQueue | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
@@ -123,13 +126,19 @@ class Term:
         # Beside the reconciles, not before them: an outdated CRD costs status fields, not domains.
         self._spawn(self._crd_check.run(kube), "crd-check", essential=False)
         reconciler: Reconciler | None = None
+        clique_daemons: cliquedaemons.CliqueDaemons | None = None
 
-        async def work(uid: str) -> float | None:
+        async def work(key: str) -> float | None:
+            if key == cliquedaemons.KEY and clique_daemons is not None:
+                return await clique_daemons(key)
             assert reconciler is not None
-            return await reconciler(uid)
+            return await reconciler(key)
 
         self.queue = WorkQueue(work, batch_window=self.settings.status_batch_window)
         self.world = World(kube, self.settings.namespace, version, self.queue.add)
+        if self.settings.imex_mode == names.IMEX_MODE_CLIQUE:
+            # Before its informers start: the channel planner reads nodes and claims they add.
+            self.world.use_clique_mode()
         metrics.CACHES.figures = self.world.cache_figures
         reconciler = Reconciler(kube, self.world, self.settings, version, EventRecorder(kube))
         stray = asyncio.Event()
@@ -137,6 +146,14 @@ class Term:
         self._spawn(self.world.run(), "informers")
         self._spawn(self.queue.run(), "workqueue")
         self._spawn(sweep_forever(kube, self.world, self.settings.sweep_interval, stray), "sweep")
+        if self.settings.imex_mode == names.IMEX_MODE_CLIQUE:
+            self.clique_daemons = clique_daemons = cliquedaemons.CliqueDaemons(
+                kube, self.settings, version, self.queue.add
+            )
+            self._spawn(clique_daemons.run(), "clique-daemons")
+            # Once at the start of the term, whatever the caches bring: the DaemonSet must exist before
+            # any of its pods or nodes is seen.
+            self.queue.add(cliquedaemons.KEY)
 
     async def _discover(self, kube: Kube) -> str | None:
         """The served resource.k8s.io version, once the API server answers and serves ComputeDomains.
@@ -175,6 +192,7 @@ class Term:
         if not self.leading:
             return True, "standby"
         synced = self.world is not None and self.world.synced()
+        synced = synced and (self.clique_daemons is None or self.clique_daemons.synced())
         return synced, "leading" if synced else "leading, caches loading"
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str, essential: bool = True) -> None:
@@ -210,6 +228,7 @@ class Term:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.world = None
+        self.clique_daemons = None
         self.queue = None
         metrics.CACHES.figures = None
         if self.elector is not None:

@@ -411,3 +411,65 @@ async def test_the_cache_metrics_report_what_the_caches_hold(bed: Bed) -> None:
     assert stored["daemonsets"] == daemonset_store.size > 0
     collector.figures = None
     assert [list(f.samples) for f in collector.collect()] == [[], []]
+
+
+@pytest_asyncio.fixture
+async def clique_bed() -> AsyncIterator[Bed]:
+    """The bed with the controller in clique mode and a pool of channels 1 and 2."""
+    fake = FakeKube()
+    settings = Settings(
+        image="img", pod_name="controller-0", namespace=OPERATOR_NS, imex_mode="clique", imex_channels=3
+    )
+    kube = cast(Kube, fake)
+    world = World(kube, OPERATOR_NS, VERSION, lambda uid: None)
+    world.use_clique_mode()
+    reconciler = Reconciler(kube, world, settings, VERSION, EventRecorder(kube))
+    bed = Bed(fake, world, reconciler)
+    world.notify = bed.notified.append
+    task = asyncio.create_task(world.run())
+    await asyncio.wait_for(world.wait_synced(), 5)
+    yield bed
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def channel_of(fake: FakeKube, uid: str) -> int | None:
+    found = fake.stored(k.CLIQUES, names.clique_name(uid, CLIQUE), OPERATOR_NS)
+    assert found is not None
+    channel = found.get("channel")
+    return int(channel) if channel is not None else None
+
+
+async def test_clique_mode_gives_a_channel_and_a_second_pass_writes_nothing(clique_bed: Bed) -> None:
+    bed = clique_bed
+    await bed.add_node("n1")
+    uid = await bed.create_domain()
+    await bed.allocate(uid, "n1")
+    await bed.pass_(uid)
+
+    assert channel_of(bed.fake, uid) == 1
+    assert not bed.fake.of_kind(k.DAEMONSETS)
+    assert await bed.pass_(uid) == []
+
+
+async def test_clique_mode_a_deleted_domain_holds_its_channel_until_its_claims_go(clique_bed: Bed) -> None:
+    bed = clique_bed
+    await bed.add_node("n1")
+    uid = await bed.create_domain()
+    await bed.allocate(uid, "n1")
+    await bed.pass_(uid)
+    await bed.fake.delete(k.DOMAINS, "train", NS)
+
+    await bed.pass_(uid)
+    assert channel_of(bed.fake, uid) == 1
+    body = bed.fake.stored(k.DOMAINS, "train", NS)
+    assert body is not None
+    assert ready(body)["reason"] == "ReleasingChannels"
+    assert CLIQUE in ready(body)["message"]
+    # Nothing changed: nothing written again.
+    assert await bed.pass_(uid) == []
+
+    await bed.fake.delete(CLAIMS, "claim-n1", NS)
+    await bed.pass_(uid)
+    assert bed.fake.stored(k.CLIQUES, names.clique_name(uid, CLIQUE), OPERATOR_NS) is None
+    assert bed.fake.stored(k.DOMAINS, "train", NS) is None

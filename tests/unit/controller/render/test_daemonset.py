@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from computedomain.api.models import ComputeDomain
-from computedomain.controller.render.daemonset import daemonset
+from computedomain.controller.render.daemonset import STATE_PROBE, daemonset
 from computedomain.controller.settings import Settings
 
 UID = "0c9d7c4e-7b1a-4a63-9a55-1f1f0d6f2a10"
@@ -124,15 +124,15 @@ def test_env() -> None:
 
 
 @pytest.mark.parametrize(
-    ("probe", "expected"),
+    ("probe", "command", "expected"),
     [
-        ("startupProbe", {"periodSeconds": 1, "timeoutSeconds": 10, "failureThreshold": 1200}),
-        ("livenessProbe", {"periodSeconds": 60, "timeoutSeconds": 10, "failureThreshold": 20}),
-        ("readinessProbe", {"periodSeconds": 10, "timeoutSeconds": 10, "failureThreshold": 1}),
+        ("startupProbe", STATE_PROBE, {"periodSeconds": 1, "timeoutSeconds": 10, "failureThreshold": 1200}),
+        ("livenessProbe", CHECK, {"periodSeconds": 60, "timeoutSeconds": 10, "failureThreshold": 20}),
+        ("readinessProbe", STATE_PROBE, {"periodSeconds": 10, "timeoutSeconds": 10, "failureThreshold": 1}),
     ],
 )
-def test_probes(probe: str, expected: dict[str, int]) -> None:
-    assert container()[probe] == {"exec": {"command": CHECK}, **expected}
+def test_probes(probe: str, command: list[str], expected: dict[str, int]) -> None:
+    assert container()[probe] == {"exec": {"command": command}, **expected}
 
 
 def test_settings_flow_into_the_pod() -> None:

@@ -1,0 +1,173 @@
+"""Clique mode: which domain holds which IMEX channel of each NVLink clique, decided from the cache.
+
+Nothing but the `<domain UID>.<clique ID>` objects records the pool: a channel is in use in a clique
+while one of them holds it, so a restarted controller plans exactly what the last one wrote.
+Domains that wait for a channel are served in the order their first claim was allocated in the
+clique, each taking the lowest free channel; channel 0 is never given. A domain's object goes (and
+its channel back to the pool) only when none of its claims is allocated in that clique any more.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from computedomain.api import names
+from computedomain.objects import Object
+
+FIRST_CHANNEL = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelClaim:
+    """What the channel planner reads of one allocated workload claim of a domain."""
+
+    domain: str
+    namespace: str
+    node: str
+    # RFC 3339 times; allocated_at is "" where the API server did not record it.
+    allocated_at: str
+    created: str
+    uid: str
+
+    def order(self) -> tuple[str, str, str]:
+        """Queue position: allocation time (creation time where unknown), creation time, UID."""
+        return (self.allocated_at or self.created, self.created, self.uid)
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """One `<domain UID>.<clique ID>` object and the channel it holds, if any."""
+
+    domain: str
+    clique: str
+    channel: int | None
+
+
+def holding_of(obj: Object) -> Holding | None:
+    """The holding an object of ours records (None for one without both labels)."""
+    labels = obj.get("metadata", {}).get("labels") or {}
+    domain, clique = labels.get(names.DOMAIN_LABEL), labels.get(names.CLIQUE_LABEL)
+    if not domain or not clique:
+        return None
+    channel = obj.get("channel")
+    return Holding(str(domain), str(clique), channel if isinstance(channel, int) else None)
+
+
+@dataclass(frozen=True)
+class CliqueChannels:
+    """The decision for one clique: each domain's channel, and the domains that wait, in queue order."""
+
+    channels: dict[str, int] = field(default_factory=dict)
+    waiting: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    """One domain's part of the pool."""
+
+    # Clique ID -> the channel the domain holds there (kept or newly given).
+    channels: dict[str, int] = field(default_factory=dict)
+    # Cliques where the domain has claims but waits for a free channel, sorted.
+    waiting: tuple[str, ...] = ()
+    # Cliques whose object goes: none of the domain's claims is allocated there any more.
+    release: tuple[str, ...] = ()
+    # Node -> its clique ("" without an NVLink fabric), for every node the domain's claims landed on.
+    nodes: dict[str, str] = field(default_factory=dict)
+
+
+def queues(
+    claims: Iterable[ChannelClaim],
+    node_cliques: Mapping[str, str],
+    eligible: Mapping[str, str],
+) -> dict[str, list[str]]:
+    """Clique -> the eligible domains (UID -> namespace) with a claim allocated there, in queue order.
+
+    Only claims in their domain's own namespace count (the plugin refuses the others), and only
+    nodes with a clique: a node without an NVLink fabric has no IMEX peer to share memory with.
+    """
+    first: dict[str, dict[str, tuple[str, str, str]]] = defaultdict(dict)
+    for claim in claims:
+        clique = node_cliques.get(claim.node, "")
+        if not clique or eligible.get(claim.domain) != claim.namespace:
+            continue
+        known = first[clique].get(claim.domain)
+        if known is None or claim.order() < known:
+            first[clique][claim.domain] = claim.order()
+    return {clique: sorted(domains, key=lambda uid: (domains[uid], uid)) for clique, domains in first.items()}
+
+
+def plan_clique(queue: Iterable[str], holdings: Iterable[Holding], channels: int) -> CliqueChannels:
+    """Channels of one clique: holders keep theirs, then queued domains take the lowest free ones.
+
+    `queue` is every domain that wants a channel in the clique, in order; `holdings` are the clique's
+    objects. A holding outlives its domain's claims until its object is deleted, so its channel stays
+    in use meanwhile (a process of that domain may still hold it). Should two objects ever name one
+    channel, the first in the queue keeps it and the other waits: never two holders of one channel.
+    """
+    order = list(queue)
+    position = {uid: index for index, uid in enumerate(order)}
+    held: dict[int, str] = {}
+    by_rank = sorted(
+        (h for h in holdings if h.channel is not None and h.channel >= FIRST_CHANNEL),
+        key=lambda h: (position.get(h.domain, len(order)), h.domain),
+    )
+    for holding in by_rank:
+        assert holding.channel is not None
+        held.setdefault(holding.channel, holding.domain)
+    result = {uid: channel for channel, uid in held.items()}
+    free = (channel for channel in range(FIRST_CHANNEL, channels) if channel not in held)
+    waiting: list[str] = []
+    for uid in order:
+        if uid in result:
+            continue
+        channel = next(free, None)
+        if channel is None:
+            waiting.append(uid)
+        else:
+            result[uid] = channel
+    return CliqueChannels(channels=result, waiting=tuple(waiting))
+
+
+def plan_channels(
+    domain: str,
+    claims: Iterable[ChannelClaim],
+    node_cliques: Mapping[str, str],
+    holdings: Iterable[Holding],
+    eligible: Mapping[str, str],
+    channels: int,
+    former_cliques: Mapping[str, str] | None = None,
+) -> ChannelPlan:
+    """One domain's channels, from every domain's allocated claims and every clique object.
+
+    `claims` are the allocated workload claims of all domains, `node_cliques` maps nodes to their
+    NVLink clique, `eligible` maps the domains that may take a channel (not being deleted, not
+    refused) to their namespace, `channels` is the pool size (channels 1 to channels-1 are given).
+    `former_cliques` maps nodes that left a clique (label removed, node deleted) to that clique: a
+    claim still allocated there keeps the domain's channel in it, since its pods may still run.
+    """
+    claims = list(claims)
+    by_clique: dict[str, list[Holding]] = defaultdict(list)
+    for holding in holdings:
+        by_clique[holding.clique].append(holding)
+    own = [c for c in claims if c.domain == domain]
+    nodes = {claim.node: node_cliques.get(claim.node, "") for claim in own}
+    wanted = queues(claims, node_cliques, eligible)
+    given: dict[str, int] = {}
+    waiting: list[str] = []
+    for clique in sorted({c for c in nodes.values() if c}):
+        if domain not in wanted.get(clique, ()):
+            continue
+        decided = plan_clique(wanted[clique], by_clique.get(clique, ()), channels)
+        if domain in decided.channels:
+            given[clique] = decided.channels[domain]
+        else:
+            waiting.append(clique)
+    in_use = set(nodes.values()) | {(former_cliques or {}).get(node, "") for node in nodes}
+    release = sorted(
+        clique
+        for clique, held in by_clique.items()
+        if clique not in in_use and any(h.domain == domain for h in held)
+    )
+    return ChannelPlan(channels=given, waiting=tuple(waiting), release=tuple(release), nodes=nodes)
