@@ -81,8 +81,9 @@ demo: venv tools ## Example 01 on real kubelet nodes with the kubelet plugin (KW
 	$(TESTBED) demo
 
 .PHONY: bench
-bench: venv tools ## Run the benchmarks (they print their figures): controller, memory to 10,000 domains, kubelets, containers
+bench: venv tools ## Run the benchmarks (they print their figures): controller, memory to 10,000 domains, kubelets, containers, channel pool
 	$(PY) bench/run.py
+	$(PY) bench/channels.py
 	$(PY) bench/scale.py --scenarios domains
 	$(PY) bench/kubelets.py
 	$(PY) bench/containers.py

@@ -1,15 +1,21 @@
 """Benchmarks on real kubelet nodes with the real kubelet plugin; prints its figures (not a test).
 
-    python bench/kubelets.py [--nodes 4,18] [--rounds 3]
+    python bench/kubelets.py [--nodes 4,18] [--rounds 3] [--imex-mode domain|clique|both]
 
 For each domain size: a private control plane, that many real kubelet nodes (one clique), a plugin
 per node and the controller (`cdtestbed.kubeletbed`). Each round creates a fresh ComputeDomain and a
 Job with one pod per node, and times per pod: its channel claim allocated (the scheduler's write, seen
 by a watch) -> its node's IMEX daemon Ready -> its container created (the runtime double's record).
 A fresh domain's pods wait for their daemons, so the first figure includes an IMEX daemon's start.
+
 Also: how long a plugin takes to register with its kubelet, and the resident memory of the plugins
 (per node, beside NVIDIA's Go plugin's figure on the same bed), kubelets and runtime doubles.
 `bench/footprint.py` takes the plugin's figure apart.
+
+`--imex-mode clique` installs in clique mode instead (`imex.mode=clique`): the clique daemons are
+started and Ready before the first round, and each fresh domain's pods wait only for its channel
+(claim allocated -> channel recorded in the domain's clique object -> container created). `both` runs
+each mode on a bed of its own, one after the other, and prints the two side by side.
 """
 
 from __future__ import annotations
@@ -44,6 +50,12 @@ from computedomain.api import names
 from computedomain.plugin.gate import STATE_FILE_NAME
 
 MIB = 1024 * 1024
+MODES = {
+    names.IMEX_MODE_DOMAIN: (names.IMEX_MODE_DOMAIN,),
+    names.IMEX_MODE_CLIQUE: (names.IMEX_MODE_CLIQUE,),
+    "both": (names.IMEX_MODE_DOMAIN, names.IMEX_MODE_CLIQUE),
+}
+TOTAL = "claim allocated -> container created, p50 / p99"
 # NVIDIA's Go kubelet plugin of its ComputeDomain driver, run earlier on this same real-kubelet bed
 # beside ours: 58-61 MiB resident per node. A reference figure measured by hand; this bench does not
 # run NVIDIA's plugin.
@@ -159,11 +171,7 @@ async def one_round(bed: KubeletBed, size: int, index: int) -> list[Sample]:
     await asyncio.sleep(0.5)  # the watches are open
     job = sc.join_job("cd", namespace, size)
     await client.BatchV1Api(api).create_namespaced_job(namespace, cast(Any, job))
-    deadline = time.monotonic() + 300
-    while len(created_at(bed, namespace)) < size:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"round {index}: only {len(created_at(bed, namespace))} of {size} containers")
-        await asyncio.sleep(0.2)
+    await wait_containers(bed, namespace, size, index)
     await timeline.stop()
     prefix = names.daemon_name(body["metadata"]["uid"])
     daemons = {
@@ -191,6 +199,108 @@ async def one_round(bed: KubeletBed, size: int, index: int) -> list[Sample]:
     return samples
 
 
+class ChannelTimeline(Timeline):
+    """Clique mode: when each claim of a namespace was allocated (and for which pod), and when each of
+    the domain's clique objects first held a channel."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, domain_uid: str) -> None:
+        super().__init__(api, namespace, domain_uid)
+        self.channel_given: dict[str, float] = {}  # clique -> time
+
+    def start(self) -> None:
+        """Begin watching claims and the domain's clique objects (it has no daemon pods)."""
+        self._tasks = [asyncio.create_task(self._claims()), asyncio.create_task(self._channels())]
+
+    async def _channels(self) -> None:
+        custom = client.CustomObjectsApi(self.api)
+        selector = f"{names.DOMAIN_LABEL}={self.domain_uid}"
+        async with watch.Watch().stream(
+            custom.list_namespaced_custom_object,
+            names.GROUP,
+            names.VERSION,
+            NAMESPACE,
+            names.CLIQUE_PLURAL,
+            label_selector=selector,
+        ) as stream:
+            async for event in stream:
+                clique = cast(dict[str, Any], event["object"])
+                if isinstance(clique.get("channel"), int):
+                    clique_id = clique["metadata"]["labels"][names.CLIQUE_LABEL]
+                    self.channel_given.setdefault(clique_id, time.time())
+
+
+ChannelSample = tuple[float, float, float]
+
+
+async def clique_round(bed: KubeletBed, size: int, index: int) -> list[ChannelSample]:
+    """Clique mode: a fresh domain and an N-pod Job on warm clique daemons; per pod: allocated ->
+    channel recorded, channel recorded -> container created, and allocated -> container created."""
+    api = bed.api
+    namespace = f"bench-clique-{size}-{index}"
+    await sc.create_namespace(api, namespace)
+    body = await client.CustomObjectsApi(api).create_namespaced_custom_object(
+        names.GROUP, names.VERSION, namespace, names.DOMAIN_PLURAL, sc.domain("cd", namespace, size)
+    )
+    uid = body["metadata"]["uid"]
+    timeline = ChannelTimeline(api, namespace, uid)
+    timeline.start()
+    await asyncio.sleep(0.5)  # the watches are open
+    await client.BatchV1Api(api).create_namespaced_job(
+        namespace, cast(Any, sc.join_job("cd", namespace, size))
+    )
+    await wait_containers(bed, namespace, size, index)
+    await timeline.stop()
+    (given,) = timeline.channel_given.values()  # one clique
+    samples = []
+    for pod, (_, created) in created_at(bed, namespace).items():
+        # A pod allocated after its domain got the channel waited for nothing of it.
+        allocated = timeline.allocated[pod]
+        channel = max(given, allocated)
+        samples.append((channel - allocated, created - channel, created - allocated))
+    await client.CoreV1Api(api).delete_namespace(namespace)
+    # The next round starts with the channel back in the pool.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        left = await client.CustomObjectsApi(api).list_namespaced_custom_object(
+            names.GROUP,
+            names.VERSION,
+            NAMESPACE,
+            names.CLIQUE_PLURAL,
+            label_selector=f"{names.DOMAIN_LABEL}={uid}",
+        )
+        if not left["items"]:
+            break
+        await asyncio.sleep(0.5)
+    return samples
+
+
+async def wait_clique_daemons(bed: KubeletBed, size: int, timeout: float = 300.0) -> None:
+    """Wait until a clique daemon is Ready on each of the `size` nodes."""
+    core = client.CoreV1Api(bed.api)
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = (await core.list_namespaced_pod(NAMESPACE, label_selector=names.CLIQUE_DAEMONS_SELECTOR)).items
+        ready = {
+            p.spec.node_name
+            for p in pods
+            if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        }
+        if len(ready) >= size:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(ready)} of {size} clique daemons Ready")
+        await asyncio.sleep(0.5)
+
+
+async def wait_containers(bed: KubeletBed, namespace: str, size: int, index: int) -> None:
+    """Wait until a container of each of the round's `size` pods was created."""
+    deadline = time.monotonic() + 300
+    while len(created_at(bed, namespace)) < size:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"round {index}: only {len(created_at(bed, namespace))} of {size} containers")
+        await asyncio.sleep(0.2)
+
+
 def inotify_instances(pid: int) -> int:
     """How many inotify instances a process holds (the per-user limit caps how many kubelets fit)."""
     fds = Path(f"/proc/{pid}/fd")
@@ -215,60 +325,92 @@ def rss(pids: Sequence[int]) -> str:
     return f"{min(values):.0f} / {statistics.median(values):.0f} / {max(values):.0f} MiB"
 
 
-async def bench_size(size: int, rounds: int, report: Any) -> None:
-    """Every figure for one domain size."""
+async def domain_rounds(bed: KubeletBed, size: int, rounds: int, label: str, report: Any) -> list[float]:
+    """Domain mode's rounds and figures; the claim allocated -> container created times."""
+    samples: list[Sample] = []
+    for index in range(rounds):
+        samples += await one_round(bed, size, index)
+        print(f"    round {index + 1}/{rounds} done ({len(samples)} pods)", flush=True)
+    figures = (
+        (TOTAL, 3),
+        ("  of which allocated -> IMEX daemon container created", 0),
+        ("  of which daemon container created -> daemon Ready", 1),
+        ("  of which daemon Ready -> container created", 2),
+    )
+    for figure, column in figures:
+        report(f"{label}: {figure}", quantiles([s[column] for s in samples]))
+    return [s[3] for s in samples]
+
+
+async def clique_rounds(bed: KubeletBed, size: int, rounds: int, label: str, report: Any) -> list[float]:
+    """Clique mode's rounds and figures (the clique daemons are warm); the claim allocated -> container
+    created times."""
+    samples: list[ChannelSample] = []
+    for index in range(rounds):
+        samples += await clique_round(bed, size, index)
+        print(f"    round {index + 1}/{rounds} done ({len(samples)} pods)", flush=True)
+    figures = (
+        (TOTAL, 2),
+        ("  of which allocated -> channel recorded", 0),
+        ("  of which channel recorded -> container created", 1),
+    )
+    for figure, column in figures:
+        report(f"{label}: {figure}", quantiles([s[column] for s in samples]))
+    return [s[2] for s in samples]
+
+
+async def bench_size(size: int, rounds: int, report: Any, mode: str = names.IMEX_MODE_DOMAIN) -> list[float]:
+    """Every figure for one domain size in one IMEX mode; the claim allocated -> container created
+    times."""
+    clique = mode == names.IMEX_MODE_CLIQUE
+    label = f"{size} nodes, clique mode" if clique else f"{size} nodes"
     tools = Tools.default()
-    workdir = Path(tempfile.mkdtemp(prefix=f"bench-kubelets-{size}-", dir=repo_root() / ".work"))
+    prefix = f"bench-kubelets-{size}-{'clique-' if clique else ''}"
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=repo_root() / ".work"))
     with LocalCluster(workdir, tools, ClusterOptions()) as cluster:
         async with await config.new_client_from_config(config_file=str(cluster.kubeconfig)) as api:
             started = time.monotonic()
             trays = nvl72_racks(1, size, prefix="bench")
-            async with kubelet_bed(cluster, api, trays, KubeletOptions(commands=pod_commands())) as bed:
-                report(
-                    f"{size} nodes: kubelets, plugins and controller up",
-                    f"{time.monotonic() - started:.0f} s",
-                )
+            options = KubeletOptions(commands=pod_commands())
+            async with kubelet_bed(cluster, api, trays, options, imex_mode=mode) as bed:
+                report(f"{label}: kubelets, plugins and controller up", f"{time.monotonic() - started:.0f} s")
                 registration = [registration_seconds(p.log) for p in bed.plugins.values()]
                 report(
-                    f"{size} nodes: plugin start -> registered, p50 / p99",
+                    f"{label}: plugin start -> registered, p50 / p99",
                     quantiles([r[0] for r in registration]),
                 )
                 report(
-                    f"{size} nodes: DRA socket up -> registered, p50 / p99",
+                    f"{label}: DRA socket up -> registered, p50 / p99",
                     quantiles([r[1] for r in registration]),
                 )
-                samples: list[Sample] = []
-                for index in range(rounds):
-                    samples += await one_round(bed, size, index)
-                    print(f"    round {index + 1}/{rounds} done ({len(samples)} pods)", flush=True)
-                figures = (
-                    ("claim allocated -> container created, p50 / p99", 3),
-                    ("  of which allocated -> IMEX daemon container created", 0),
-                    ("  of which daemon container created -> daemon Ready", 1),
-                    ("  of which daemon Ready -> container created", 2),
-                )
-                for figure, column in figures:
-                    report(f"{size} nodes: {figure}", quantiles([s[column] for s in samples]))
+                if clique:
+                    up = time.monotonic()
+                    await wait_clique_daemons(bed, size)
+                    report(f"{label}: bed up -> every clique daemon Ready", f"{time.monotonic() - up:.1f} s")
+                    totals = await clique_rounds(bed, size, rounds, label, report)
+                else:
+                    totals = await domain_rounds(bed, size, rounds, label, report)
                 report(
-                    f"{size} nodes: plugin RSS per node, min / median / max",
+                    f"{label}: plugin RSS per node, min / median / max",
                     rss([p.pid or 0 for p in bed.plugins.values()]),
                 )
                 low, high = NVIDIA_PLUGIN_RSS_MIB
                 report("  reference: NVIDIA's Go plugin on this bed, measured earlier", f"{low}-{high} MiB")
                 report(
-                    f"{size} nodes: kubelet RSS, min / median / max",
+                    f"{label}: kubelet RSS, min / median / max",
                     rss([n.processes["kubelet"].pid for n in bed.nodes]),
                 )
                 kubelet_inotify = [inotify_instances(n.processes["kubelet"].pid) for n in bed.nodes]
                 limit = inotify_limit()
                 report(
-                    f"{size} nodes: inotify instances per kubelet (per-user limit {limit})",
+                    f"{label}: inotify instances per kubelet (per-user limit {limit})",
                     f"{statistics.median(kubelet_inotify):.0f}",
                 )
                 report(
-                    f"{size} nodes: runtime double RSS, min / median / max",
+                    f"{label}: runtime double RSS, min / median / max",
                     rss([n.processes["cri-double"].pid for n in bed.nodes]),
                 )
+    return totals
 
 
 def pod_commands() -> dict[str, list[str]]:
@@ -285,13 +427,22 @@ async def run(args: argparse.Namespace) -> None:
 
     def report(figure: str, value: str) -> None:
         rows.append((figure, value))
-        print(f"  {figure:<62} {value:>18}", flush=True)
+        print(f"  {figure:<72} {value:>18}", flush=True)
 
+    modes = MODES[args.imex_mode]
+    totals: dict[tuple[int, str], list[float]] = {}
     for size in (int(n) for n in args.nodes.split(",")):
-        await bench_size(size, args.rounds, report)
+        for mode in modes:
+            totals[size, mode] = await bench_size(size, args.rounds, report, mode)
     print("\nsummary (real kubelets):")
     for figure, value in rows:
-        print(f"  {figure:<62} {value:>18}")
+        print(f"  {figure:<72} {value:>18}")
+    if len(modes) > 1:
+        print(f"\n{TOTAL}, a fresh domain per round:")
+        print(f"  {'nodes':<8} {'per-domain daemons':>20} {'clique daemons':>20}")
+        for size in sorted({size for size, _ in totals}):
+            cells = [quantiles(totals[size, mode]) for mode in modes]
+            print(f"  {size:<8} {cells[0]:>20} {cells[1]:>20}")
 
 
 def main() -> int:
@@ -301,6 +452,12 @@ def main() -> int:
     )
     parser.add_argument("--nodes", default="4,18", help="comma-separated domain sizes (real kubelet nodes)")
     parser.add_argument("--rounds", type=int, default=3, help="fresh domains per size")
+    parser.add_argument(
+        "--imex-mode",
+        choices=sorted(MODES),
+        default=names.IMEX_MODE_DOMAIN,
+        help="imex.mode of the install: per-domain daemons, clique daemons, or both side by side",
+    )
     asyncio.run(run(parser.parse_args()))
     return 0
 

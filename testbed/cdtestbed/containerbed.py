@@ -23,8 +23,8 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +83,9 @@ def prepare_driver_root(kubelet: KubeletNode) -> NodeHost:
     return host
 
 
-def helm_values(inside: Path, image_tag: str) -> list[str]:
-    """`--set` arguments: the chart as it ships, pointed at the bed's node paths and the local image."""
+def helm_values(inside: Path, image_tag: str, extra: Mapping[str, str] | None = None) -> list[str]:
+    """`--set` arguments: the chart as it ships, pointed at the bed's node paths and the local image,
+    plus `extra` chart values (e.g. `imex.mode`)."""
     fake_env = [
         # The fake library reads the node's GPUs from a file in the driver root the chart mounts.
         ("FAKE_NVML_CONFIG", f"{CONTAINER_DRIVER_ROOT}/{FAKE_NVML_CONF}"),
@@ -102,6 +103,7 @@ def helm_values(inside: Path, image_tag: str) -> list[str]:
         "kubeletPlugin.driverRoot": str(inside / "driver"),
         "kubeletPlugin.stateDir": str(inside / "plugin-state"),
         "nodeAgent.driverRoot": str(inside / "driver"),
+        **(extra or {}),
     }
     args = [f"--set={key}={value}" for key, value in values.items()]
     for component, env in (("kubeletPlugin", plugin_env), ("nodeAgent", fake_env)):
@@ -122,6 +124,8 @@ class ContainerBed:
     kubelets: KubeletNodes
     api: client.ApiClient
     image_tag: str
+    # Chart values beyond the bed's own, as `--set key=value`.
+    values: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def nodes(self) -> list[KubeletNode]:
@@ -143,6 +147,10 @@ class ContainerBed:
             raise BedError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result
 
+    def exec_in(self, namespace: str, pod: str, script: str) -> str:
+        """Run `sh -c script` in the pod's first container (`kubectl exec`) and return its output."""
+        return self.kubectl("exec", "-n", namespace, pod, "--", "sh", "-c", script).stdout
+
     def helm_install(self) -> None:
         """`helm install` the chart as it ships, with the bed's values."""
         chart = repo_root() / "charts" / "computedomain-operator"
@@ -154,7 +162,7 @@ class ContainerBed:
             str(chart),
             f"--namespace={NAMESPACE}",
             "--create-namespace",
-            *helm_values(self.kubelets.inside, self.image_tag),
+            *helm_values(self.kubelets.inside, self.image_tag, self.values),
         ]
         result = subprocess.run(args, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -235,9 +243,15 @@ def image_archives() -> tuple[Path, Path, str]:
 
 @contextlib.asynccontextmanager
 async def container_bed(
-    workdir: Path, trays: Sequence[FakeNode], *, tie_to_parent: bool = True, install: bool = True
+    workdir: Path,
+    trays: Sequence[FakeNode],
+    *,
+    tie_to_parent: bool = True,
+    install: bool = True,
+    values: Mapping[str, str] | None = None,
 ) -> AsyncIterator[ContainerBed]:
-    """Start the bed for `trays`, install the chart (unless `install` is False), yield it, stop it.
+    """Start the bed for `trays`, install the chart (unless `install` is False) with `values` beyond the
+    bed's own, yield it, stop it.
 
     With `tie_to_parent=False` nothing is stopped at the end (the demo keeps it for a person to explore;
     `make cluster-down` stops it).
@@ -263,7 +277,7 @@ async def container_bed(
         await asyncio.to_thread(cluster.start)
         await asyncio.to_thread(kubelets.start)
         async with await config.new_client_from_config(config_file=str(cluster.kubeconfig)) as api:
-            bed = ContainerBed(cluster, network, kubelets, api, tag)
+            bed = ContainerBed(cluster, network, kubelets, api, tag, dict(values or {}))
             for kubelet in kubelets.running:
                 prepare_driver_root(kubelet)
             await wait_nodes_ready(api, [t.name for t in trays])

@@ -7,6 +7,9 @@ ServiceAccount. The IMEX daemon pods the controller creates are run by each node
 host processes (`cdtestbed.podprocess`), with the environment, mounts and devices that their daemon
 claim's CDI spec (written by the plugin) gives them; their exec probes run `compute-domain-daemon
 check` the same way, so a daemon pod is Ready only when its IMEX double is.
+
+The IMEX mode (`imex.mode`) is one value for the whole bed, as for one chart install: the chart's
+objects are rendered with it and the plugins and the controller are given it (`IMEX_MODE`).
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from kubernetes_asyncio import client
 from cdtestbed import chartparts
 from cdtestbed.cluster import LocalCluster
 from cdtestbed.controller_process import ControllerProcess
+from cdtestbed.install import apply_crds, ensure_namespace
 from cdtestbed.kubelets import KubeletNode, KubeletNodes, KubeletOptions
 from cdtestbed.nodes import wait_nodes_ready
 from cdtestbed.pluginprocess import NodeHost, PluginProcess
 from cdtestbed.serviceaccount import request_token, token_kubeconfig
 from cdtestbed.tools import repo_root
 from cdtestbed.topology import FakeNode
+from computedomain.api import names
 
 NAMESPACE = "computedomain-system"
 RELEASE = "computedomain-operator"
@@ -70,6 +75,8 @@ class KubeletBed:
     plugins: dict[str, PluginProcess] = field(default_factory=dict)
     plugin_pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     controller: ControllerProcess | None = None
+    # `imex.mode` of the install: names.IMEX_MODE_DOMAIN or names.IMEX_MODE_CLIQUE.
+    imex_mode: str = names.IMEX_MODE_DOMAIN
 
     @property
     def nodes(self) -> list[KubeletNode]:
@@ -86,9 +93,21 @@ class KubeletBed:
 
     async def install(self) -> None:
         """The chart's objects (CRDs, RBAC, admission policies, DeviceClasses) but its workloads."""
-        self.manifests = await chartparts.install_chart_objects(
-            self.api, self.cluster.tools, self.cluster.kubeconfig, self.namespace, RELEASE
+        # Rendered with the bed's mode, which decides some of the RBAC (clique mode's plugin reads
+        # clique objects).
+        tools = self.cluster.tools
+        self.manifests = await asyncio.to_thread(
+            chartparts.render_chart,
+            tools,
+            self.namespace,
+            RELEASE,
+            "nodeAgent.enabled=false",
+            f"imex.mode={self.imex_mode}",
         )
+        await apply_crds(self.api)
+        await ensure_namespace(self.api, self.namespace)
+        objects = [m for m in self.manifests if m["kind"] not in chartparts.WORKLOAD_KINDS]
+        await asyncio.to_thread(chartparts.kubectl_apply, tools, self.cluster.kubeconfig, objects)
 
     async def start_plugin(self, name: str, extra_env: Mapping[str, str] | None = None) -> PluginProcess:
         """Start (or restart) the plugin of node `name` and wait until it is ready."""
@@ -124,7 +143,7 @@ class KubeletBed:
             host,
             kubeconfig,
             self.cluster.logs / f"kubelet-plugin-{name}.log",
-            extra_env,
+            {"IMEX_MODE": self.imex_mode, **extra_env},
         )
 
     async def start_controller(self, **env: str) -> ControllerProcess:
@@ -140,6 +159,7 @@ class KubeletBed:
             "POD_NAME": "controller-testbed",
             "LEADER_ELECTION": "false",
             "STATUS_BATCH_SECONDS": "0.1",
+            "IMEX_MODE": self.imex_mode,
             **env,
         }
         self.controller = ControllerProcess(identity, self.cluster.logs / "controller.log", settings)
@@ -167,12 +187,14 @@ async def kubelet_bed(
     trays: Sequence[FakeNode],
     options: KubeletOptions | None = None,
     controller_env: Mapping[str, str] | None = None,
+    imex_mode: str = names.IMEX_MODE_DOMAIN,
 ) -> AsyncIterator[KubeletBed]:
-    """Real kubelet nodes for `trays`, the chart's objects, a plugin per node and the controller."""
+    """Real kubelet nodes for `trays`, the chart's objects, a plugin per node and the controller, all
+    in IMEX mode `imex_mode`."""
     options = options or KubeletOptions(commands=pod_commands())
     kubelets = KubeletNodes(cluster, trays, options)
     await asyncio.to_thread(kubelets.start)
-    bed = KubeletBed(cluster, api, kubelets)
+    bed = KubeletBed(cluster, api, kubelets, imex_mode=imex_mode)
     try:
         await wait_nodes_ready(api, [t.name for t in trays], timeout=120)
         await advertise_gpus(api, trays)

@@ -45,11 +45,6 @@ async def bed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Contain
         yield running
 
 
-def exec_in(bed: ContainerBed, namespace: str, pod: str, script: str) -> str:
-    """Run `sh -c script` in the pod's first container and return its output."""
-    return bed.kubectl("exec", "-n", namespace, pod, "--", "sh", "-c", script).stdout
-
-
 def cdi_channel(spec: Path) -> dict[str, Any]:
     """The one channel device node of a workload claim's CDI spec."""
     body = json.loads(spec.read_text())
@@ -105,10 +100,10 @@ async def test_example_channels_seen_from_inside(bed: ContainerBed) -> None:
     await eventually(ready, timeout=300, what="the domain is not Ready 4/4")
     pods = await job_pods(bed)
     for pod in pods:
-        listing = exec_in(bed, EXAMPLE_NAMESPACE, pod.metadata.name, "ls /dev/nvidia-caps-imex-channels/")
+        listing = bed.exec_in(EXAMPLE_NAMESPACE, pod.metadata.name, "ls /dev/nvidia-caps-imex-channels/")
         assert listing.split() == ["channel0"], listing
         kind, major, minor = (
-            exec_in(bed, EXAMPLE_NAMESPACE, pod.metadata.name, f"stat -c '%F|%t|%T' {CHANNEL}")
+            bed.exec_in(EXAMPLE_NAMESPACE, pod.metadata.name, f"stat -c '%F|%t|%T' {CHANNEL}")
             .strip()
             .split("|")
         )
@@ -126,8 +121,7 @@ async def test_example_channels_seen_from_inside(bed: ContainerBed) -> None:
         assert all(s.ready for s in daemon.status.container_statuses)
         assert re.match(r"^localhost/computedomain-operator:", daemon.spec.containers[0].image)
         # Root, the driver's management set, and what the daemon writes: user 65532 could not.
-        seen = exec_in(
-            bed,
+        seen = bed.exec_in(
             NAMESPACE,
             daemon.metadata.name,
             "id -u; test -c /dev/nvidiactl && echo ctl;"
@@ -179,7 +173,7 @@ async def test_allocation_mode_all_gives_every_channel_inside(bed: ContainerBed)
         return bool(live.status.phase == "Running")
 
     await eventually(running, timeout=240, what="the allocationMode All pod running")
-    seen = exec_in(bed, namespace, "worker", f"stat -c '%n %t %T' {CHANNELS}/*").split("\n")
+    seen = bed.exec_in(namespace, "worker", f"stat -c '%n %t %T' {CHANNELS}/*").split("\n")
     numbers = sorted(int(line.split()[2], 16) for line in seen if line)
     assert numbers == list(range(2048))
     assert {line.split()[1] for line in seen if line} == {format(234, "x")}

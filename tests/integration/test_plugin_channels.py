@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ from kubernetes_asyncio import client
 
 from computedomain.api import names
 from computedomain.dra.slices import slice_name
-from computedomain.kube import CLIQUES, EVENTS, PODS, Kube, resource_slices
-from computedomain.plugin.channels import CLIQUE_DAEMON_LABEL
+from computedomain.kube import CLIQUES, EVENTS, PODS, Kube, KubeError, resource_slices
+from computedomain.plugin.channels import CLIQUE_DAEMON_LABEL, PREPARE_ANNOTATION
 from support.pluginbed import (
     CLIQUE,
     VERSION,
@@ -225,3 +225,76 @@ async def test_allocation_mode_all_is_refused(
 
     assert "allocationMode All is refused in clique mode" in error
     assert not plugin.spec(claim["metadata"]["uid"]).exists()
+
+
+def write_first(plugin: RunningPlugin, before: Callable[[], Awaitable[None]]) -> None:
+    """Run `before` between the plugin's read of the clique object and its write to it."""
+    channels = plugin.plugin.channels
+    assert channels is not None
+    record = channels.record_prepare
+
+    async def record_after(obj: Mapping[str, Any], node: str, claim_uid: str) -> str | None:
+        await before()
+        return await record(obj, node, claim_uid)
+
+    channels.record_prepare = record_after  # type: ignore[method-assign]
+
+
+async def test_a_channel_released_while_a_prepare_ran_prepares_nothing(
+    plugin: RunningPlugin, clique_daemon: Object, controller: Controller, namespace: str, operator_ready: str
+) -> None:
+    kube = plugin.kube
+    domain = await create_domain(kube, namespace)
+    await controller.record(domain, 4)
+    name = names.clique_name(domain["metadata"]["uid"], CLIQUE)
+    claim, _ = await allocated_claim(
+        kube, namespace, "restarted", plugin.node, "channel", channel_config(domain["metadata"]["uid"])
+    )
+    planned = await kube.get(CLIQUES, name, operator_ready)
+    assert planned is not None
+
+    async def release() -> None:
+        # The controller, which has not seen the claim yet, releases the channel as it planned.
+        meta = planned["metadata"]
+        preconditions = {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]}
+        assert await kube.delete(CLIQUES, name, operator_ready, preconditions=preconditions)
+
+    write_first(plugin, release)
+    async with kubelet(plugin.settings.registration_socket) as kl:
+        error = (await kl.prepare([ref(claim)]))[claim["metadata"]["uid"]].error
+
+    assert f"channel 4 of ComputeDomainClique {name} was released while this prepare ran" in error
+    assert "the controller deleted it" in error
+    assert not plugin.spec(claim["metadata"]["uid"]).exists()
+    assert await kube.get(CLIQUES, name, operator_ready) is None
+
+
+async def test_a_prepare_that_wrote_first_keeps_its_channel(
+    plugin: RunningPlugin, clique_daemon: Object, controller: Controller, namespace: str, operator_ready: str
+) -> None:
+    kube = plugin.kube
+    domain = await create_domain(kube, namespace)
+    await controller.record(domain, 6)
+    name = names.clique_name(domain["metadata"]["uid"], CLIQUE)
+    # What the controller's cache holds when it plans the release.
+    planned = await kube.get(CLIQUES, name, operator_ready)
+    assert planned is not None
+    claim, _ = await allocated_claim(
+        kube, namespace, "restarted", plugin.node, "channel", channel_config(domain["metadata"]["uid"])
+    )
+
+    async with kubelet(plugin.settings.registration_socket) as kl:
+        assert (await kl.prepare([ref(claim)]))[claim["metadata"]["uid"]].error == ""
+        meta = planned["metadata"]
+        preconditions = {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]}
+        with pytest.raises(KubeError) as refused:
+            await kube.delete(CLIQUES, name, operator_ready, preconditions=preconditions)
+        assert refused.value.status == 409
+
+        kept = await kube.get(CLIQUES, name, operator_ready)
+        assert kept is not None
+        assert kept["channel"] == 6
+        mark = kept["metadata"]["annotations"][PREPARE_ANNOTATION]
+        assert mark.startswith(f"{plugin.node}/{claim['metadata']['uid']} ")
+        assert channel_nodes(plugin, claim)[0]["minor"] == 6
+        await kl.unprepare([ref(claim)])

@@ -233,7 +233,7 @@ async def wait_burst_under_way(cluster: Cluster, namespace: str, timeout: float 
 
 def writes_by(audit_log: Path, user: str, since: float, until: float | None = None) -> list[str]:
     """Writes (not to Leases) the API server received from `user` between two wall-clock times."""
-    found = []
+    found: list[str] = []
     if not audit_log.exists():
         return found
     for line in audit_log.read_text(errors="replace").splitlines():

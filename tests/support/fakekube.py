@@ -18,7 +18,7 @@ import copy
 import datetime
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,12 +213,22 @@ class FakeKube:
             result = {**copy.deepcopy(live), "status": result.get("status")}
         return self._store(kind, key, result, live)
 
-    async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> bool:
+    async def delete(
+        self,
+        kind: Kind,
+        name: str,
+        namespace: str | None = None,
+        *,
+        preconditions: Mapping[str, str] | None = None,
+    ) -> bool:
         self._write("delete", kind.plural, kind, namespace, name)
         key = self._key(kind, namespace, name)
         live = self.objects.get(key)
         if live is None:
             return False
+        # As the API server: the object was replaced or written since the caller read it.
+        if preconditions and any(str(live["metadata"].get(k)) != v for k, v in preconditions.items()):
+            raise KubeError(409, "Precondition failed", "Conflict")
         if live["metadata"].get("finalizers"):
             if not live["metadata"].get("deletionTimestamp"):
                 marked = copy.deepcopy(live)

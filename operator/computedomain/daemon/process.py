@@ -60,8 +60,10 @@ class ImexSupervisor:
         self._closed = False
         self._failed = asyncio.Event()
         self._failure: ImexFatalError | None = None
-        # Replaced on every exit, so that each waiter sees exactly the exits after it began to wait.
+        # `_exited` is replaced on every exit, `_changed` on every start and every exit, so that each
+        # waiter sees exactly the events after it began to wait.
         self._exited = asyncio.Event()
+        self._changed = asyncio.Event()
 
     @property
     def pid(self) -> int | None:
@@ -129,6 +131,15 @@ class ImexSupervisor:
             return False
         return True
 
+    async def wait_change(self, timeout: float) -> bool:
+        """True once a child starts or exits within `timeout` seconds, else False."""
+        changed = self._changed
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     async def wait_failed(self) -> None:
         """Return never while IMEX is kept alive; raise ImexFatalError once the supervisor gave up."""
         await self._failed.wait()
@@ -144,6 +155,7 @@ class ImexSupervisor:
         self._starts += 1
         started_at = asyncio.get_running_loop().time()
         log.info("started nvidia-imex (pid %d): %s", proc.pid, " ".join(self._argv))
+        self._signal_change()
         task = asyncio.create_task(self._watch(proc, started_at), name=f"imex-watchdog-{proc.pid}")
         self._watchdogs.add(task)
         task.add_done_callback(self._watchdogs.discard)
@@ -171,6 +183,11 @@ class ImexSupervisor:
     def _signal_exit(self) -> None:
         exited, self._exited = self._exited, asyncio.Event()
         exited.set()
+        self._signal_change()
+
+    def _signal_change(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def _watch(self, proc: asyncio.subprocess.Process, started_at: float) -> None:
         returncode = await proc.wait()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +31,10 @@ STATE_FILE_NAME = "imex-state.json"
 # How often IMEX is asked while it is not ready: the gate of a waiting pod sees the answer this late
 # at most. A query is one short-lived `nvidia-imex-ctl` process.
 NOT_READY_INTERVAL = 0.2
+# A new IMEX process is asked at once, then after these shorter intervals before NOT_READY_INTERVAL:
+# a fresh daemon is usually ready within a few tenths of a second, and every pod of a new domain
+# waits for that moment.
+START_INTERVALS = (0.05, 0.1)
 # How often a ready IMEX is confirmed, which also keeps `checked` fresh. A crash is seen at once
 # (the supervisor reports the exit); a hang within this interval.
 READY_INTERVAL = 5.0
@@ -88,8 +92,8 @@ class Supervised(Protocol):
         """The running IMEX process, or None."""
         ...
 
-    async def wait_exit(self, timeout: float) -> bool:
-        """True once the process exits within `timeout` seconds."""
+    async def wait_change(self, timeout: float) -> bool:
+        """True once a process starts or exits within `timeout` seconds."""
         ...
 
 
@@ -100,23 +104,36 @@ async def report_readiness(
     *,
     not_ready_interval: float = NOT_READY_INTERVAL,
     ready_interval: float = READY_INTERVAL,
+    start_intervals: Sequence[float] = START_INTERVALS,
 ) -> None:
     """Keep `state` current with IMEX's answers to `query` (the `check` query); never returns.
 
-    A ready IMEX is asked again every `ready_interval` seconds, or as soon as its process ends; one
-    that is not ready every `not_ready_interval` seconds.
+    A process is asked as soon as it starts, then after each of `start_intervals` while it is not
+    ready, then every `not_ready_interval` seconds; a ready one every `ready_interval` seconds, or as
+    soon as its process ends.
     """
+    asked_pid: int | None = None
+    misses = 0
     while True:
         pid = supervisor.pid
         ready = False
         if pid is not None:
+            if pid != asked_pid:
+                asked_pid, misses = pid, 0
             result = await query()
             # An answer from a process that ended meanwhile says nothing about its successor.
             ready = result.ok and supervisor.pid == pid
             if not result.ok:
                 log.debug("%s", result.message)
         state.put(ready, pid if ready else supervisor.pid)
-        await supervisor.wait_exit(ready_interval if ready else not_ready_interval)
+        if ready:
+            wait = ready_interval
+        elif pid is not None and misses < len(start_intervals):
+            wait = start_intervals[misses]
+            misses += 1
+        else:
+            wait = not_ready_interval
+        await supervisor.wait_change(wait)
 
 
 async def report_imex_readiness(

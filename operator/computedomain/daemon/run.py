@@ -89,10 +89,8 @@ async def run_daemon(settings: DaemonSettings, kube_client: Kube, stop: asyncio.
             log.warning("cannot record that IMEX stopped in %s: %s", readiness.path, err)
 
 
-async def _run_daemon(
-    settings: DaemonSettings, kube_client: Kube, stop: asyncio.Event, readiness: ReadinessFile
-) -> None:
-    clique = await resolve_clique(settings, kube_client, stop)
+async def label_pod(settings: DaemonSettings, kube_client: Kube, clique: str, stop: asyncio.Event) -> None:
+    """Put the clique label on this daemon's own pod, retrying as start-up calls do."""
     await retry(
         lambda: kube.label_own_pod(kube_client, settings.pod_namespace, settings.pod_name, clique),
         what=f"labelling pod {settings.pod_name}",
@@ -100,8 +98,15 @@ async def _run_daemon(
         stop=stop,
         log=log,
     )
+
+
+async def _run_daemon(
+    settings: DaemonSettings, kube_client: Kube, stop: asyncio.Event, readiness: ReadinessFile
+) -> None:
+    clique = await resolve_clique(settings, kube_client, stop)
     write_atomic(settings.clique_file, clique)
     if not clique:
+        await label_pod(settings, kube_client, clique, stop)
         log.info("node %s has no NVLink fabric: no IMEX to run; idling until terminated", settings.node_name)
         readiness.put(True, None)
         await stop.wait()
@@ -110,21 +115,31 @@ async def _run_daemon(
     write_imex_files(settings)
     supervisor = ImexSupervisor(imex_argv(settings.imex_binary, str(settings.config_file)))
     tracker = PeerTracker(settings.node_name, settings.pod_ip, clique, settings.max_nodes)
+    # The label goes out beside the clique's first list, not before it: until it arrives the
+    # controller places this daemon by its node's clique label, and every pod of a new domain waits
+    # for this IMEX to be ready.
+    labelling = asyncio.create_task(label_pod(settings, kube_client, clique, stop), name="label-pod")
     tasks = {
+        labelling,
         asyncio.create_task(follow_clique(settings, kube_client, tracker, supervisor), name="follow-clique"),
         asyncio.create_task(supervisor.wait_failed(), name="imex-failed"),
         asyncio.create_task(report_imex_readiness(settings, supervisor, readiness), name="readiness"),
         asyncio.create_task(stop.wait(), name="stop"),
     }
+    pending = set(tasks)
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        while True:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+            # The label's task is the only one whose end is not the end of the run.
+            if done != {labelling}:
+                break
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await supervisor.stop()
-    for task in done:
-        task.result()
 
 
 def log_start(settings: DaemonSettings) -> None:

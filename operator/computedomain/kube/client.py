@@ -266,10 +266,24 @@ class Kube:
             content_type=content_type,
         )
 
-    async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> bool:
-        """Delete one object (dependents in the background); False when it was already gone."""
+    async def delete(
+        self,
+        kind: Kind,
+        name: str,
+        namespace: str | None = None,
+        *,
+        preconditions: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Delete one object (dependents in the background); False when it was already gone.
+
+        `preconditions` (`uid`, `resourceVersion`) delete only the object as it was read: when it was
+        replaced or written since, the API server refuses with `KubeError` 409 and deletes nothing.
+        """
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if preconditions:
+            body["preconditions"] = dict(preconditions)
         try:
-            await self.call("DELETE", kind.path(namespace, name), body={"propagationPolicy": "Background"})
+            await self.call("DELETE", kind.path(namespace, name), body=body)
         except KubeError as error:
             if error.status == 404:
                 return False

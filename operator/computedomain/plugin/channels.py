@@ -9,6 +9,14 @@ until the channel is there and the clique's IMEX daemon on this node is Ready, a
 pods why with Events; a prepare that runs out of the kubelet's time ends with an error, and the
 kubelet calls again, so pods that wait for a channel keep waiting in prepare.
 
+A prepare succeeds only once it wrote to the object it read (`prepare_mark`): a JSON patch that
+tests the object's UID and channel and sets an annotation, so that it bumps the resourceVersion. The
+controller deletes a released object only with the resourceVersion it planned from as a
+precondition, so of a release and a prepare that race, exactly one wins: the prepare's write fails
+on a deleted, replaced or changed object (nothing is prepared, the kubelet calls again and the pod
+waits for the domain's new channel), or the delete fails on the written object (nothing is
+released).
+
 Two domains never share a channel on a node: a channel prepared here for a claim of one domain is
 refused to a claim of another (the controller frees a channel only once every claim of its domain in
 the clique is unprepared, so this holds only when something went wrong elsewhere).
@@ -20,7 +28,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from computedomain.api import names
 from computedomain.plugin.checkpoint import ClaimRecord
@@ -35,6 +43,10 @@ CLIQUE_DAEMON_DOMAIN_ID = names.CLIQUE_DAEMON_DOMAIN_ID
 # Channel 0 is never given to a domain; the driver knows channels up to CHANNEL_COUNT - 1.
 FIRST_CHANNEL = 1
 LAST_CHANNEL = CHANNEL_COUNT - 1
+
+# Set by every prepare on the ComputeDomainClique it read: `<node>/<claim UID> <time>`. The time makes
+# each write a change, which the controller's delete precondition then sees.
+PREPARE_ANNOTATION = "resource.nvidia.com/lastPrepare"
 
 # The first read comes at once; later ones back off to this, so a long wait costs little.
 _FIRST_POLL = 0.25
@@ -116,6 +128,35 @@ def channel_holder(
     return None
 
 
+def prepare_mark(obj: Mapping[str, Any], node: str, claim_uid: str, when: str) -> list[dict[str, Any]]:
+    """The JSON patch with which a prepare of claim `claim_uid` on `node` claims the channel of the
+    ComputeDomainClique `obj` (as read): it applies only to that object (its UID) while it holds the
+    same channel, and sets `PREPARE_ANNOTATION`."""
+    meta = obj.get("metadata") or {}
+    value = f"{node}/{claim_uid} {when}"
+    ops: list[dict[str, Any]] = [
+        {"op": "test", "path": "/metadata/uid", "value": meta.get("uid")},
+        {"op": "test", "path": "/channel", "value": obj.get("channel")},
+    ]
+    if meta.get("annotations"):
+        key = PREPARE_ANNOTATION.replace("~", "~0").replace("/", "~1")
+        ops.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": value})
+    else:
+        # A JSON patch cannot add a key to a map that is not there. Should another prepare add the
+        # map first, this replaces it: it only ever holds this annotation.
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": {PREPARE_ANNOTATION: value}})
+    return ops
+
+
+def released_message(clique_object: str, channel: int, why: str) -> str:
+    """Why a prepare that lost its race with the release of its channel prepared nothing."""
+    return (
+        f"channel {channel} of ComputeDomainClique {clique_object} was released while this prepare ran "
+        f"({why}): nothing was prepared, and the kubelet's next call waits for the domain's channel "
+        "again"
+    )
+
+
 class ChannelSource(Protocol):
     """The reads clique mode's prepare needs (`kubeio.CliqueChannels` has them)."""
 
@@ -133,6 +174,16 @@ class ChannelSource(Protocol):
         ...
 
 
+@runtime_checkable
+class PrepareRecorder(Protocol):
+    """The write clique mode's prepare makes before it succeeds (`kubeio.CliqueChannels` has it)."""
+
+    async def record_prepare(self, obj: Mapping[str, Any], node: str, claim_uid: str) -> str | None:
+        """Write `prepare_mark` to the ComputeDomainClique `obj` as read; None once written, else why
+        not (the object was deleted, replaced, or its channel changed)."""
+        ...
+
+
 async def wait_for_channel(
     source: ChannelSource,
     clique_object: str,
@@ -142,9 +193,10 @@ async def wait_for_channel(
     *,
     abort: asyncio.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
-) -> tuple[int | None, str]:
-    """(channel, '') once the domain has a channel in the clique and the clique daemon on this node
-    is Ready; (None, why) after `timeout` seconds, or at the next pass once `abort` is set.
+) -> tuple[dict[str, Any] | None, str]:
+    """(the ComputeDomainClique as read, '') once it holds the domain's channel in the clique and the
+    clique daemon on this node is Ready; (None, why) after `timeout` seconds, or at the next pass
+    once `abort` is set.
 
     `on_wait(why, elapsed)` runs on every pass that found something missing.
     """
@@ -152,10 +204,11 @@ async def wait_for_channel(
     poll = _FIRST_POLL
     while True:
         version = source.changes.version
-        found = assignment(await source.read_clique(clique_object))
+        obj = await source.read_clique(clique_object)
+        found = assignment(obj)
         ready = source.clique_daemon_ready()
-        if found.channel is not None and ready:
-            return found.channel, ""
+        if obj is not None and found.channel is not None and ready:
+            return obj, ""
         why = waiting_reason(clique_object, found, ready, node)
         elapsed = clock() - start
         remaining = timeout - elapsed

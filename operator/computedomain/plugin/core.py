@@ -278,7 +278,8 @@ class Core:
             raise _Refused(f"ResourceClaim {ref}: {channels.no_clique_message(self.node)}")
         devices = tuple(a.device for a in allocated)
         await self._record(ref, "PrepareStarted", devices, exclusive=True)
-        channel = await self._wait_for_channel(ref, claim, domain, clique, deadline)
+        found = await self._wait_for_channel(ref, claim, domain, clique, deadline)
+        channel = int(found["channel"])
         held = tuple(d.with_channel(channel) if d.type == "channel" else d for d in devices)
         # Recorded before the spec is written, under the checkpoint's lock: of two domains' claims
         # that race for one channel here, the second is refused.
@@ -295,11 +296,30 @@ class Core:
             ]
         except DeviceError as error:
             raise _Refused(f"ResourceClaim {ref}: {error}") from None
+        await self._claim_channel(ref, found, devices, deadline)
         return await self._complete(ref, held, edits)
+
+    async def _claim_channel(
+        self, ref: ClaimRef, found: dict[str, Any], devices: tuple[ClaimDevice, ...], deadline: float
+    ) -> None:
+        # The write to the object read, before anything is prepared: the controller releases the
+        # channel only by a delete that fails once this write happened, and this write fails once
+        # that delete happened (see `plugin.channels`).
+        recorder = self.channels
+        name = str(found["metadata"]["name"])
+        if not isinstance(recorder, channels.PrepareRecorder):
+            raise _Refused(f"ResourceClaim {ref}: this plugin cannot write ComputeDomainClique {name}")
+        async with self._before(deadline, ref, f"writing ComputeDomainClique {name}"):
+            why = await recorder.record_prepare(found, self.node, ref.uid)
+        if why is not None:
+            # The channel may be another domain's by now: this node no longer holds it for the claim.
+            await self._record(ref, "PrepareStarted", devices)
+            message = channels.released_message(name, int(found["channel"]), why)
+            raise _Refused(f"ResourceClaim {ref}: {message}")
 
     async def _wait_for_channel(
         self, ref: ClaimRef, claim: dict[str, Any], domain: DomainRef, clique: str, deadline: float
-    ) -> int:
+    ) -> dict[str, Any]:
         assert self.channels is not None
         source = self.channels
         name = names.clique_name(domain.uid, clique)
@@ -317,21 +337,21 @@ class Core:
 
         started = time.monotonic()
         async with self._before(deadline, ref, f"waiting for {what}"):
-            channel, why = await channels.wait_for_channel(
-                source, name, self.node, wait, waiting, abort=abort
-            )
+            found, why = await channels.wait_for_channel(source, name, self.node, wait, waiting, abort=abort)
             metrics.GATE_SECONDS.observe(time.monotonic() - started)
-            if channel is None and abort is not None and abort.is_set():
+            if found is None and abort is not None and abort.is_set():
                 raise _Refused(f"ResourceClaim {ref}: unprepared while it waited for {what}")
-            if channel is None:
+            if found is None:
                 message = (
                     f"no IMEX channel of clique {clique} after {max(wait, 0):.0f}s: {why}; the kubelet "
                     "will try again"
                 )
                 await self._post(pods, "Warning", REASON_NO_CHANNEL, message)
                 raise _Refused(f"ResourceClaim {ref}: {message}")
-        log.info("claim %s: ComputeDomain %s has channel %d in clique %s", ref, domain, channel, clique)
-        return channel
+        log.info(
+            "claim %s: ComputeDomain %s has channel %d in clique %s", ref, domain, found["channel"], clique
+        )
+        return found
 
     async def _post(
         self, pods: Sequence[tuple[str, str, str]], event_type: str, reason: str, message: str

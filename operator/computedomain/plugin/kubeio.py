@@ -12,20 +12,31 @@ informers resume their watches by themselves.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from computedomain import objects
 from computedomain.api import names
 from computedomain.dra import slices as dra_slices
-from computedomain.kube import CLIQUES, DOMAINS, NODES, PODS, Kube, KubeError, claims, discovery
+from computedomain.kube import (
+    CLIQUES,
+    DOMAINS,
+    JSON_PATCH,
+    NODES,
+    PODS,
+    Kube,
+    KubeError,
+    claims,
+    discovery,
+)
 from computedomain.kube.events import post_event
 from computedomain.kube.informer import Informer
 from computedomain.kube.retry import RetryPolicy, deadline_in, retry
 from computedomain.objects import Object
-from computedomain.plugin.channels import CLIQUE_DAEMON_SELECTOR
+from computedomain.plugin.channels import CLIQUE_DAEMON_SELECTOR, prepare_mark
 from computedomain.plugin.kubelet.notify import Notifier
 from computedomain.plugin.kubelet.slices import SlicePublisher
 from computedomain.plugin.view import DomainRef
@@ -183,7 +194,8 @@ class KubeNodeView:
 class CliqueChannels:
     """Clique mode's reads (a `channels.ChannelSource`): a domain's ComputeDomainClique by name, and
     the clique IMEX daemon pod on this node, from a watch of the operator's namespace narrowed to that
-    pod's label and this node."""
+    pod's label and this node; and the write a prepare makes to that object before it succeeds (a
+    `channels.PrepareRecorder`)."""
 
     def __init__(self, kube: Kube, node: str, namespace: str) -> None:
         self.kube = kube
@@ -222,6 +234,26 @@ class CliqueChannels:
     def clique_daemon_ready(self) -> bool:
         """True when a Ready clique IMEX daemon pod runs on this node."""
         return any(_pod_ready(pod) for pod in self.pod_informer.store.values())
+
+    async def record_prepare(self, obj: Mapping[str, Any], node: str, claim_uid: str) -> str | None:
+        """Write `channels.prepare_mark` to the ComputeDomainClique `obj` as read (transient errors
+        retried); None once written, else why not."""
+        name = str(obj["metadata"]["name"])
+        when = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+        patch = prepare_mark(obj, node, claim_uid, when)
+        try:
+            await retrying(
+                f"recording a prepare on ComputeDomainClique {self.namespace}/{name}",
+                lambda: self.kube.patch(CLIQUES, name, self.namespace, patch, content_type=JSON_PATCH),
+            )
+        except KubeError as error:
+            if error.status == 404:
+                return "the controller deleted it"
+            # A failed `test` of the patch: the object was replaced or holds another channel now.
+            if error.status in (409, 422):
+                return f"it was replaced or its channel changed: {error}"
+            raise
+        return None
 
 
 def slice_publisher(kube: Kube, view: KubeNodeView, *, shared_channel: bool = False) -> SlicePublisher:

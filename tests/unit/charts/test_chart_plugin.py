@@ -37,7 +37,7 @@ def test_kubelet_plugin_rbac_is_exactly_what_it_needs(default_render: list[Manif
 def test_kubelet_plugin_reads_clique_objects_only_in_clique_mode(helm: Path) -> None:
     clique = render(helm, *CLUSTER_V1, "--set", "imex.mode=clique")
     assert rules_of(only(clique, "Role", PLUGIN)) == sorted(
-        [rule("", "pods", "list watch"), rule(names.GROUP, names.CLIQUE_PLURAL, "get")]
+        [rule("", "pods", "list watch"), rule(names.GROUP, names.CLIQUE_PLURAL, "get patch")]
     )
 
 

@@ -201,3 +201,16 @@ async def test_wait_exit_reports_a_crash_and_a_stop_but_not_a_quiet_run(
     await asyncio.sleep(0)
     await supervisor.stop()
     assert await waiter is True
+
+
+async def test_wait_change_reports_a_start_and_an_exit(make_supervisor: MakeSupervisor) -> None:
+    supervisor = make_supervisor(restart_delay=30.0)
+    waiter = asyncio.create_task(supervisor.wait_change(10.0))
+    await asyncio.sleep(0)
+    await supervisor.ensure_started()
+    assert await waiter is True
+    assert await supervisor.wait_change(0.05) is False
+    waiter = asyncio.create_task(supervisor.wait_change(10.0))
+    await asyncio.sleep(0)
+    await supervisor.stop()
+    assert await waiter is True

@@ -25,16 +25,23 @@ class FakeSupervisor:
 
     def __init__(self, pid: int | None = None) -> None:
         self.pid = pid
-        self._exited = asyncio.Event()
+        self._changed = asyncio.Event()
+
+    def start(self, pid: int) -> None:
+        self.pid = pid
+        self._signal()
 
     def end(self) -> None:
         self.pid = None
-        exited, self._exited = self._exited, asyncio.Event()
-        exited.set()
+        self._signal()
 
-    async def wait_exit(self, timeout: float) -> bool:
+    def _signal(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_change(self, timeout: float) -> bool:
         try:
-            await asyncio.wait_for(self._exited.wait(), timeout)
+            await asyncio.wait_for(self._changed.wait(), timeout)
         except TimeoutError:
             return False
         return True
@@ -126,6 +133,46 @@ async def test_reports_ready_once_imex_answers_and_not_ready_the_moment_it_ends(
         # Woken by the exit, not by the 60 s interval.
         await wait_until(lambda: file.ready is False, "IMEX reported not ready", limit=2.0)
         assert state(tmp_path)["ready"] is False
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_new_process_is_asked_at_once_then_sooner_than_the_steady_interval(tmp_path: Path) -> None:
+    supervisor = FakeSupervisor()
+    answers = [NOT_READY, NOT_READY, NOT_READY]
+    asked: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def query() -> CheckResult:
+        asked.append(loop.time())
+        return answers.pop(0) if answers else READY
+
+    file = ReadinessFile(tmp_path / readiness.STATE_FILE_NAME)
+    # Neither the steady interval nor the ready one could bring an answer within the test's limit.
+    task = asyncio.create_task(
+        report_readiness(
+            supervisor,
+            file,
+            query,
+            not_ready_interval=60.0,
+            ready_interval=60.0,
+            start_intervals=(0.01, 0.02),
+        )
+    )
+    try:
+        await wait_until(lambda: file.ready is False, "a first report", limit=2.0)
+        started = loop.time()
+        supervisor.start(31)
+        # Asked at once, then after 0.01 s and 0.02 s; the fourth answer waits for the steady 60 s.
+        await wait_until(lambda: len(asked) == 3, "three queries after the start", limit=5.0)
+        assert asked[0] - started < 1.0
+        assert file.ready is False
+        supervisor.end()
+        supervisor.start(32)
+        # A restarted process starts the short intervals over; its first answer is READY.
+        await wait_until(lambda: file.ready is True, "the new process reported ready", limit=5.0)
+        assert state(tmp_path)["pid"] == 32
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -160,6 +160,52 @@ async def test_full_flow_start_reload_restart_stop(cluster: FakeCluster, env: di
     assert not (state / "imex.pid").exists()
 
 
+async def test_imex_starts_while_the_pod_label_is_still_on_its_way(
+    cluster: FakeCluster, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    released = asyncio.Event()
+
+    async def slow_label(kube_client: Any, namespace: str, pod_name: str, clique_id: str) -> None:
+        await released.wait()
+        cluster.labels.append((namespace, pod_name, clique_id))
+
+    monkeypatch.setattr(kube, "label_own_pod", slow_label)
+    settings = load_settings(env)
+    task, stop = await run_in_background(settings)
+    await cluster.lists.put((daemon(NODE, POD_IP, 0),))
+    await wait_until(lambda: events_of(settings.config_dir, "start"), "IMEX to start")
+    assert cluster.labels == []
+    released.set()
+    await wait_until(lambda: cluster.labels, "the pod label")
+    assert cluster.labels == [("dra-driver", "computedomain-daemon-x7k2p", CLIQUE)]
+    # The label's end is not the daemon's.
+    await asyncio.sleep(0.1)
+    assert not task.done()
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_a_refused_pod_label_ends_the_daemon_and_its_imex(
+    cluster: FakeCluster, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    released = asyncio.Event()
+
+    async def refused_label(kube_client: Any, namespace: str, pod_name: str, clique_id: str) -> None:
+        await released.wait()
+        raise KubeError(403, "forbidden")
+
+    monkeypatch.setattr(kube, "label_own_pod", refused_label)
+    monkeypatch.setattr(run, "STARTUP_RETRY", FAST)
+    settings = load_settings(env)
+    task, _ = await run_in_background(settings)
+    await cluster.lists.put((daemon(NODE, POD_IP, 0),))
+    starts = await wait_until(lambda: events_of(settings.config_dir, "start"), "IMEX to start")
+    released.set()
+    with pytest.raises(KubeError, match="forbidden"):
+        await asyncio.wait_for(task, 10)
+    assert [event["pid"] for event in events_of(settings.config_dir, "stop")] == [starts[0]["pid"]]
+
+
 async def test_plugin_template_is_used(cluster: FakeCluster, env: dict[str, str]) -> None:
     settings = load_settings(env)
     settings.config_dir.mkdir(parents=True)

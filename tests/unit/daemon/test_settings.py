@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from computedomain.daemon.settings import MISSING_DOMAIN_MESSAGE, SettingsError, load_settings
+from computedomain.daemon.settings import ENV_NAMES, MISSING_DOMAIN_MESSAGE, SettingsError, load_settings
 
 FULL_ENV = {
     "NODE_NAME": "gb200-n01",
@@ -96,8 +99,9 @@ def test_log_format(text: str, expected: str) -> None:
 
 
 def test_settings_are_immutable() -> None:
-    with pytest.raises(ValueError, match="frozen"):
-        load_settings({}).node_name = "other"
+    settings = load_settings({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.node_name = "other"  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
@@ -120,7 +124,7 @@ def test_bad_options_are_named_as_options() -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings({"LOG_LEVEL": "loud"}, {"log_verbosity": -1})
     assert str(caught.value).splitlines()[1:] == [
-        "  -v=-1: Input should be greater than or equal to 0",
+        "  -v='-1': Input should be greater than or equal to 0",
         "  LOG_LEVEL='loud': must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
     ]
 
@@ -155,5 +159,30 @@ def test_clique_mode_needs_no_domain_and_follows_the_cliques_peer_object() -> No
 
 
 def test_an_unknown_mode_is_refused() -> None:
-    with pytest.raises(SettingsError, match="IMEX_MODE"):
+    with pytest.raises(SettingsError, match="IMEX_MODE='node': must be domain or clique"):
         load_settings({"IMEX_MODE": "node"})
+
+
+def test_blanks_around_values_are_dropped_but_a_blank_clique_stays_no_fabric() -> None:
+    settings = load_settings({"NODE_NAME": " gb200-n01 ", "CLIQUE_ID": "  ", "MAX_NODES_PER_IMEX_DOMAIN": ""})
+    assert settings.node_name == "gb200-n01"
+    assert settings.clique_id == ""
+    assert settings.max_nodes == 18
+
+
+def test_every_variable_is_named() -> None:
+    assert set(ENV_NAMES.values()) >= {"COMPUTE_DOMAIN_UUID", "CLIQUE_ID", "IMEX_MODE", "POD_IP", "LOG_LEVEL"}
+    assert len(set(ENV_NAMES.values())) == len(ENV_NAMES)
+
+
+def test_the_daemon_does_not_import_pydantic() -> None:
+    # Its start is on the critical path of a domain's first pods (and `check` is the liveness probe).
+    code = (
+        "import sys, computedomain.daemon.__main__, computedomain.daemon.run; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} "
+        "& {'pydantic', 'pydantic_core', 'pydantic_settings'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

@@ -147,3 +147,41 @@ async def test_a_retry_after_is_read_only_where_it_means_something(served: Serve
 )
 def test_retry_after_values(value: object, seconds: float | None) -> None:
     assert retry_after_seconds(value) == seconds
+
+
+async def test_a_delete_with_preconditions_deletes_only_the_object_as_read() -> None:
+    # The server holds one pod at resourceVersion 2 and checks preconditions as the API server does.
+    bodies: list[dict[str, object]] = []
+    held = {"uid": "u-1", "resourceVersion": "2"}
+
+    async def delete(request: web.Request) -> web.Response:
+        body = await request.json()
+        bodies.append(body)
+        if not held:
+            return web.json_response(status(404), status=404)
+        wanted = body.get("preconditions") or {}
+        if any(held.get(key) != value for key, value in wanted.items()):
+            return web.json_response(status(409), status=409)
+        held.clear()
+        return web.json_response(status(200))
+
+    app = web.Application()
+    app.router.add_delete(PODS.path("x", "{name}"), delete)
+    server = TestServer(app)
+    await server.start_server()
+    kube = Kube(Connection(str(server.make_url("")).rstrip("/"), ssl.create_default_context()))
+    try:
+        with pytest.raises(KubeError) as raised:
+            await kube.delete(PODS, "p", "x", preconditions={"uid": "u-1", "resourceVersion": "1"})
+        assert raised.value.status == 409
+        assert held, "a failed precondition deletes nothing"
+        assert await kube.delete(PODS, "p", "x", preconditions={"uid": "u-1", "resourceVersion": "2"})
+        assert not await kube.delete(PODS, "p", "x")
+    finally:
+        await kube.close()
+        await server.close()
+    assert bodies == [
+        {"propagationPolicy": "Background", "preconditions": {"uid": "u-1", "resourceVersion": "1"}},
+        {"propagationPolicy": "Background", "preconditions": {"uid": "u-1", "resourceVersion": "2"}},
+        {"propagationPolicy": "Background"},
+    ]

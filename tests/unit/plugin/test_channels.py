@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from computedomain.plugin.channels import Assignment, assignment, channel_holder, waiting_reason
+from computedomain.api import names
+from computedomain.plugin.channels import (
+    PREPARE_ANNOTATION,
+    Assignment,
+    assignment,
+    channel_holder,
+    prepare_mark,
+    waiting_reason,
+)
 from computedomain.plugin.checkpoint import ClaimRecord
 from computedomain.plugin.claimdevice import ClaimDevice
 from computedomain.plugin.kubelet.driver import ClaimRef
@@ -26,9 +36,40 @@ from support.pluginview import (
 CLIQUE = "cluster-a.1"
 
 
+class RecordingChannels(MemoryChannels):
+    """`MemoryChannels` whose objects have UIDs, with the prepare's write applied as the API server
+    applies its JSON patch: only to the object read, while it holds the same channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marks: list[tuple[str, str, str]] = []
+        # Runs between a prepare's read and its write: what the controller does meanwhile.
+        self.before_write: Callable[[str], None] | None = None
+
+    def assign(self, domain_uid: str, clique: str, channel: int | None) -> None:
+        super().assign(domain_uid, clique, channel)
+        self.cliques[names.clique_name(domain_uid, clique)]["metadata"]["uid"] = str(uuid.uuid4())
+
+    def release(self, domain_uid: str, clique: str) -> None:
+        del self.cliques[names.clique_name(domain_uid, clique)]
+
+    async def record_prepare(self, obj: Mapping[str, Any], node: str, claim_uid: str) -> str | None:
+        name = obj["metadata"]["name"]
+        if self.before_write is not None:
+            self.before_write(name)
+        live = self.cliques.get(name)
+        if live is None:
+            return "the controller deleted it"
+        if live["metadata"].get("uid") != obj["metadata"]["uid"] or live.get("channel") != obj["channel"]:
+            return "it was replaced or its channel changed"
+        live["metadata"].setdefault("annotations", {})[PREPARE_ANNOTATION] = f"{node}/{claim_uid}"
+        self.marks.append((name, node, claim_uid))
+        return None
+
+
 @pytest.fixture
-def channels() -> MemoryChannels:
-    return MemoryChannels()
+def channels() -> RecordingChannels:
+    return RecordingChannels()
 
 
 @pytest.fixture
@@ -97,7 +138,99 @@ def test_a_channel_is_held_only_by_claims_of_another_domain() -> None:
     assert channel_holder([record], "claim-a", "domain-b", 5) is None
 
 
+def test_the_prepare_mark_tests_the_object_read_and_sets_the_annotation() -> None:
+    obj = {"metadata": {"name": "d.c", "uid": "u-1"}, "channel": 5}
+    tests = [
+        {"op": "test", "path": "/metadata/uid", "value": "u-1"},
+        {"op": "test", "path": "/channel", "value": 5},
+    ]
+    assert prepare_mark(obj, "n1", "claim-1", "T") == [
+        *tests,
+        {"op": "add", "path": "/metadata/annotations", "value": {PREPARE_ANNOTATION: "n1/claim-1 T"}},
+    ]
+    obj["metadata"]["annotations"] = {"other": "kept"}
+    assert prepare_mark(obj, "n1", "claim-1", "T") == [
+        *tests,
+        {
+            "op": "add",
+            "path": "/metadata/annotations/resource.nvidia.com~1lastPrepare",
+            "value": "n1/claim-1 T",
+        },
+    ]
+
+
 # --- prepare ----------------------------------------------------------------------------------------
+
+
+async def test_a_prepare_writes_to_the_object_it_read(node: Node, channels: RecordingChannels) -> None:
+    domain = node.view.add_domain("team", "cd")
+    channels.assign(domain.uid, CLIQUE, 5)
+    claim = workload(node, "team", "job", domain.uid)
+
+    assert (await node.core.prepare([ref(claim)]))[uid(claim)].error == ""
+
+    name = f"{domain.uid}.{CLIQUE}"
+    assert channels.marks == [(name, "node-a", uid(claim))]
+    assert channels.cliques[name]["metadata"]["annotations"] == {PREPARE_ANNOTATION: f"node-a/{uid(claim)}"}
+
+
+async def test_a_channel_released_between_read_and_write_prepares_nothing(
+    node: Node, channels: RecordingChannels
+) -> None:
+    d = node.view.add_domain("team-d", "cd")
+    e = node.view.add_domain("team-e", "cd")
+    channels.assign(d.uid, CLIQUE, 5)
+    claim_d = workload(node, "team-d", "job-d", d.uid)
+    claim_e = workload(node, "team-e", "job-e", e.uid)
+
+    def release_to_e(name: str) -> None:
+        # The controller, not yet aware of the claim, frees D's channel and gives it to E.
+        channels.before_write = None
+        channels.release(d.uid, CLIQUE)
+        channels.assign(e.uid, CLIQUE, 5)
+
+    channels.before_write = release_to_e
+    refused = (await node.core.prepare([ref(claim_d)]))[uid(claim_d)]
+
+    assert f"channel 5 of ComputeDomainClique {d.uid}.{CLIQUE} was released while this prepare ran" in (
+        refused.error
+    )
+    assert "the controller deleted it" in refused.error
+    assert not node.specs.path(uid(claim_d)).exists()
+    assert [dev.channel for dev in node.checkpoint.claims[uid(claim_d)].devices] == [None]
+    # This node no longer holds channel 5 for D: E's claim gets it here.
+    assert (await node.core.prepare([ref(claim_e)]))[uid(claim_e)].error == ""
+    assert channel_nodes(node, claim_e)[0]["minor"] == 5
+
+
+async def test_a_channel_that_changed_between_read_and_write_prepares_nothing(
+    node: Node, channels: RecordingChannels
+) -> None:
+    domain = node.view.add_domain("team", "cd")
+    channels.assign(domain.uid, CLIQUE, 5)
+    claim = workload(node, "team", "job", domain.uid)
+    channels.before_write = lambda _name: channels.assign(domain.uid, CLIQUE, 6)
+
+    refused = (await node.core.prepare([ref(claim)]))[uid(claim)]
+
+    assert "it was replaced or its channel changed" in refused.error
+    assert not node.specs.path(uid(claim)).exists()
+    channels.before_write = None
+    assert (await node.core.prepare([ref(claim)]))[uid(claim)].error == ""
+    assert channel_nodes(node, claim)[0]["minor"] == 6
+
+
+async def test_a_source_that_cannot_write_prepares_no_channel(tmp_path: Path) -> None:
+    channels = MemoryChannels()
+    node = make_core(tmp_path, MemoryView(clique=CLIQUE), channels=channels)
+    domain = node.view.add_domain("team", "cd")
+    channels.assign(domain.uid, CLIQUE, 5)
+    claim = workload(node, "team", "job", domain.uid)
+
+    refused = (await node.core.prepare([ref(claim)]))[uid(claim)]
+
+    assert f"this plugin cannot write ComputeDomainClique {domain.uid}.{CLIQUE}" in refused.error
+    assert not node.specs.path(uid(claim)).exists()
 
 
 async def test_two_domains_on_one_node_get_exactly_their_own_channels(

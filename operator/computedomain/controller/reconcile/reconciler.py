@@ -47,6 +47,7 @@ from computedomain.controller.render.status import (
 )
 from computedomain.controller.settings import Settings
 from computedomain.controller.world import World
+from computedomain.dra.allocation import allocated_node
 from computedomain.kube import Kube, KubeError, Object, is_transient
 from computedomain.objects import contains
 
@@ -213,7 +214,7 @@ class Reconciler:
             phase = "writing ComputeDomainCliques"
             async with self._channel_lock:
                 plan = self._plan_channels(uid, refused)
-                await self._apply_channels(domain, plan, refused)
+                kept = not await self._apply_channels(domain, plan, refused)
             phase = ""
             state = ChannelState(waiting=plan.waiting, refused=ALL_REFUSED_MESSAGE if refused else "")
             status_wait = await self._write_clique_status(body, plan, problems, state)
@@ -229,7 +230,7 @@ class Reconciler:
                     logger.warning("could not report %s in the status: %s", error, status_error)
             raise
         metrics.RECONCILES.labels(result="ok").inc()
-        recheck = any(p.reason == "NameConflict" for p in problems)
+        recheck = kept or any(p.reason == "NameConflict" for p in problems)
         delays = [d for d in (RECHECK_SECONDS if recheck else None, status_wait or None) if d is not None]
         return min(delays, default=None)
 
@@ -242,10 +243,7 @@ class Reconciler:
         """
         async with self._channel_lock:
             plan = self._plan_channels(uid, False)
-            for obj in self.world.related(w.CLIQUES, uid):
-                labels = obj["metadata"].get("labels") or {}
-                if labels.get(names.CLIQUE_LABEL) in plan.release:
-                    await children.CLIQUES.prune(self.kube, self.world, obj)
+            await self._release_channels(uid, plan.release)
             held = sorted({h.clique for h in self.world.holdings() if h.domain == uid})
         if not held:
             return False
@@ -282,8 +280,9 @@ class Reconciler:
             return ChannelPlan(release=tuple(sorted(held)), nodes=plan.nodes)
         return plan
 
-    async def _apply_channels(self, domain: ComputeDomain, plan: ChannelPlan, refused: bool) -> None:
-        """Write the domain's clique objects (with the channel, once given), then delete released ones."""
+    async def _apply_channels(self, domain: ComputeDomain, plan: ChannelPlan, refused: bool) -> bool:
+        """Write the domain's clique objects (with the channel, once given), then delete released ones;
+        False when one that was to go stays (see `_release_channels`)."""
         wanted: dict[str, int | None] = {clique: None for clique in plan.waiting}
         wanted.update(plan.channels)
         for clique, channel in sorted(wanted.items()):
@@ -291,11 +290,68 @@ class Reconciler:
             if channel is not None:
                 manifest["channel"] = channel
             await children.CLIQUES.ensure(self.kube, self.world, manifest)
-        if plan.release:
-            for obj in self.world.related(w.CLIQUES, domain.uid):
-                labels = obj["metadata"].get("labels") or {}
-                if labels.get(names.CLIQUE_LABEL) in plan.release:
-                    await children.CLIQUES.prune(self.kube, self.world, obj)
+        return await self._release_channels(domain.uid, plan.release)
+
+    async def _release_channels(self, uid: str, cliques: tuple[str, ...]) -> bool:
+        """Delete the domain's clique objects of `cliques`, which give their channels back to the pool;
+        False when one stays, to be planned again.
+
+        The plan comes from the cache, which may not have seen a claim that a plugin prepares right
+        now (a restarted pod of the domain). Two things keep that prepare and a release from both
+        succeeding: the claims are listed from the API server first, and a claim allocated there that
+        the cache lacks keeps every channel; and the delete holds the object's UID and resourceVersion
+        as planned from as preconditions, while a prepare writes to the object before it succeeds
+        (`plugin.channels`). A claim allocated after the list is prepared only after the list, so
+        either its write comes first and the delete fails (409), or the delete comes first and its
+        write fails.
+        """
+        going = [
+            obj
+            for obj in self.world.related(w.CLIQUES, uid)
+            if (obj["metadata"].get("labels") or {}).get(names.CLIQUE_LABEL) in cliques
+        ]
+        if not going:
+            return True
+        unseen = await self._claims_unseen(uid)
+        if unseen:
+            logger.info(
+                "ComputeDomain %s keeps its channels: claim %s is allocated and not yet in the cache",
+                uid,
+                unseen,
+            )
+            return False
+        released = True
+        kind = self.world.kind(w.CLIQUES)
+        for obj in going:
+            meta = obj["metadata"]
+            preconditions = {"uid": str(meta["uid"]), "resourceVersion": str(meta["resourceVersion"])}
+            try:
+                await self.kube.delete(kind, meta["name"], meta.get("namespace"), preconditions=preconditions)
+            except KubeError as error:
+                if error.status != 409:
+                    raise
+                # A plugin wrote to it since the cache saw it: a prepare of the domain holds the channel.
+                logger.info("ComputeDomainClique %s was written since it was planned; kept", meta["name"])
+                released = False
+                continue
+            self.world.forget(w.CLIQUES, obj)
+        return released
+
+    async def _claims_unseen(self, uid: str) -> str | None:
+        """The name of a claim of the domain that the API server has allocated and the cache has not
+        (or not on that node), or None."""
+        if self.resource_version is None:
+            return None
+        items, _ = await self.kube.list(
+            k.claims(self.resource_version), label_selector=f"{names.DOMAIN_LABEL}={uid}"
+        )
+        cached = {(c.uid, c.node) for c in self.world.channel_claims() if c.domain == uid}
+        for item in items:
+            node = allocated_node(item)
+            meta = item.get("metadata") or {}
+            if node is not None and (str(meta.get("uid", "")), node) not in cached:
+                return f"{meta.get('namespace')}/{meta.get('name')}"
+        return None
 
     async def _ensure_workload_template(self, domain: ComputeDomain) -> list[Problem]:
         version = self.resource_version
