@@ -50,6 +50,7 @@ async def bed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Contain
 
 
 def is_ready(pod: client.V1Pod) -> bool:
+    """Whether the pod's Ready condition is True."""
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
@@ -98,12 +99,15 @@ async def create_domain(bed: ContainerBed, namespace: str, name: str, **channel:
 
 
 async def start_pod(bed: ContainerBed, namespace: str, name: str, template: str, node: str) -> None:
+    """A pod of the workload stand-in on `node`, claiming a channel from the domain's `template`."""
     pod = workload_pod(name, namespace, template, node)
     pod["spec"]["containers"][0] |= {"image": WORKLOAD_IMAGE, "command": ["bash", "-c", "exec torchrun"]}
     await client.CoreV1Api(bed.api).create_namespaced_pod(namespace, cast(Any, pod))
 
 
 async def running(bed: ContainerBed, namespace: str, name: str) -> client.V1Pod:
+    """The pod, once it runs."""
+
     async def probe() -> client.V1Pod | None:
         live = await client.CoreV1Api(bed.api).read_namespaced_pod(name, namespace)
         return live if live.status.phase == "Running" else None
@@ -150,6 +154,7 @@ async def seen_inside(
 
 
 def node_of(bed: ContainerBed, pod: client.V1Pod) -> KubeletNode:
+    """The bed's node that runs the pod."""
     return next(n for n in bed.nodes if n.name == pod.spec.node_name)
 
 

@@ -45,7 +45,7 @@ from support.pluginbed import (
     set_ready,
     start_plugin,
 )
-from support.pluginkubelet import FakeKubelet, kubelet
+from support.pluginkubelet import FakeKubelet, kubelet, register
 from support.pluginview import channel_config, daemon_config
 from support.testbed import Testbed
 from support.waiting import eventually
@@ -100,6 +100,36 @@ async def test_registers_and_keeps_its_resource_slice(plugin: RunningPlugin) -> 
         return current is not None and len(current["spec"]["devices"]) == 2
 
     await eventually(restored, timeout=15, what="the slice restored")
+
+
+async def test_the_slice_is_published_once_the_kubelet_confirms_the_registration(
+    api: client.ApiClient, kube: Kube, node: tuple[str, str], node_root: Path, operator_ready: str
+) -> None:
+    kind = resource_slices(VERSION)
+    name = slice_name(node[0])
+    async with start_plugin(api, kube, *node, node_root, operator_ready, register=False) as running:
+        plugin = running.plugin
+        assert plugin.readiness() == (False, "waiting for the kubelet's registration")
+        async with kubelet(running.settings.registration_socket) as kl:
+            # Serving but unregistered: the scheduler must not see this node's devices, as a claim
+            # allocated now would meet a kubelet that cannot prepare it. An absence is watched over a
+            # window: a plugin that published early would do so within milliseconds of its sync.
+            window = time.monotonic() + 2.0
+            while time.monotonic() < window:
+                assert await kube.get(kind, name) is None
+                await asyncio.sleep(0.1)
+            # A refusal publishes nothing either.
+            await kl.notify(False, "another plugin registered this driver")
+            assert plugin.readiness() == (False, "waiting for the kubelet's registration")
+            assert await kube.get(kind, name) is None
+
+            await kl.notify(True)
+            confirmed = time.monotonic()
+            published = await eventually(lambda: kube.get(kind, name), timeout=5, what="the slice")
+            assert time.monotonic() - confirmed < 2.0
+            assert [d["name"] for d in published["spec"]["devices"]] == ["channel-0", "daemon-0"]
+            await eventually(lambda: plugin.readiness()[0], timeout=5, what="readiness")
+            assert plugin.readiness() == (True, "registered")
 
 
 async def test_channel_claim_waits_for_the_daemon_and_gets_its_channel(
@@ -265,10 +295,16 @@ async def test_entry_point_serves_and_stops_cleanly(
                 except aiohttp.ClientError:
                     return False
 
-            await eventually(ready, timeout=60, what="the plugin process ready")
             registration = root / "kubelet" / "plugins_registry" / "compute-domain.nvidia.com-reg.sock"
-            async with kubelet(registration) as kl:
-                assert (await kl.get_info()).name == "compute-domain.nvidia.com"
+
+            def listening() -> bool:
+                assert process.returncode is None, log.read_text()
+                return registration.exists()
+
+            # As the kubelet's plugin watcher does: the socket appears, then the kubelet registers.
+            await eventually(listening, timeout=60, what="the registration socket")
+            assert (await register(registration)).name == "compute-domain.nvidia.com"
+            await eventually(ready, timeout=30, what="the plugin process ready")
             async with (
                 aiohttp.ClientSession() as session,
                 session.get(f"http://127.0.0.1:{port}/metrics") as response,

@@ -25,6 +25,7 @@ from computedomain.kube import DOMAINS, NODES, PODS, Kind, Kube, claims, resourc
 from computedomain.plugin.app import Plugin
 from computedomain.plugin.kubelet.health import StaticHealth
 from computedomain.plugin.settings import PluginSettings
+from support import pluginkubelet
 from support.plugindriver import install_imex_tools
 from support.pluginview import PROC_DEVICES
 from support.waiting import eventually
@@ -71,9 +72,15 @@ async def start_plugin(
     root: Path,
     operator_namespace: str,
     env: dict[str, str] | None = None,
+    *,
+    register: bool = True,
 ) -> AsyncIterator[RunningPlugin]:
     """Run the plugin in this process on files under `root` until the block ends (`env`: settings
-    beyond the bed's)."""
+    beyond the bed's).
+
+    With `register`, the test plays the kubelet's registration and the block starts once the plugin is
+    ready (its slice published); without, it starts once the plugin serves, unregistered.
+    """
     settings = PluginSettings.from_env(
         {
             "NODE_NAME": node,
@@ -93,13 +100,23 @@ async def start_plugin(
     plugin = Plugin(settings, connection_of(api), health=StaticHealth())
     task = asyncio.create_task(plugin.run())
 
-    async def ready() -> bool:
+    def running() -> None:
         if task.done():
             raise AssertionError(f"plugin exited with {task.result()}")
+
+    async def serving() -> bool:
+        running()
+        return plugin.serving.is_set()
+
+    async def ready() -> bool:
+        running()
         return plugin.readiness()[0]
 
     try:
-        await eventually(ready, timeout=60, what="plugin ready")
+        await eventually(serving, timeout=60, what="plugin serving")
+        if register:
+            await pluginkubelet.register(settings.registration_socket)
+            await eventually(ready, timeout=30, what="plugin ready")
         yield RunningPlugin(node, node_uid, root, settings, plugin, kube)
     finally:
         plugin.stop.set()

@@ -73,3 +73,15 @@ async def kubelet(registration_socket: Path) -> AsyncIterator[FakeKubelet]:
         )
         async with grpc.aio.insecure_channel(f"unix://{info.endpoint}") as dra:
             yield FakeKubelet(registration, dra)
+
+
+async def register(registration_socket: Path) -> Any:
+    """Register the plugin as the kubelet's plugin manager does (GetInfo, then its verdict); the info.
+
+    The real kubelet always registers a plugin before it calls it, and the plugin publishes its
+    ResourceSlice only then.
+    """
+    async with kubelet(registration_socket) as kl:
+        info = await kl.get_info()
+        await kl.notify(True)
+    return info

@@ -31,10 +31,10 @@ STATE_FILE_NAME = "imex-state.json"
 # How often IMEX is asked while it is not ready: the gate of a waiting pod sees the answer this late
 # at most. A query is one short-lived `nvidia-imex-ctl` process.
 NOT_READY_INTERVAL = 0.2
-# A new IMEX process is asked at once, then after these shorter intervals before NOT_READY_INTERVAL:
-# a fresh daemon is usually ready within a few tenths of a second, and every pod of a new domain
-# waits for that moment.
-START_INTERVALS = (0.05, 0.1)
+# A new IMEX process is first asked this long after its start, and again after the same while it is
+# not ready, before NOT_READY_INTERVAL: every pod of a new domain waits for its first "ready", and
+# asking at the very start only spends a query on a process that cannot answer yet.
+START_INTERVALS = (0.1, 0.1)
 # How often a ready IMEX is confirmed, which also keeps `checked` fresh. A crash is seen at once
 # (the supervisor reports the exit); a hang within this interval.
 READY_INTERVAL = 5.0
@@ -108,18 +108,21 @@ async def report_readiness(
 ) -> None:
     """Keep `state` current with IMEX's answers to `query` (the `check` query); never returns.
 
-    A process is asked as soon as it starts, then after each of `start_intervals` while it is not
-    ready, then every `not_ready_interval` seconds; a ready one every `ready_interval` seconds, or as
-    soon as its process ends.
+    A new process is asked `start_intervals[0]` seconds after its start (the wait begins the moment
+    it starts), then after each further one of `start_intervals` while it is not ready, then every
+    `not_ready_interval` seconds; a ready one every `ready_interval` seconds, or as soon as its
+    process ends.
     """
     asked_pid: int | None = None
     misses = 0
     while True:
         pid = supervisor.pid
         ready = False
+        if pid is not None and pid != asked_pid:
+            asked_pid, misses = pid, 1
+            if start_intervals and await supervisor.wait_change(start_intervals[0]):
+                continue
         if pid is not None:
-            if pid != asked_pid:
-                asked_pid, misses = pid, 0
             result = await query()
             # An answer from a process that ended meanwhile says nothing about its successor.
             ready = result.ok and supervisor.pid == pid

@@ -1,5 +1,10 @@
 """The plugin process: the ComputeDomain driver (caches, core, stale-claim sweep) served by the kubelet
-plugin framework (slice publisher, health, gRPC), and HTTP."""
+plugin framework (slice publisher, health, gRPC), and HTTP.
+
+The node's ResourceSlice is published only once the kubelet has confirmed the registration: a claim
+the scheduler allocates on this node's devices earlier would reach a kubelet that answers "driver not
+registered" and retries the pod only about a minute later.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +42,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.json"
 DOMAINS_DIR = "domains"
+# How often a plugin the kubelet has not registered yet says so in its log.
+REGISTRATION_LOG_INTERVAL = 30.0
+WAITING_FOR_REGISTRATION = "waiting for the kubelet's registration"
 
 
 class Plugin:
@@ -57,13 +65,19 @@ class Plugin:
         self.core: Core | None = None
         self.registered = False
         self.serving = asyncio.Event()
+        # Set by the kubelet's first confirmation and never cleared: a kubelet that restarts registers
+        # the plugin again, and the slice it deletes at its start is put back by the publisher.
+        self.confirmed = asyncio.Event()
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready once caches are loaded, the sockets listen and the slice is published."""
+        """Ready once caches are loaded, the sockets listen, the kubelet confirmed the registration and
+        the slice is published."""
         if self.view is None or not self.view.synced:
             return False, "caches loading"
         if not self.serving.is_set():
             return False, "sockets not listening yet"
+        if not self.confirmed.is_set():
+            return False, WAITING_FOR_REGISTRATION
         if self.publisher is None or not self.publisher.published.is_set():
             return False, "ResourceSlice not published"
         return True, "registered" if self.registered else "serving, waiting for the kubelet"
@@ -71,6 +85,25 @@ class Plugin:
     def _on_registration(self, registered: bool, error: str) -> None:
         self.registered = registered
         REGISTERED.set(1 if registered else 0)
+        if registered:
+            self.confirmed.set()
+
+    async def _publish_once_registered(self, publisher: SlicePublisher) -> None:
+        # A kubelet that never confirms leaves the slice unpublished for good: this node cannot
+        # prepare a claim, so no claim may be allocated on its devices.
+        waited = 0.0
+        while not self.confirmed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.confirmed.wait(), REGISTRATION_LOG_INTERVAL)
+            if not self.confirmed.is_set():
+                waited += REGISTRATION_LOG_INTERVAL
+                log.warning(
+                    "the kubelet has not registered the plugin after %.0f s (is %s under the kubelet's "
+                    "--root-dir?); the ResourceSlice is published once it does",
+                    waited,
+                    self.settings.registration_socket,
+                )
+        await publisher.run()
 
     async def run(self) -> int:
         """Serve until `stop` is set; 1 when a part of the plugin failed."""
@@ -112,8 +145,6 @@ class Plugin:
                 synced.cancel()
                 return self._exit_code(tasks)
             self.core = await asyncio.to_thread(self._build_core, self.view)
-            self.publisher = slice_publisher(self.kube, self.view, shared_channel=self.settings.clique_mode)
-            start("slice", self.publisher.run())
             sweeper = Sweeper(
                 self.core,
                 self.view,
@@ -136,6 +167,8 @@ class Plugin:
             )
             await self.servers.start()
             self.serving.set()
+            self.publisher = slice_publisher(self.kube, self.view, shared_channel=self.settings.clique_mode)
+            start("slice", self._publish_once_registered(self.publisher))
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             return self._exit_code(tasks)
         finally:

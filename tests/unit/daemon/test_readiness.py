@@ -138,9 +138,11 @@ async def test_reports_ready_once_imex_answers_and_not_ready_the_moment_it_ends(
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_a_new_process_is_asked_at_once_then_sooner_than_the_steady_interval(tmp_path: Path) -> None:
+async def test_a_new_process_is_asked_soon_after_its_start_then_at_the_steady_interval(
+    tmp_path: Path,
+) -> None:
     supervisor = FakeSupervisor()
-    answers = [NOT_READY, NOT_READY, NOT_READY]
+    answers = [NOT_READY, NOT_READY]
     asked: list[float] = []
     loop = asyncio.get_running_loop()
 
@@ -157,22 +159,24 @@ async def test_a_new_process_is_asked_at_once_then_sooner_than_the_steady_interv
             query,
             not_ready_interval=60.0,
             ready_interval=60.0,
-            start_intervals=(0.01, 0.02),
+            start_intervals=(0.05, 0.05),
         )
     )
     try:
         await wait_until(lambda: file.ready is False, "a first report", limit=2.0)
         started = loop.time()
         supervisor.start(31)
-        # Asked at once, then after 0.01 s and 0.02 s; the fourth answer waits for the steady 60 s.
-        await wait_until(lambda: len(asked) == 3, "three queries after the start", limit=5.0)
-        assert asked[0] - started < 1.0
+        # Asked 0.05 s after the start and 0.05 s after that; the third answer waits for the steady 60 s.
+        await wait_until(lambda: len(asked) == 2, "two queries after the start", limit=5.0)
+        assert asked[0] - started >= 0.05
+        assert asked[1] - asked[0] >= 0.05
         assert file.ready is False
         supervisor.end()
         supervisor.start(32)
         # A restarted process starts the short intervals over; its first answer is READY.
         await wait_until(lambda: file.ready is True, "the new process reported ready", limit=5.0)
         assert state(tmp_path)["pid"] == 32
+        assert len(asked) == 3
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -106,6 +106,16 @@ def test_chart_values_point_every_node_path_at_the_shared_folder() -> None:
     assert values["kubeletPlugin.env[1].name"] == "PROC_DEVICES"
 
 
+def test_extra_chart_values_are_passed_as_given() -> None:
+    args = helm_values(Path("/tmp/cdk-x/node"), "0.1.0", {"imex.mode": "clique", "imex.channelPoolSize": "4"})
+    values = dict(arg.removeprefix("--set=").split("=", 1) for arg in args)
+    assert values["imex.mode"] == "clique"
+    assert values["imex.channelPoolSize"] == "4"
+    assert "imex.mode" not in dict(
+        arg.removeprefix("--set=").split("=", 1) for arg in helm_values(Path("/x"), "t")
+    )
+
+
 def test_fake_gpus_follow_the_node_clique() -> None:
     tray = nvl72_racks(1, 1)[0]
     assert fake_gpus(tray).clique == tray.clique_id
