@@ -14,12 +14,9 @@ from typing import Any
 from computedomain.api import names
 from computedomain.api.models import CliqueDaemon, ComputeDomainDaemonConfig
 from computedomain.controller.render.daemonset import (
-    SECURITY_CONTEXT,
-    STATE_PROBE,
     TOLERATED_EFFECTS,
-    daemon_command,
+    daemon_container,
     field_env,
-    probe,
 )
 from computedomain.controller.settings import Settings
 from computedomain.dra.shapes import device_request, opaque_config
@@ -84,23 +81,7 @@ def _pod_spec(settings: Settings) -> dict[str, Any]:
 
 
 def _container(settings: Settings) -> dict[str, Any]:
-    return {
-        "name": names.DAEMON_CONTAINER,
-        "image": settings.image,
-        "command": daemon_command("run"),
-        "env": _env(settings),
-        "resources": {
-            "requests": {"cpu": settings.daemon_cpu_request, "memory": settings.daemon_memory_request},
-            "limits": {"memory": settings.daemon_memory_limit},
-            "claims": [{"name": names.DAEMON_CLAIM}],
-        },
-        # The per-domain daemons' probes: readiness from the state file the daemon keeps, liveness
-        # from IMEX itself.
-        "startupProbe": probe(STATE_PROBE, period=1, failures=1200),
-        "livenessProbe": probe(daemon_command("check"), period=60, failures=20),
-        "readinessProbe": probe(STATE_PROBE, period=10, failures=1),
-        "securityContext": dict(SECURITY_CONTEXT),
-    }
+    return daemon_container(settings, _env(settings))
 
 
 def _env(settings: Settings) -> list[dict[str, Any]]:

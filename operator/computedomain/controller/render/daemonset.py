@@ -81,11 +81,16 @@ def _pod_spec(domain: ComputeDomain, settings: Settings) -> dict[str, Any]:
 
 
 def _container(domain: ComputeDomain, settings: Settings) -> dict[str, Any]:
+    return daemon_container(settings, _env(domain, settings))
+
+
+def daemon_container(settings: Settings, env: list[dict[str, Any]]) -> dict[str, Any]:
+    """The IMEX daemon container with `env`: a domain's daemons and the clique daemons alike."""
     return {
         "name": names.DAEMON_CONTAINER,
         "image": settings.image,
         "command": daemon_command("run"),
-        "env": _env(domain, settings),
+        "env": env,
         "resources": {
             "requests": {"cpu": settings.daemon_cpu_request, "memory": settings.daemon_memory_request},
             "limits": {"memory": settings.daemon_memory_limit},
