@@ -260,6 +260,7 @@ def test_entry_points_run_their_modules(image: OciImage) -> None:
         "computedomain-agent",
         "compute-domain-daemon",
         "computedomain-kubelet-plugin",
+        "kubectl-computedomain",
     }
     for name, target in scripts.items():
         path = f"{VENV}/bin/{name}"
