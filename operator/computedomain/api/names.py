@@ -106,3 +106,6 @@ PLUGIN_WAITING_FOR_CHANNEL = "WaitingForIMEXChannel"
 PLUGIN_CHANNEL_NOT_READY = "IMEXChannelNotReady"
 # The oldest driver whose nvidia-imex reads our config; the kubelet plugin refuses to start below it.
 MINIMUM_DRIVER_VERSION = "570.158.01"
+# The IMEX daemon's readiness, kept in its config folder: written by the daemon, read by the kubelet
+# plugin's gate and by the daemon's start and readiness probes.
+IMEX_STATE_FILE = "imex-state.json"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from computedomain.api import names
 from computedomain.daemon.check import CheckResult, query_imex
 from computedomain.daemon.process import ImexSupervisor
 from computedomain.daemon.settings import DaemonSettings
@@ -27,7 +28,7 @@ from computedomain.files import write_atomic
 
 log = logging.getLogger(__name__)
 
-STATE_FILE_NAME = "imex-state.json"
+STATE_FILE_NAME = names.IMEX_STATE_FILE
 # How often IMEX is asked while it is not ready: the gate of a waiting pod sees the answer this late
 # at most. A query is one short-lived `nvidia-imex-ctl` process.
 NOT_READY_INTERVAL = 0.2

@@ -37,7 +37,7 @@ _TICK = 1.0
 _POLL = 0.05
 # The daemon's state file in its IMEX config folder, and how it spells readiness
 # (`computedomain.daemon.readiness`).
-STATE_FILE_NAME = "imex-state.json"
+STATE_FILE_NAME = names.IMEX_STATE_FILE
 # A ready state not confirmed for this long is taken for a daemon killed before it could say
 # otherwise; the daemon confirms every 5 s.
 STATE_MAX_AGE = 20.0

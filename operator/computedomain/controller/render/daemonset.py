@@ -16,7 +16,7 @@ DAEMON_BINARY = "compute-domain-daemon"
 STATE_PROBE = [
     "sh",
     "-c",
-    'f="${IMEX_CONFIG_DIR:-/imexd}/imex-state.json"; read -r s 2>/dev/null <"$f"; '
+    f'f="${{IMEX_CONFIG_DIR:-/imexd}}/{names.IMEX_STATE_FILE}"; read -r s 2>/dev/null <"$f"; '
     'case "$s" in *\'"ready": true\'*) echo "IMEX daemon is ready"; exit 0;; esac; '
     'echo "IMEX daemon is not ready: ${s:-no state in $f}"; exit 1',
 ]
