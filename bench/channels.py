@@ -7,9 +7,9 @@ Churn: `--domains` domains arrive over time, each with two claims on random node
 several domains per node), hold their channel a moment, then their claims and the domain go. Queue:
 with a pool of `--small-pool` channels (IMEX_CHANNELS), `--queued` domains arrive faster than the
 holders leave; holders leave one at a time, so each freed channel has exactly one rightful taker:
-the waiting domain whose earliest claim comes first in the controller's documented order
-(allocation time, creation time, UID). A grant to any other domain while such a one waits is an
-inversion.
+the waiting domain whose earliest claim was allocated first (the benchmark allocates one claim
+after another, so its own count is the truth; the API server's allocation times have whole seconds
+only). A grant to any other domain while such a one waits is an inversion.
 
 A watch of the ComputeDomainClique objects counts, at every event, the moments at which two objects
 of the clique (two domains) name one channel. The node side is not here: no kubelet plugin runs, so
@@ -43,7 +43,7 @@ from cdtestbed.nodes import create_nodes
 from cdtestbed.tools import Tools, repo_root
 from cdtestbed.topology import nvl72_racks
 from computedomain.api import names
-from support.channels import ChannelWatch, allocate_claim, delete_claims, delete_domain, order_key
+from support.channels import ChannelWatch, allocate_claim, delete_claims, delete_domain
 from support.waiting import eventually
 
 DRIVER_CHANNELS = 2048
@@ -57,7 +57,8 @@ class Domain:
     name: str
     uid: str
     claims: list[str] = field(default_factory=list)
-    key: tuple[str, str, str] = ("", "", "")
+    # The rank of its first claim among all the claims the benchmark allocated.
+    key: int = 0
     allocated: float = 0.0
     released: bool = False
 
@@ -82,6 +83,7 @@ class Pool:
         )
         self.watch = ChannelWatch(api, sc.OPERATOR_NAMESPACE, channels)
         self.domains: dict[str, Domain] = {}
+        self.allocations = 0
 
     async def start(self) -> None:
         """Start the watch, then the controller (ready)."""
@@ -101,14 +103,15 @@ class Pool:
         )
         domain = Domain(name, str(body["metadata"]["uid"]))
         self.domains[domain.uid] = domain
-        keys = []
+        first = None
         for node in (rng.choice(self.nodes), rng.choice(self.nodes)):
             claim = await allocate_claim(
                 self.api, namespace, domain.uid, node, datetime.datetime.now(datetime.UTC)
             )
             domain.claims.append(str(claim["metadata"]["name"]))
-            keys.append(order_key(claim))
-        domain.key = min(keys)
+            self.allocations += 1
+            first = self.allocations if first is None else first
+        domain.key = first or 0
         domain.allocated = time.monotonic()
         return domain
 

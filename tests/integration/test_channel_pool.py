@@ -282,6 +282,41 @@ async def test_an_exhausted_clique_is_a_queue_served_in_allocation_order(cd: Clu
     await wait_condition(cd, late, CHANNELS_AVAILABLE, "True", "ChannelsAssigned")
 
 
+async def test_domains_allocated_within_one_second_are_served_in_the_order_they_came(
+    cd: Cluster, namespace: str
+) -> None:
+    """Allocation times have whole seconds: four jobs whose claims all read the same second are
+    served in the order their claims were allocated, not by their random UIDs, and the order is
+    recorded in their objects (`queuedAt`)."""
+    clique, nodes = await new_clique(cd)
+    holders = [await new_domain(cd, namespace, f"s{index}") for index in range(2)]
+    claims: dict[str, list[str]] = {}
+    for holder in holders:
+        claims[holder["metadata"]["uid"]] = [await allocate(cd, holder, nodes[0], _now())]
+        await wait_channel(cd, holder, clique)
+    waiters = [await new_domain(cd, namespace, f"w{index}") for index in range(4)]
+    second = _now()
+    for waiter in waiters:
+        claims[waiter["metadata"]["uid"]] = [await allocate(cd, waiter, nodes[1], second)]
+    stamps = []
+    for waiter in waiters:
+        await wait_condition(cd, waiter, CHANNELS_AVAILABLE, "False", "ChannelPoolExhausted")
+        found = await record(cd, waiter, clique)
+        assert found is not None
+        stamps.append(found["queuedAt"])
+    assert stamps == sorted(stamps), stamps
+    assert len(set(stamps)) == len(stamps), stamps
+
+    # Each freed channel goes to the first waiter still waiting.
+    leaving = [*holders, *waiters[:2]]
+    for leaver, taker in zip(leaving, waiters, strict=True):
+        await release(cd, namespace, claims[leaver["metadata"]["uid"]])
+        await wait_channel(cd, taker, clique)
+        later = {w["metadata"]["uid"] for w in waiters[waiters.index(taker) + 1 :]}
+        held = await channels_of(cd, clique)
+        assert all(held.get(uid) is None for uid in later), (_name(taker), held)
+
+
 async def test_a_channel_is_unique_per_clique_not_cluster_wide(cd: Cluster, namespace: str) -> None:
     (one, one_nodes), (two, two_nodes) = await new_clique(cd, 1), await new_clique(cd, 1)
     spanning, other = await new_domain(cd, namespace, "span"), await new_domain(cd, namespace, "other")

@@ -134,14 +134,6 @@ async def delete_domain(api: client.ApiClient, namespace: str, name: str) -> Non
             raise
 
 
-def order_key(claim: Object) -> tuple[str, str, str]:
-    """The controller's queue position of a claim: allocation time, creation time, UID."""
-    meta = claim["metadata"]
-    allocated = str(((claim.get("status") or {}).get("allocation") or {}).get("allocationTimestamp", ""))
-    created = str(meta.get("creationTimestamp", ""))
-    return (allocated or created, created, str(meta.get("uid", "")))
-
-
 @dataclass(frozen=True)
 class Held:
     """What one `<domain UID>.<clique ID>` object says: its domain, its clique, its channel if any."""

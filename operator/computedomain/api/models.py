@@ -315,6 +315,15 @@ class ComputeDomainClique(WireModel):
             "among the domains of the clique; absent while none is free. Channel 0 is never given."
         ),
     )
+    queued_at: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description=(
+            "Clique mode only: when the operator saw the first claim of this domain allocated in this "
+            "clique (RFC 3339, microseconds). Domains waiting for a channel are served in the order of "
+            "their claims' allocation times, and within one second in this order."
+        ),
+    )
 
 
 # --- Opaque DRA configs (travel inside ResourceClaims; not CRDs) ----------------------------------

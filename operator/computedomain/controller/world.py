@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from computedomain import kube as k
 from computedomain.api import names
 from computedomain.controller import shapes
-from computedomain.controller.plan.channels import ChannelClaim, Holding, holding_of
+from computedomain.controller.plan.channels import ChannelClaim, Holding, holding_of, stamp
 from computedomain.controller.plan.membership import ClaimFacts, DaemonFacts, claim_facts, daemon_facts
 from computedomain.kube import Kube, Object
 from computedomain.kube.informer import Informer, Shape, object_key, resource_version_of
@@ -193,6 +194,15 @@ class World:
         if event == "DELETED" or uid is None or node is None:
             self._channel_claims.pop(key, None)
             return
+        known = self._channel_claims.get(key)
+        if known is not None and known.node == node:
+            seen = known.seen
+        elif self._informers[CLAIMS].synced.is_set():
+            # Allocated while we watch: the watch's order is the order the API server stored, finer
+            # than the claim's whole-second allocation time; it orders the channel queue.
+            seen = stamp(datetime.now(UTC))
+        else:
+            seen = ""  # found in the first list: its own times are all there is
         allocation = (claim.get("status") or {}).get("allocation") or {}
         self._channel_claims[key] = ChannelClaim(
             domain=uid,
@@ -201,6 +211,7 @@ class World:
             allocated_at=str(allocation.get("allocationTimestamp", "")),
             created=str(meta.get("creationTimestamp", "")),
             uid=str(meta.get("uid", "")),
+            seen=seen,
         )
 
     def _keep_holding(self, key: str, event: str, obj: Object) -> None:

@@ -2,9 +2,14 @@
 
 Nothing but the `<domain UID>.<clique ID>` objects records the pool: a channel is in use in a clique
 while one of them holds it, so a restarted controller plans exactly what the last one wrote.
-Domains that wait for a channel are served in the order their first claim was allocated in the
-clique, each taking the lowest free channel; channel 0 is never given. A domain's object goes (and
-its channel back to the pool) only when none of its claims is allocated in that clique any more.
+Domains that wait for a channel are served in the order they came to the clique, each taking the
+lowest free channel; channel 0 is never given. A domain came when its first claim there was
+allocated. The claim's allocation time has whole seconds only: claims of one second are ordered by
+the moment the controller's claim watch saw them (the watch delivers in the order the API server
+stored), so that two jobs submitted within one second are not ordered by their random UIDs. The
+domain's object records that moment (`queuedAt`), so a restarted controller keeps the order. A domain's
+object goes (and its channel back to the pool) only when none of its claims is allocated in that
+clique any more.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from computedomain.api import names
 from computedomain.objects import Object
@@ -30,10 +36,14 @@ class ChannelClaim:
     allocated_at: str
     created: str
     uid: str
+    # When the controller's watch saw the allocation (`stamp`), which orders the claims of one
+    # second; "" for one it found in a first list.
+    seen: str = ""
 
-    def order(self) -> tuple[str, str, str]:
-        """Queue position: allocation time (creation time where unknown), creation time, UID."""
-        return (self.allocated_at or self.created, self.created, self.uid)
+    def order(self) -> tuple[str, str, str, str]:
+        """Queue position: allocation time (creation time where unknown), when the watch saw it,
+        creation time, UID."""
+        return (self.allocated_at or self.created, self.seen, self.created, self.uid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +53,8 @@ class Holding:
     domain: str
     clique: str
     channel: int | None
+    # Its queue position, `queuedAt` (see `stamp`); "" in an object written before the field existed.
+    queued: str = ""
 
 
 def holding_of(obj: Object) -> Holding | None:
@@ -52,7 +64,18 @@ def holding_of(obj: Object) -> Holding | None:
     if not domain or not clique:
         return None
     channel = obj.get("channel")
-    return Holding(str(domain), str(clique), channel if isinstance(channel, int) else None)
+    queued = obj.get("queuedAt")
+    return Holding(
+        str(domain),
+        str(clique),
+        channel if isinstance(channel, int) else None,
+        queued if isinstance(queued, str) else "",
+    )
+
+
+def stamp(moment: datetime) -> str:
+    """`queuedAt` for a moment: RFC 3339 in UTC with microseconds, so that stamps sort as text."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -71,6 +94,9 @@ class ChannelPlan:
     channels: dict[str, int] = field(default_factory=dict)
     # Cliques where the domain has claims but waits for a free channel, sorted.
     waiting: tuple[str, ...] = ()
+    # Clique ID -> when the domain came there (`queuedAt`; "" where unknown), for each clique of
+    # `channels` and `waiting`: what its object records, else when the watch saw its first claim.
+    queued: dict[str, str] = field(default_factory=dict)
     # Cliques whose object goes: none of the domain's claims is allocated there any more.
     release: tuple[str, ...] = ()
     # Node -> its clique ("" without an NVLink fabric), for every node the domain's claims landed on.
@@ -81,13 +107,19 @@ def queues(
     claims: Iterable[ChannelClaim],
     node_cliques: Mapping[str, str],
     eligible: Mapping[str, str],
-) -> dict[str, list[str]]:
-    """Clique -> the eligible domains (UID -> namespace) with a claim allocated there, in queue order.
+    holdings: Iterable[Holding] = (),
+) -> dict[str, list[tuple[str, str]]]:
+    """Clique -> the eligible domains (UID -> namespace) with a claim allocated there, in queue order,
+    each with its `queuedAt` ("" where unknown).
 
-    Only claims in their domain's own namespace count (the plugin refuses the others), and only
-    nodes with a clique: a node without an NVLink fabric has no IMEX peer to share memory with.
+    A domain's place is its first claim's there (`ChannelClaim.order`), with the moment its object
+    records in place of the claim's own: a controller that found the claim in its first list did not
+    see it come. Only claims in their domain's own namespace count (the plugin refuses the others),
+    and only nodes with a clique: a node without an NVLink fabric has no IMEX peer to share memory
+    with.
     """
-    first: dict[str, dict[str, tuple[str, str, str]]] = defaultdict(dict)
+    recorded = {(h.domain, h.clique): h.queued for h in holdings if h.queued}
+    first: dict[str, dict[str, tuple[str, str, str, str]]] = defaultdict(dict)
     for claim in claims:
         clique = node_cliques.get(claim.node, "")
         if not clique or eligible.get(claim.domain) != claim.namespace:
@@ -95,7 +127,14 @@ def queues(
         known = first[clique].get(claim.domain)
         if known is None or claim.order() < known:
             first[clique][claim.domain] = claim.order()
-    return {clique: sorted(domains, key=lambda uid: (domains[uid], uid)) for clique, domains in first.items()}
+    result: dict[str, list[tuple[str, str]]] = {}
+    for clique, domains in first.items():
+        placed = sorted(
+            ((at, recorded.get((uid, clique), seen), created, uid), uid)
+            for uid, (at, seen, created, _) in domains.items()
+        )
+        result[clique] = [(uid, key[1]) for key, uid in placed]
+    return result
 
 
 def plan_clique(queue: Iterable[str], holdings: Iterable[Holding], channels: int) -> CliqueChannels:
@@ -148,18 +187,23 @@ def plan_channels(
     claim still allocated there keeps the domain's channel in it, since its pods may still run.
     """
     claims = list(claims)
+    holdings = list(holdings)
     by_clique: dict[str, list[Holding]] = defaultdict(list)
     for holding in holdings:
         by_clique[holding.clique].append(holding)
     own = [c for c in claims if c.domain == domain]
     nodes = {claim.node: node_cliques.get(claim.node, "") for claim in own}
-    wanted = queues(claims, node_cliques, eligible)
+    wanted = queues(claims, node_cliques, eligible, holdings)
     given: dict[str, int] = {}
     waiting: list[str] = []
+    queued: dict[str, str] = {}
     for clique in sorted({c for c in nodes.values() if c}):
-        if domain not in wanted.get(clique, ()):
+        position = dict(wanted.get(clique, ()))
+        if domain not in position:
             continue
-        decided = plan_clique(wanted[clique], by_clique.get(clique, ()), channels)
+        queued[clique] = position[domain]
+        order = [uid for uid, _ in wanted[clique]]
+        decided = plan_clique(order, by_clique.get(clique, ()), channels)
         if domain in decided.channels:
             given[clique] = decided.channels[domain]
         else:
@@ -170,4 +214,6 @@ def plan_channels(
         for clique, held in by_clique.items()
         if clique not in in_use and any(h.domain == domain for h in held)
     )
-    return ChannelPlan(channels=given, waiting=tuple(waiting), release=tuple(release), nodes=nodes)
+    return ChannelPlan(
+        channels=given, waiting=tuple(waiting), queued=queued, release=tuple(release), nodes=nodes
+    )

@@ -289,6 +289,8 @@ class Reconciler:
             manifest = clique_object(domain, self.settings, clique, ())
             if channel is not None:
                 manifest["channel"] = channel
+            if plan.queued.get(clique):
+                manifest["queuedAt"] = plan.queued[clique]
             await children.CLIQUES.ensure(self.kube, self.world, manifest)
         return await self._release_channels(domain.uid, plan.release)
 

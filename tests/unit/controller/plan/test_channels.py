@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from computedomain.api import names
 from computedomain.controller.plan.channels import (
@@ -12,6 +14,7 @@ from computedomain.controller.plan.channels import (
     plan_channels,
     plan_clique,
     queues,
+    stamp,
 )
 
 CLIQUE = "cluster.1"
@@ -19,7 +22,7 @@ OTHER = "cluster.2"
 NODES = {"n1": CLIQUE, "n2": CLIQUE, "n3": OTHER, "plain": ""}
 
 
-def claim(domain: str, node: str, at: str, uid: str = "", created: str = "") -> ChannelClaim:
+def claim(domain: str, node: str, at: str, uid: str = "", created: str = "", seen: str = "") -> ChannelClaim:
     return ChannelClaim(
         domain=domain,
         namespace="ns",
@@ -27,11 +30,17 @@ def claim(domain: str, node: str, at: str, uid: str = "", created: str = "") -> 
         allocated_at=at,
         created=created or at,
         uid=uid or f"{domain}-{node}-{at}",
+        seen=seen,
     )
 
 
 def eligible(*domains: str) -> dict[str, str]:
     return dict.fromkeys(domains, "ns")
+
+
+def order(claims: list[ChannelClaim], allowed: dict[str, str], holdings: Sequence[Holding] = ()) -> list[str]:
+    """The queue of CLIQUE: its domains in order."""
+    return [uid for uid, _ in queues(claims, NODES, allowed, holdings)[CLIQUE]]
 
 
 def settle(
@@ -86,7 +95,7 @@ def test_first_come_first_served_when_the_pool_is_short() -> None:
     assert c.waiting == (CLIQUE,)
     assert c.channels == {}
     assert b.channels == {CLIQUE: 2}
-    assert queues(claims, NODES, allowed) == {CLIQUE: ["a", "b", "c"]}
+    assert order(claims, allowed) == ["a", "b", "c"]
 
 
 def test_ties_are_broken_by_creation_time_then_uid() -> None:
@@ -95,12 +104,12 @@ def test_ties_are_broken_by_creation_time_then_uid() -> None:
         claim("y", "n1", "T1", uid="2", created="C0"),
         claim("x", "n1", "T1", uid="0", created="C1"),
     ]
-    assert queues(claims, NODES, eligible("x", "y", "z")) == {CLIQUE: ["y", "x", "z"]}
+    assert order(claims, eligible("x", "y", "z")) == ["y", "x", "z"]
 
 
 def test_unknown_allocation_time_falls_back_to_creation_time() -> None:
     claims = [claim("late", "n1", "", created="T9"), claim("early", "n1", "", created="T1")]
-    assert queues(claims, NODES, eligible("late", "early")) == {CLIQUE: ["early", "late"]}
+    assert order(claims, eligible("late", "early")) == ["early", "late"]
 
 
 def test_holders_keep_their_channel_even_ahead_of_the_queue() -> None:
@@ -214,3 +223,68 @@ def test_holding_of_reads_labels_and_channel() -> None:
     }
     assert holding_of(obj) == Holding("u", CLIQUE, 5)
     assert holding_of({"metadata": {"labels": {names.DOMAIN_LABEL: "u"}}}) is None
+
+
+# Two jobs submitted within one second: the API server's times have whole seconds only.
+SECOND = "2026-12-07T10:00:00Z"
+
+
+def test_domains_of_one_second_are_served_in_the_order_their_claims_were_seen() -> None:
+    # "a" has the lower UID and the same allocation second, but the watch saw "b"'s claim first.
+    claims = [
+        claim("a", "n1", SECOND, uid="0", seen="2026-12-07T10:00:00.700000Z"),
+        claim("b", "n1", SECOND, uid="1", seen="2026-12-07T10:00:00.300000Z"),
+    ]
+    assert order(claims, eligible("a", "b")) == ["b", "a"]
+    plan = plan_channels("a", claims, NODES, [], eligible("a", "b"), 2)
+    assert plan.waiting == (CLIQUE,)
+    assert plan.queued == {CLIQUE: "2026-12-07T10:00:00.700000Z"}
+    assert plan_channels("b", claims, NODES, [], eligible("a", "b"), 2).channels == {CLIQUE: 1}
+
+
+def test_a_claim_seen_late_keeps_its_second() -> None:
+    # "slow" was seen after its second ended, "fast" within it: the allocation second comes first,
+    # and the watch's order within it.
+    claims = [
+        claim("slow", "n1", SECOND, seen="2026-12-07T10:00:01.050000Z"),
+        claim("fast", "n1", SECOND, seen="2026-12-07T10:00:00.600000Z"),
+        claim("next", "n2", "2026-12-07T10:00:01Z", seen="2026-12-07T10:00:01.010000Z"),
+    ]
+    assert order(claims, eligible("slow", "fast", "next")) == ["fast", "slow", "next"]
+    assert dict(queues(claims, NODES, eligible("slow"))[CLIQUE]) == {"slow": "2026-12-07T10:00:01.050000Z"}
+
+
+def test_the_recorded_queue_time_outranks_what_a_restarted_controller_sees() -> None:
+    # After a restart both claims come from the first list (nothing seen): the objects keep the order.
+    claims = [claim("a", "n1", SECOND, uid="0"), claim("b", "n1", SECOND, uid="1")]
+    held = [
+        Holding("a", CLIQUE, None, "2026-12-07T10:00:00.700000Z"),
+        Holding("b", CLIQUE, None, "2026-12-07T10:00:00.300000Z"),
+    ]
+    assert order(claims, eligible("a", "b"), held) == ["b", "a"]
+    assert plan_channels("b", claims, NODES, held, eligible("a", "b"), 2).channels == {CLIQUE: 1}
+
+
+def test_a_domain_queues_at_its_first_claim_in_the_clique() -> None:
+    claims = [
+        claim("a", "n1", SECOND, seen="2026-12-07T10:00:00.500000Z"),
+        claim("a", "n2", SECOND, seen="2026-12-07T10:00:00.100000Z"),
+        claim("a", "n3", SECOND, seen="2026-12-07T10:00:00.050000Z"),  # another clique
+    ]
+    plan = plan_channels("a", claims, NODES, [], eligible("a"), 2)
+    assert plan.queued == {CLIQUE: "2026-12-07T10:00:00.100000Z", OTHER: "2026-12-07T10:00:00.050000Z"}
+
+
+def test_an_object_written_before_queue_times_keeps_its_claims_place() -> None:
+    claims = [claim("old", "n1", "2026-12-07T09:59:59Z"), claim("new", "n1", SECOND)]
+    held = [Holding("old", CLIQUE, None), Holding("new", CLIQUE, None, "2026-12-07T09:59:59.000001Z")]
+    assert order(claims, eligible("old", "new"), held) == ["old", "new"]
+    # Nothing known of when it came: nothing to record.
+    assert plan_channels("old", claims, NODES, held, eligible("old", "new"), 2).queued == {CLIQUE: ""}
+
+
+def test_queue_stamps_sort_as_text_in_time_order() -> None:
+    moments = [datetime(2026, 12, 7, 10, 0, 0, micro, tzinfo=UTC) for micro in (0, 5, 500000, 999999)]
+    stamps = [stamp(moment) for moment in moments]
+    assert stamps == sorted(stamps)
+    assert stamps[0] == "2026-12-07T10:00:00.000000Z"
