@@ -11,9 +11,11 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
@@ -22,16 +24,20 @@ from computedomain.api import names
 from computedomain.dra.slices import slice_name
 from computedomain.kube import CLIQUES, EVENTS, PODS, Kube, KubeError, resource_slices
 from computedomain.plugin.channels import CLIQUE_DAEMON_LABEL, PREPARE_ANNOTATION
+from computedomain.plugin.checkpoint import ClaimRecord
 from support.pluginbed import (
     CLIQUE,
+    KILL_POINTS,
     VERSION,
     Object,
+    PluginProcess,
     RunningPlugin,
     allocated_claim,
     create_domain,
     kube,
     node,
     node_root,
+    plugin_process,
     pod,
     ref,
     set_ready,
@@ -39,6 +45,7 @@ from support.pluginbed import (
 )
 from support.pluginkubelet import kubelet
 from support.pluginview import channel_config
+from support.testbed import Testbed
 from support.waiting import eventually
 
 pytestmark = pytest.mark.cluster
@@ -54,19 +61,28 @@ async def plugin(
         yield running
 
 
+@asynccontextmanager
+async def ready_clique_daemon(kube: Kube, operator_namespace: str, node: str) -> AsyncIterator[Object]:
+    """The clique's IMEX daemon pod on `node`, Ready, until the block ends."""
+    daemon = await pod(
+        kube,
+        operator_namespace,
+        f"clique-daemon-{uuid.uuid4().hex[:6]}",
+        node,
+        {CLIQUE_DAEMON_LABEL: names.CLIQUE_DAEMONS_VALUE},
+    )
+    await set_ready(kube, daemon)
+    try:
+        yield daemon
+    finally:
+        await kube.delete(PODS, daemon["metadata"]["name"], operator_namespace)
+
+
 @pytest_asyncio.fixture
 async def clique_daemon(plugin: RunningPlugin, operator_ready: str) -> AsyncIterator[Object]:
     """The clique's IMEX daemon pod on the plugin's node, Ready."""
-    daemon = await pod(
-        plugin.kube,
-        operator_ready,
-        f"clique-daemon-{uuid.uuid4().hex[:6]}",
-        plugin.node,
-        {CLIQUE_DAEMON_LABEL: names.CLIQUE_DAEMONS_VALUE},
-    )
-    await set_ready(plugin.kube, daemon)
-    yield daemon
-    await plugin.kube.delete(PODS, daemon["metadata"]["name"], operator_ready)
+    async with ready_clique_daemon(plugin.kube, operator_ready, plugin.node) as daemon:
+        yield daemon
 
 
 class Controller:
@@ -298,3 +314,215 @@ async def test_a_prepare_that_wrote_first_keeps_its_channel(
         assert mark.startswith(f"{plugin.node}/{claim['metadata']['uid']} ")
         assert channel_nodes(plugin, claim)[0]["minor"] == 6
         await kl.unprepare([ref(claim)])
+
+
+# --- a plugin SIGKILLed in the middle of a prepare -----------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def node_plugin(
+    cluster: Testbed, kube: Kube, node: tuple[str, str], node_root: Path, operator_ready: str
+) -> AsyncIterator[PluginProcess]:
+    """The plugin in clique mode as a process of its own on the node, not started yet, and the clique's
+    IMEX daemon there, Ready."""
+    async with (
+        ready_clique_daemon(kube, operator_ready, node[0]),
+        plugin_process(
+            cluster.kubeconfig, kube, *node, node_root, operator_ready, {"IMEX_MODE": "clique"}
+        ) as running,
+    ):
+        yield running
+
+
+def held_channels(records: Mapping[str, ClaimRecord]) -> dict[str, list[int]]:
+    """The IMEX channels each claim of a checkpoint holds."""
+    return {uid: [d.channel for d in r.devices if d.channel is not None] for uid, r in records.items()}
+
+
+def spec_channels(spec: Path) -> list[int]:
+    """The IMEX channels a CDI spec puts into a container (every device of it)."""
+    found = []
+    for device in json.loads(spec.read_text())["devices"]:
+        for device_node in device["containerEdits"].get("deviceNodes", []):
+            if device_node["path"].startswith("/dev/nvidia-caps-imex-channels/"):
+                assert device_node["path"].endswith(f"/channel{device_node['minor']}"), device_node
+                found.append(device_node["minor"])
+    return found
+
+
+async def waiting_events(kube: Kube, namespace: str, consumer: Object) -> list[Object]:
+    """The pod's Events that say it waits for its IMEX channel."""
+    items, _ = await kube.list(
+        EVENTS, namespace, field_selector=f"involvedObject.name={consumer['metadata']['name']}"
+    )
+    return [e for e in items if e["reason"] == "WaitingForIMEXChannel"]
+
+
+async def more_waiting_events(kube: Kube, namespace: str, consumer: Object, than: int) -> list[Object]:
+    """Wait until the pod has more than `than` waiting Events; all of them."""
+
+    async def more() -> list[Object] | None:
+        events = await waiting_events(kube, namespace, consumer)
+        return events if len(events) > than else None
+
+    return await eventually(more, timeout=15, what=f"a waiting Event on pod {consumer['metadata']['name']}")
+
+
+async def test_a_prepare_killed_while_it_waits_for_the_channel_gets_it_once_the_plugin_is_back(
+    node_plugin: PluginProcess, controller: Controller, namespace: str
+) -> None:
+    """A plugin SIGKILLed while a prepare waits for its domain's channel leaves the claim begun, holding
+    no channel and without a CDI spec. The restarted plugin, on the same files and called again by the
+    kubelet, waits too, then gives the claim exactly the channel the controller assigns: once in its
+    CDI spec, held by that claim alone on the node (a claim of another domain is refused it), and free
+    again once the claim is unprepared."""
+    kube = node_plugin.kube
+    domain = await create_domain(kube, namespace)
+    other = await create_domain(kube, namespace, "other")
+    await controller.record(domain, None)
+    claim, consumer = await allocated_claim(
+        kube, namespace, "w-0", node_plugin.node, "channel", channel_config(domain["metadata"]["uid"])
+    )
+    uid = claim["metadata"]["uid"]
+    await node_plugin.start()
+
+    async with kubelet(node_plugin.settings.registration_socket) as kl:
+        interrupted = asyncio.create_task(kl.prepare([ref(claim)]))
+        await more_waiting_events(kube, namespace, consumer, 0)
+        await node_plugin.kill()
+        with pytest.raises(grpc.aio.AioRpcError):
+            await asyncio.wait_for(interrupted, 10)
+
+    begun = node_plugin.checkpoint()
+    assert begun[uid].state == "PrepareStarted"
+    assert held_channels(begun) == {uid: []}
+    assert node_plugin.specs() == []
+
+    seen = len(await waiting_events(kube, namespace, consumer))
+    await node_plugin.start()
+    async with kubelet(node_plugin.settings.registration_socket) as kl:
+        retried = asyncio.create_task(kl.prepare([ref(claim)]))
+        # The restarted plugin's own wait: the object still has no channel.
+        await more_waiting_events(kube, namespace, consumer, seen)
+        assert not retried.done()
+        assert node_plugin.specs() == []
+
+        await controller.record(domain, 9)
+        answer = (await asyncio.wait_for(retried, 20))[uid]
+        assert answer.error == ""
+        prepared = node_plugin.checkpoint()
+        assert prepared[uid].state == "PrepareCompleted"
+        assert held_channels(prepared) == {uid: [9]}
+        assert node_plugin.specs() == [node_plugin.spec(uid)]
+        assert spec_channels(node_plugin.spec(uid)) == [9]
+        assert [list(d.cdi_device_ids) for d in answer.devices] == [
+            list(d.cdi_device_ids) for d in prepared[uid].devices
+        ]
+
+        # Only a fault elsewhere gives another live domain the same channel; the node still holds it
+        # for the recovered claim alone.
+        await controller.record(other, 9)
+        intruder, _ = await allocated_claim(
+            kube, namespace, "x-0", node_plugin.node, "channel", channel_config(other["metadata"]["uid"])
+        )
+        intruder_uid = intruder["metadata"]["uid"]
+        refused = (await kl.prepare([ref(intruder)]))[intruder_uid].error
+        assert f"IMEX channel 9 is already held on this node by ResourceClaim {namespace}/w-0" in refused
+        assert node_plugin.specs() == [node_plugin.spec(uid)]
+
+        # Unprepared, the recovered claim leaves nothing behind that holds the channel.
+        assert (await kl.unprepare([ref(claim)]))[uid].error == ""
+        assert held_channels(node_plugin.checkpoint()) == {intruder_uid: []}
+        assert node_plugin.specs() == []
+        assert (await kl.prepare([ref(intruder)]))[intruder_uid].error == ""
+        assert spec_channels(node_plugin.spec(intruder_uid)) == [9]
+        assert (await kl.unprepare([ref(intruder)]))[intruder_uid].error == ""
+    assert node_plugin.checkpoint() == {}
+    assert node_plugin.specs() == []
+
+
+@pytest.mark.parametrize("kill_at", KILL_POINTS)
+async def test_a_prepare_killed_after_it_marked_the_channel_completes_once_and_releases_it(
+    node_plugin: PluginProcess, controller: Controller, namespace: str, operator_ready: str, kill_at: str
+) -> None:
+    """A plugin SIGKILLed after its prepare marked the domain's ComputeDomainClique, before the kubelet
+    had its answer (right after the mark, after the CDI spec, after the checkpoint's completion),
+    leaves the channel marked, so that the controller's release planned before the mark fails. The
+    restarted plugin, called again, prepares the claim with that same channel: one CDI spec, one
+    checkpoint entry, the answer's CDI devices those of the checkpoint. Unprepared, the claim leaves
+    neither, the controller's release then goes through, and the domain's next claim on the node waits
+    for the domain's new channel instead of getting the released one."""
+    kube = node_plugin.kube
+    domain = await create_domain(kube, namespace)
+    await controller.record(domain, 8)
+    name = names.clique_name(domain["metadata"]["uid"], CLIQUE)
+    # What the controller's cache holds when it plans the release.
+    planned = await kube.get(CLIQUES, name, operator_ready)
+    assert planned is not None
+    claim, _ = await allocated_claim(
+        kube, namespace, "w-0", node_plugin.node, "channel", channel_config(domain["metadata"]["uid"])
+    )
+    uid = claim["metadata"]["uid"]
+    await node_plugin.start(kill_at=kill_at)
+
+    async with kubelet(node_plugin.settings.registration_socket) as kl:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await kl.prepare([ref(claim)])
+    await node_plugin.killed_itself()
+
+    marked = await kube.get(CLIQUES, name, operator_ready)
+    assert marked is not None
+    assert marked["metadata"]["annotations"][PREPARE_ANNOTATION].startswith(f"{node_plugin.node}/{uid} ")
+    left = node_plugin.checkpoint()
+    assert held_channels(left) == {uid: [8]}
+    assert left[uid].state == ("PrepareCompleted" if kill_at == "completed" else "PrepareStarted")
+    assert node_plugin.specs() == ([] if kill_at == "marked" else [node_plugin.spec(uid)])
+    meta = planned["metadata"]
+    with pytest.raises(KubeError) as stale_release:
+        await kube.delete(
+            CLIQUES,
+            name,
+            operator_ready,
+            preconditions={"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
+        )
+    assert stale_release.value.status == 409
+
+    await node_plugin.start()
+    async with kubelet(node_plugin.settings.registration_socket) as kl:
+        answer = (await kl.prepare([ref(claim)]))[uid]
+        assert answer.error == ""
+        prepared = node_plugin.checkpoint()
+        assert prepared[uid].state == "PrepareCompleted"
+        assert held_channels(prepared) == {uid: [8]}
+        assert node_plugin.specs() == [node_plugin.spec(uid)]
+        assert spec_channels(node_plugin.spec(uid)) == [8]
+        assert [list(d.cdi_device_ids) for d in answer.devices] == [
+            list(d.cdi_device_ids) for d in prepared[uid].devices
+        ]
+
+        assert (await kl.unprepare([ref(claim)]))[uid].error == ""
+        assert node_plugin.checkpoint() == {}
+        assert node_plugin.specs() == []
+
+        # The controller releases the channel as it does once the domain's claims are unprepared.
+        current = await kube.get(CLIQUES, name, operator_ready)
+        assert current is not None
+        meta = current["metadata"]
+        preconditions = {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]}
+        assert await kube.delete(CLIQUES, name, operator_ready, preconditions=preconditions)
+
+        fresh, fresh_pod = await allocated_claim(
+            kube, namespace, "w-1", node_plugin.node, "channel", channel_config(domain["metadata"]["uid"])
+        )
+        fresh_uid = fresh["metadata"]["uid"]
+        waiting = asyncio.create_task(kl.prepare([ref(fresh)]))
+        [event] = await more_waiting_events(kube, namespace, fresh_pod, 0)
+        assert f"the controller has not made ComputeDomainClique {name} yet" in event["message"]
+        assert not waiting.done()
+        await controller.record(domain, 11)
+        assert (await asyncio.wait_for(waiting, 20))[fresh_uid].error == ""
+        assert held_channels(node_plugin.checkpoint()) == {fresh_uid: [11]}
+        assert node_plugin.specs() == [node_plugin.spec(fresh_uid)]
+        assert spec_channels(node_plugin.spec(fresh_uid)) == [11]
+        assert (await kl.unprepare([ref(fresh)]))[fresh_uid].error == ""
+    assert node_plugin.checkpoint() == {}

@@ -1,28 +1,38 @@
 """A node for the kubelet plugin on the real API server: a Node object no kubelet runs, the node's
-files, the plugin running in the test's process, and the objects a scheduler and kubelets would write.
+files, the plugin running in the test's process (or as a process of its own, which a test can SIGKILL
+and start again on the same files), and the objects a scheduler and kubelets would write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import grpc
 import pytest_asyncio
 from kubernetes_asyncio import client
 
+from cdtestbed.cluster import free_port
 from cdtestbed.connection import connection_of
 from computedomain.api import names
 from computedomain.dra.slices import slice_name
 from computedomain.kube import DOMAINS, NODES, PODS, Kind, Kube, claims, resource_slices
-from computedomain.plugin.app import Plugin
+from computedomain.plugin.app import CHECKPOINT_FILE, Plugin
+from computedomain.plugin.checkpoint import ClaimRecord, checksum
 from computedomain.plugin.kubelet.health import StaticHealth
 from computedomain.plugin.settings import PluginSettings
 from support import pluginkubelet
@@ -63,6 +73,26 @@ async def kube(api: client.ApiClient) -> AsyncIterator[Kube]:
     await kube.close()
 
 
+def plugin_env(
+    node: str, root: Path, operator_namespace: str, env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The bed's plugin settings for `node` on the files under `root` (`env`: settings beyond them)."""
+    return {
+        "NODE_NAME": node,
+        "NAMESPACE": operator_namespace,
+        "KUBELET_ROOT_DIR": str(root / "kubelet"),
+        "CDI_ROOT": str(root / "cdi"),
+        "DRIVER_ROOT": str(root / "driver"),
+        "PROC_DEVICES": str(root / "proc" / "devices"),
+        "BOOT_ID_FILE": str(root / "boot_id"),
+        "STATE_DIR": str(root / "state"),
+        "HTTP_PORT": "0",
+        "PREPARE_WAIT_SECONDS": "20",
+        "EVENT_INTERVAL_SECONDS": "1",
+        **(env or {}),
+    }
+
+
 @asynccontextmanager
 async def start_plugin(
     api: client.ApiClient,
@@ -81,22 +111,7 @@ async def start_plugin(
     With `register`, the test plays the kubelet's registration and the block starts once the plugin is
     ready (its slice published); without, it starts once the plugin serves, unregistered.
     """
-    settings = PluginSettings.from_env(
-        {
-            "NODE_NAME": node,
-            "NAMESPACE": operator_namespace,
-            "KUBELET_ROOT_DIR": str(root / "kubelet"),
-            "CDI_ROOT": str(root / "cdi"),
-            "DRIVER_ROOT": str(root / "driver"),
-            "PROC_DEVICES": str(root / "proc" / "devices"),
-            "BOOT_ID_FILE": str(root / "boot_id"),
-            "STATE_DIR": str(root / "state"),
-            "HTTP_PORT": "0",
-            "PREPARE_WAIT_SECONDS": "20",
-            "EVENT_INTERVAL_SECONDS": "1",
-            **(env or {}),
-        }
-    )
+    settings = PluginSettings.from_env(plugin_env(node, root, operator_namespace, env))
     plugin = Plugin(settings, connection_of(api), health=StaticHealth())
     task = asyncio.create_task(plugin.run())
 
@@ -121,6 +136,232 @@ async def start_plugin(
     finally:
         plugin.stop.set()
         assert await asyncio.wait_for(task, 30) == 0
+
+
+# Where a plugin process started with a kill point SIGKILLs itself, each in the middle of a clique
+# mode prepare that is past its wait for the channel: once its write to the ComputeDomainClique
+# succeeded (`marked`), once the claim's CDI spec is written (`spec-written`), once the checkpoint says
+# the claim is prepared (`completed`). In each the kubelet never gets its answer. From outside, only
+# a watch would see the first of them, and too late: the rest of the prepare takes milliseconds.
+KILL_POINTS = ("marked", "spec-written", "completed")
+_KILL_AT = "PLUGINBED_KILL_AT"
+_PROCESS_MAIN = (
+    "import sys; from support.pluginbed import plugin_process_main; sys.exit(plugin_process_main())"
+)
+_REPO = Path(__file__).resolve().parents[2]
+# The kernel module's line the plugin reads its driver version from: without it the process would
+# load NVML to learn the version.
+_DRIVER_VERSION_LINE = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.82.07  Release Build\n"
+
+
+def _arm(point: str) -> None:
+    """Make this process SIGKILL itself at `point` (one of `KILL_POINTS`)."""
+    from computedomain.plugin.cdi import Spec, SpecStore
+    from computedomain.plugin.checkpoint import Checkpoint
+    from computedomain.plugin.kubeio import CliqueChannels
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if point == "marked":
+        record_prepare = CliqueChannels.record_prepare
+
+        async def record_then_die(
+            self: CliqueChannels, obj: Mapping[str, Any], node: str, claim_uid: str
+        ) -> str | None:
+            why = await record_prepare(self, obj, node, claim_uid)
+            if why is None:
+                die()
+            return why
+
+        CliqueChannels.record_prepare = record_then_die  # type: ignore[method-assign]
+    elif point == "spec-written":
+        write = SpecStore.write
+
+        def write_then_die(self: SpecStore, claim_uid: str, spec: Spec) -> Path:
+            write(self, claim_uid, spec)
+            die()
+            raise AssertionError("unreachable: the process is gone")
+
+        SpecStore.write = write_then_die  # type: ignore[method-assign]
+    elif point == "completed":
+        put = Checkpoint.put
+
+        def put_then_die(self: Checkpoint, record: ClaimRecord) -> None:
+            put(self, record)
+            if record.state == "PrepareCompleted":
+                die()
+
+        Checkpoint.put = put_then_die  # type: ignore[method-assign]
+    else:
+        raise ValueError(f"no kill point {point!r}: one of {', '.join(KILL_POINTS)}")
+
+
+def plugin_process_main() -> int:
+    """The plugin's entry point, with the kill point `PLUGINBED_KILL_AT` names armed (if any)."""
+    point = os.environ.pop(_KILL_AT, "")
+    if point:
+        _arm(point)
+    from computedomain.plugin.__main__ import main
+
+    return main([])
+
+
+@dataclass
+class PluginProcess:
+    """The plugin as a process of its own on a node's files: a test SIGKILLs it (or has it SIGKILL
+    itself at one of `KILL_POINTS`) and starts it again on the same files (checkpoint, CDI specs,
+    sockets), as the kubelet's pod restart does."""
+
+    node: str
+    node_uid: str
+    root: Path
+    settings: PluginSettings
+    kube: Kube
+    env: dict[str, str]
+    log: Path
+    process: asyncio.subprocess.Process | None = None
+    starts: int = 0
+
+    @property
+    def cdi(self) -> Path:
+        return self.settings.cdi_root
+
+    def spec(self, claim_uid: str) -> Path:
+        return self.cdi / f"k8s.compute-domain.nvidia.com-claim_{claim_uid}.json"
+
+    def specs(self) -> list[Path]:
+        """Every CDI spec file on the node."""
+        return sorted(self.cdi.glob("*.json")) if self.cdi.is_dir() else []
+
+    def checkpoint(self) -> dict[str, ClaimRecord]:
+        """The claims of the plugin's checkpoint file, as a restarted plugin would load them."""
+        path = self.settings.state / CHECKPOINT_FILE
+        if not path.exists():
+            return {}
+        document = json.loads(path.read_text())
+        data = document["data"]
+        assert document["checksum"] == checksum(data), f"checkpoint {path} fails its checksum"
+        return {uid: ClaimRecord.from_json(record) for uid, record in data["claims"].items()}
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    async def start(self, kill_at: str | None = None) -> None:
+        """Start the process and register it as the kubelet does; return once it is ready."""
+        assert self.process is None or self.process.returncode is not None, "the plugin still runs"
+        port = free_port()
+        env = {**self.env, "HTTP_PORT": str(port)}
+        if kill_at is not None:
+            assert kill_at in KILL_POINTS, kill_at
+            env[_KILL_AT] = kill_at
+        self.starts += 1
+        with self.log.open("ab") as out:
+            out.write(f"--- start {self.starts} (kill point: {kill_at})\n".encode())
+            out.flush()
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _PROCESS_MAIN,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        process = self.process
+
+        def running() -> None:
+            assert process.returncode is None, f"plugin exited with {process.returncode}:\n{self.log_tail()}"
+
+        async def registered() -> bool:
+            # A killed plugin leaves its socket file behind: until the new process binds it, dialing
+            # it is refused.
+            running()
+            try:
+                await pluginkubelet.register(self.settings.registration_socket)
+            except grpc.aio.AioRpcError:
+                return False
+            return True
+
+        async def ready() -> bool:
+            running()
+            try:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(f"http://127.0.0.1:{port}/readyz") as response,
+                ):
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(registered, timeout=60, what="the plugin process registered")
+        await eventually(ready, timeout=30, what="the plugin process ready")
+
+    async def kill(self) -> None:
+        """SIGKILL the process."""
+        assert self.process is not None, "the plugin was not started"
+        assert self.process.returncode is None, "the plugin does not run"
+        self.process.kill()
+        assert await asyncio.wait_for(self.process.wait(), 10) == -signal.SIGKILL
+
+    async def killed_itself(self, timeout: float = 20) -> None:
+        """Wait until the process died at its kill point."""
+        assert self.process is not None
+        code = await asyncio.wait_for(self.process.wait(), timeout)
+        assert code == -signal.SIGKILL, f"plugin exited with {code}:\n{self.log_tail()}"
+
+    async def close(self) -> None:
+        """Stop the process if it runs (SIGTERM; SIGKILL when it does not stop in time)."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            code = await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise AssertionError(f"the plugin did not stop on SIGTERM:\n{self.log_tail()}") from None
+        assert code == 0, f"plugin exited with {code}:\n{self.log_tail()}"
+
+
+@asynccontextmanager
+async def plugin_process(
+    kubeconfig: Path,
+    kube: Kube,
+    node: str,
+    node_uid: str,
+    root: Path,
+    operator_namespace: str,
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[PluginProcess]:
+    """A `PluginProcess` on the files under `root`, not started yet; stopped when the block ends."""
+    settings_env = plugin_env(node, root, operator_namespace, env)
+    version = root / "driver" / "proc" / "driver" / "nvidia" / "version"
+    version.parent.mkdir(parents=True, exist_ok=True)
+    version.write_text(_DRIVER_VERSION_LINE)
+    process_env = {
+        **os.environ,
+        **settings_env,
+        "PYTHONPATH": os.pathsep.join(str(_REPO / d) for d in ("operator", "testbed", "tests")),
+        "KUBECONFIG": str(kubeconfig),
+        "HEALTH_SOURCE": "static",
+    }
+    # The API server is the one of the kubeconfig, not one of a pod's environment.
+    process_env.pop("KUBERNETES_SERVICE_HOST", None)
+    running = PluginProcess(
+        node,
+        node_uid,
+        root,
+        PluginSettings.from_env(settings_env),
+        kube,
+        process_env,
+        root / "plugin.log",
+    )
+    try:
+        yield running
+    finally:
+        await running.close()
 
 
 @pytest_asyncio.fixture
