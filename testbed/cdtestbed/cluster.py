@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -81,8 +82,23 @@ class Component:
     check: Callable[[], bool] | None = None
 
 
+# Ports handed to components come from below the kernel's ephemeral range (32768-60999 by
+# default): a port the kernel picks for `bind(0)` is one it may give any outgoing connection a moment
+# later, before the component binds it, and the component then fails with "address in use" while its
+# health check reaches whichever process took the port.
+_PORTS = (20000, 32767)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the ephemeral range."""
+    for _ in range(100):
+        port = random.randint(*_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

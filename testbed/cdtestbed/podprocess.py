@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import sys
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
@@ -84,10 +85,15 @@ def host_env(env: MutableMapping[str, str], workdir: Path) -> None:
         # in-cluster path, which holds nothing on this host.
         for key in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBERNETES_SERVICE_PORT_HTTPS"):
             env.pop(key, None)
+    # The IMEX doubles are scripts of `#!/usr/bin/env python3`: found first, the interpreter itself
+    # starts them, where a version manager's shim (a shell script) would cost more than they do.
+    interpreter = Path(os.path.realpath(sys.executable)).parent
+    if (interpreter / "python3").exists():
+        env["PATH"] = f"{interpreter}{os.pathsep}{env.get('PATH') or os.defpath}"
 
 
 def main(argv: Sequence[str]) -> int:
-    """Exec the image program named by `argv[0]` with the rest of `argv`."""
+    """Run the image program named by `argv[0]` with the rest of `argv`, in this process."""
     if not argv or argv[0] not in PROGRAMS:
         print(
             f"podprocess: unknown image command {list(argv)[:1]}; known: {sorted(PROGRAMS)}", file=sys.stderr
@@ -95,8 +101,13 @@ def main(argv: Sequence[str]) -> int:
         return 127
     env = dict(os.environ)
     host_env(env, Path.cwd())
-    os.execve(sys.executable, [sys.executable, "-m", PROGRAMS[argv[0]], *argv[1:]], env)
-    return 0  # not reached
+    os.environ.clear()
+    os.environ.update(env)
+    # In this interpreter rather than an exec'd one: a second interpreter start per container (and
+    # per probe) cost as much as the program's own start on a busy machine.
+    sys.argv = [PROGRAMS[argv[0]], *argv[1:]]
+    runpy.run_module(PROGRAMS[argv[0]], run_name="__main__", alter_sys=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -48,8 +48,10 @@ LAST_CHANNEL = CHANNEL_COUNT - 1
 # each write a change, which the controller's delete precondition then sees.
 PREPARE_ANNOTATION = "resource.nvidia.com/lastPrepare"
 
-# The first read comes at once; later ones back off to this, so a long wait costs little.
-_FIRST_POLL = 0.25
+# The first read comes at once; later ones back off to this, so a long wait costs little. The kubelet
+# asks to prepare the moment the pod is bound, and the controller writes the channel within tens of
+# milliseconds of the allocation: the first re-read comes soon, or the race costs a whole interval.
+_FIRST_POLL = 0.05
 _MAX_POLL = 2.0
 
 ALL_REFUSED = (
