@@ -430,6 +430,36 @@ async def test_a_node_leaving_its_clique_keeps_the_channel_until_the_claims_go(
     assert await record(cd, domains[0], clique) is None
 
 
+async def test_a_node_that_left_its_clique_while_no_controller_ran_keeps_the_channel(
+    cd: Cluster, namespace: str, controller: ControllerProcess
+) -> None:
+    """The objects record the nodes their domain's claims are on: a controller started after a node
+    left the clique still holds the channel until the claims there go."""
+    clique, nodes = await new_clique(cd, 3)
+    domains = [await new_domain(cd, namespace, f"k{i}") for i in range(3)]
+    claims = [await allocate(cd, domain, nodes[i], _now()) for i, domain in enumerate(domains[:2])]
+    held = [await wait_channel(cd, domain, clique) for domain in domains[:2]]
+    for domain, node in zip(domains[:2], nodes[:2], strict=True):
+        found = await record(cd, domain, clique)
+        assert found is not None
+        assert found["nodes"] == [node]
+
+    controller.stop(signal.SIGKILL)
+    await cd.core.patch_node(nodes[0], {"metadata": {"labels": {names.GPU_CLIQUE_LABEL: None}}})
+    await cd.core.delete_node(nodes[1])
+    controller.start()
+    # The new process plans the waiting domain (its claim allocated now) from what it found.
+    await allocate(cd, domains[2], nodes[2], _now())
+    await wait_condition(cd, domains[2], CHANNELS_AVAILABLE, "False", "ChannelPoolExhausted")
+    channels = await channels_of(cd, clique)
+    assert [channels.get(d["metadata"]["uid"], 0) for d in domains] == [*held, None]
+
+    await release(cd, namespace, claims[1:])
+    assert await wait_channel(cd, domains[2], clique) == held[1]
+    assert await record(cd, domains[1], clique) is None
+    assert (await channels_of(cd, clique))[domains[0]["metadata"]["uid"]] == held[0]
+
+
 async def test_a_deleted_domain_keeps_its_channel_until_its_claims_go(cd: Cluster, namespace: str) -> None:
     clique, nodes = await new_clique(cd, 1)
     domains = [await new_domain(cd, namespace, f"d{i}") for i in range(3)]

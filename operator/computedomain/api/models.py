@@ -324,6 +324,14 @@ class ComputeDomainClique(WireModel):
             "their claims' allocation times, and within one second in this order."
         ),
     )
+    nodes: list[str] | None = Field(
+        default=None,
+        json_schema_extra={"items": {"type": "string", "description": "A node name."}},
+        description=(
+            "Clique mode only: the nodes of this clique where claims of this domain are allocated, "
+            "including nodes that left the clique since: the channel stays held until those claims go."
+        ),
+    )
 
 
 # --- Opaque DRA configs (travel inside ResourceClaims; not CRDs) ----------------------------------

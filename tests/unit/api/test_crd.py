@@ -169,7 +169,7 @@ def test_node_entries_match_the_reference() -> None:
 def test_clique_has_no_spec_and_no_status() -> None:
     properties = root_schema(names.CLIQUE_KIND)["properties"]
 
-    assert list(properties) == ["apiVersion", "kind", "metadata", "daemons", "channel"]
+    assert list(properties) == ["apiVersion", "kind", "metadata", "daemons", "channel", "queuedAt", "nodes"]
 
 
 def test_structural_rewrites_pydantic_idioms() -> None:

@@ -55,6 +55,8 @@ class Holding:
     channel: int | None
     # Its queue position, `queuedAt` (see `stamp`); "" in an object written before the field existed.
     queued: str = ""
+    # The nodes of the clique its domain's claims were allocated on when it was last written.
+    nodes: tuple[str, ...] = ()
 
 
 def holding_of(obj: Object) -> Holding | None:
@@ -65,11 +67,13 @@ def holding_of(obj: Object) -> Holding | None:
         return None
     channel = obj.get("channel")
     queued = obj.get("queuedAt")
+    nodes = obj.get("nodes")
     return Holding(
         str(domain),
         str(clique),
         channel if isinstance(channel, int) else None,
         queued if isinstance(queued, str) else "",
+        tuple(str(n) for n in nodes) if isinstance(nodes, list) else (),
     )
 
 
@@ -94,6 +98,10 @@ class ChannelPlan:
     channels: dict[str, int] = field(default_factory=dict)
     # Cliques where the domain has claims but waits for a free channel, sorted.
     waiting: tuple[str, ...] = ()
+    # Clique ID -> the nodes of that clique (or that left it) where the domain's claims are, for each
+    # clique of `channels` and `waiting`: recorded in its object, so that a node that leaves the
+    # clique keeps the channel held, even across a restart, until the claims on it go.
+    clique_nodes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Clique ID -> when the domain came there (`queuedAt`; "" where unknown), for each clique of
     # `channels` and `waiting`: what its object records, else when the watch saw its first claim.
     queued: dict[str, str] = field(default_factory=dict)
@@ -183,8 +191,9 @@ def plan_channels(
     `claims` are the allocated workload claims of all domains, `node_cliques` maps nodes to their
     NVLink clique, `eligible` maps the domains that may take a channel (not being deleted, not
     refused) to their namespace, `channels` is the pool size (channels 1 to channels-1 are given).
-    `former_cliques` maps nodes that left a clique (label removed, node deleted) to that clique: a
-    claim still allocated there keeps the domain's channel in it, since its pods may still run.
+    `former_cliques` maps nodes that left a clique (label removed, node deleted) to that clique, as
+    this process saw them leave; the domain's objects add the nodes they recorded. A claim still
+    allocated on such a node keeps the domain's channel in that clique, since its pods may still run.
     """
     claims = list(claims)
     holdings = list(holdings)
@@ -193,6 +202,12 @@ def plan_channels(
         by_clique[holding.clique].append(holding)
     own = [c for c in claims if c.domain == domain]
     nodes = {claim.node: node_cliques.get(claim.node, "") for claim in own}
+    former = dict(former_cliques or {})
+    for holding in holdings:
+        if holding.domain == domain:
+            for node in holding.nodes:
+                if node_cliques.get(node, "") != holding.clique:
+                    former.setdefault(node, holding.clique)
     wanted = queues(claims, node_cliques, eligible, holdings)
     given: dict[str, int] = {}
     waiting: list[str] = []
@@ -208,12 +223,21 @@ def plan_channels(
             given[clique] = decided.channels[domain]
         else:
             waiting.append(clique)
-    in_use = set(nodes.values()) | {(former_cliques or {}).get(node, "") for node in nodes}
+    in_use = set(nodes.values()) | {former.get(node, "") for node in nodes}
+    clique_nodes = {
+        clique: tuple(sorted(n for n, c in nodes.items() if clique in (c, former.get(n))))
+        for clique in [*given, *waiting]
+    }
     release = sorted(
         clique
         for clique, held in by_clique.items()
         if clique not in in_use and any(h.domain == domain for h in held)
     )
     return ChannelPlan(
-        channels=given, waiting=tuple(waiting), queued=queued, release=tuple(release), nodes=nodes
+        channels=given,
+        waiting=tuple(waiting),
+        queued=queued,
+        release=tuple(release),
+        nodes=nodes,
+        clique_nodes=clique_nodes,
     )

@@ -291,6 +291,7 @@ class Reconciler:
                 manifest["channel"] = channel
             if plan.queued.get(clique):
                 manifest["queuedAt"] = plan.queued[clique]
+            manifest["nodes"] = list(plan.clique_nodes.get(clique, ()))
             await children.CLIQUES.ensure(self.kube, self.world, manifest)
         return await self._release_channels(domain.uid, plan.release)
 

@@ -157,6 +157,31 @@ def test_a_claim_on_a_node_that_left_the_clique_keeps_the_channel() -> None:
     assert forgotten.release == (CLIQUE,)
 
 
+def test_the_nodes_an_object_recorded_keep_its_channel_after_a_restart() -> None:
+    # n2 left the clique while no controller watched (or before this one started): the object says
+    # a's claims were there, so the channel is held until the claim on n2 goes.
+    nodes = {**NODES, "n2": ""}
+    held = [Holding("a", CLIQUE, 1, nodes=("n1", "n2")), Holding("b", CLIQUE, None)]
+    claims = [claim("a", "n2", "T1"), claim("b", "n1", "T2")]
+    kept = plan_channels("a", claims, nodes, held, eligible("a", "b"), 2)
+    assert kept.release == ()
+    assert plan_channels("b", claims, nodes, held, eligible("a", "b"), 2).waiting == (CLIQUE,)
+    # Once the claim on n2 goes, so does the channel.
+    gone = plan_channels("a", claims[1:], nodes, held, eligible("a", "b"), 2)
+    assert gone.release == (CLIQUE,)
+
+
+def test_a_plan_lists_the_nodes_of_each_clique_to_record() -> None:
+    claims = [
+        claim("a", "n1", "T1"),
+        claim("a", "n2", "T1"),
+        claim("a", "n3", "T1"),
+        claim("a", "gone", "T1"),
+    ]
+    plan = plan_channels("a", claims, NODES, [], eligible("a"), 4, {"gone": CLIQUE})
+    assert plan.clique_nodes == {CLIQUE: ("gone", "n1", "n2"), OTHER: ("n3",)}
+
+
 def test_released_channel_goes_to_the_first_waiting_domain() -> None:
     claims = [claim("b", "n1", "T2"), claim("c", "n1", "T3")]
     held = [Holding("b", CLIQUE, 2), Holding("c", CLIQUE, None)]  # a (channel 1) was just deleted
