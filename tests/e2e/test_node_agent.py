@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +105,21 @@ async def node_events(api: client.ApiClient, node: str) -> list[Any]:
     return sorted(listing.items, key=lambda e: e.metadata.creation_timestamp)
 
 
-async def wait_event(api: client.ApiClient, node: str, reason: str, after: int, contains: str = "") -> Any:
-    """Wait for an Event `reason` about `node` among those posted after the first `after` ones."""
+async def occurrences(api: client.ApiClient, node: str) -> dict[str, int]:
+    """Event name -> its count so far: a repeat of an Event raises its count instead of adding one."""
+    return {e.metadata.name: e.count or 1 for e in await node_events(api, node)}
+
+
+async def wait_event(
+    api: client.ApiClient, node: str, reason: str, before: Mapping[str, int], contains: str = ""
+) -> Any:
+    """Wait for an Event `reason` about `node` that occurred since `before` (`occurrences`): a new
+    one, or one counted again."""
 
     async def probe() -> Any:
-        for event in (await node_events(api, node))[after:]:
-            if event.reason == reason and contains in event.message:
+        for event in await node_events(api, node):
+            new = (event.count or 1) > before.get(event.metadata.name, 0)
+            if new and event.reason == reason and contains in event.message:
                 return event
         return None
 
@@ -134,7 +143,7 @@ async def test_every_agent_labels_its_own_node(bed: AgentBed, fleet: dict[str, A
         # Nothing else about the node changed: only the one label was added.
         expected = node_manifest(next(n for n in NODES if n.name == node))["metadata"]["labels"]
         assert {k: v for k, v in labels.items() if k != names.GPU_CLIQUE_LABEL} == expected
-        event = await wait_event(bed.api, node, "NVLinkCliqueDetected", 0, RACK_CLIQUE)
+        event = await wait_event(bed.api, node, "NVLinkCliqueDetected", {}, RACK_CLIQUE)
         assert event.type == "Normal"
         assert event.source.component == names.AGENT_FIELD_MANAGER
         assert event.involved_object.uid == (await client.CoreV1Api(bed.api).read_node(node)).metadata.uid
@@ -145,13 +154,13 @@ async def test_every_agent_labels_its_own_node(bed: AgentBed, fleet: dict[str, A
 async def test_no_writes_while_nothing_changes(bed: AgentBed, fleet: dict[str, AgentProcess]) -> None:
     pids = {node: agent.pid for node, agent in fleet.items()}
     before = {node: await resource_version(bed.api, node) for node in FLEET}
-    events = {node: len(await node_events(bed.api, node)) for node in FLEET}
+    events = {node: await occurrences(bed.api, node) for node in FLEET}
     # A no-op apply would leave the resourceVersion alone too, so count the requests: only agents write here.
     writes = await asyncio.to_thread(api_writes, bed.kubeconfig, "nodes")
     await wait_readings(list(fleet.values()), 3)
     assert await asyncio.to_thread(api_writes, bed.kubeconfig, "nodes") == writes
     assert {node: await resource_version(bed.api, node) for node in FLEET} == before
-    assert {node: len(await node_events(bed.api, node)) for node in FLEET} == events
+    assert {node: await occurrences(bed.api, node) for node in FLEET} == events
     assert {node: agent.pid for node, agent in fleet.items()} == pids
 
 
@@ -159,7 +168,7 @@ async def test_label_follows_the_clique_of_the_hardware(
     bed: AgentBed, fleet: dict[str, AgentProcess]
 ) -> None:
     node, agent = FLEET[0], fleet[FLEET[0]]
-    pid, seen = agent.pid, len(await node_events(bed.api, node))
+    pid, seen = agent.pid, await occurrences(bed.api, node)
     other = rack_clique_id(7)
     agent.set_hardware(tray(other))
     await wait_label(bed.api, node, other, agent)
@@ -176,7 +185,7 @@ async def test_failed_registration_removes_the_label_until_registration_complete
     bed: AgentBed, fleet: dict[str, AgentProcess]
 ) -> None:
     node, agent = FLEET[1], fleet[FLEET[1]]
-    pid, seen = agent.pid, len(await node_events(bed.api, node))
+    pid, seen = agent.pid, await occurrences(bed.api, node)
 
     agent.set_hardware(tray(overrides={3: FakeGpu(status=999)}))
     await wait_label(bed.api, node, None, agent)
@@ -185,13 +194,13 @@ async def test_failed_registration_removes_the_label_until_registration_complete
     assert "GPU 3" in failed.message
     assert "status 999" in failed.message
 
-    seen = len(await node_events(bed.api, node))
+    seen = await occurrences(bed.api, node)
     agent.set_hardware(tray(state="in_progress"))
     pending = await wait_event(bed.api, node, "NVLinkRegistrationInProgress", seen)
     assert pending.type == "Normal"
     assert names.GPU_CLIQUE_LABEL not in await node_labels(bed.api, node)
 
-    seen = len(await node_events(bed.api, node))
+    seen = await occurrences(bed.api, node)
     agent.set_hardware(tray())
     await wait_label(bed.api, node, RACK_CLIQUE, agent)
     await wait_event(bed.api, node, "NVLinkCliqueDetected", seen, RACK_CLIQUE)
@@ -200,7 +209,7 @@ async def test_failed_registration_removes_the_label_until_registration_complete
 
 async def test_label_goes_with_the_fabric(bed: AgentBed, fleet: dict[str, AgentProcess]) -> None:
     node, agent = FLEET[2], fleet[FLEET[2]]
-    pid, seen = agent.pid, len(await node_events(bed.api, node))
+    pid, seen = agent.pid, await occurrences(bed.api, node)
     agent.set_hardware(tray(fabric=False))
     await wait_label(bed.api, node, None, agent)
     removed = await wait_event(bed.api, node, "NVLinkCliqueRemoved", seen, "NoFabric")
@@ -212,7 +221,7 @@ async def test_label_goes_with_the_fabric(bed: AgentBed, fleet: dict[str, AgentP
 
 async def test_label_goes_when_gpus_disagree(bed: AgentBed, fleet: dict[str, AgentProcess]) -> None:
     node, agent = FLEET[3], fleet[FLEET[3]]
-    pid, seen = agent.pid, len(await node_events(bed.api, node))
+    pid, seen = agent.pid, await occurrences(bed.api, node)
     agent.set_hardware(tray(overrides={2: FakeGpu(clique_id=7)}))
     await wait_label(bed.api, node, None, agent)
     invalid = await wait_event(bed.api, node, "NVLinkCliqueInvalid", seen, "CliquesDisagree")
@@ -238,7 +247,7 @@ async def test_agent_without_usable_nvml_exits_with_a_clear_message(bed: AgentBe
 
 async def test_agent_allowed_to_run_without_nvml_keeps_checking_and_writes_nothing(bed: AgentBed) -> None:
     before = await resource_version(bed.api, SPARE)
-    seen = len(await node_events(bed.api, SPARE))
+    seen = await occurrences(bed.api, SPARE)
     agent = await bed.agent(
         SPARE, tray(init_error=NVML_ERROR_DRIVER_NOT_LOADED), *INTERVAL, REQUIRE_NVML="false"
     )
@@ -247,6 +256,6 @@ async def test_agent_allowed_to_run_without_nvml_keeps_checking_and_writes_nothi
         await wait_readings([agent], 3)
         assert agent.pid is not None, agent.log_text()
         assert await resource_version(bed.api, SPARE) == before
-        assert len(await node_events(bed.api, SPARE)) == seen
+        assert await occurrences(bed.api, SPARE) == seen
     finally:
         assert agent.stop() == 0

@@ -18,7 +18,7 @@ from kubernetes_asyncio import client
 
 from computedomain.api import names
 from computedomain.dra.slices import slice_name
-from computedomain.kube import EVENTS, PODS, Kube, resource_slices
+from computedomain.kube import EVENTS, PODS, Kube, Object, resource_slices
 from support import testbed
 from support.agent import component, kubectl, render_chart
 from support.kubelet import pod_token, token_client
@@ -109,13 +109,20 @@ async def test_the_plugin_works_with_the_charts_rights_only(
         async with kubelet(running.settings.registration_socket) as kl:
             waiting = asyncio.create_task(kl.prepare([ref(channel)]))
 
-            async def event() -> bool:
+            async def counted() -> list[Object] | None:
                 items, _ = await kube.list(
                     EVENTS, namespace, field_selector=f"involvedObject.name={worker['metadata']['name']}"
                 )
-                return any(e["reason"] == "WaitingForIMEXDaemon" for e in items)
+                waiting = [e for e in items if e["reason"] == "WaitingForIMEXDaemon"]
+                return waiting if any(e.get("count", 1) > 1 for e in waiting) else None
 
-            await eventually(event, timeout=15, what="the waiting Event, posted with the plugin's rights")
+            # Posted, then said again on the same object (a patch), with the plugin's rights.
+            [event] = await eventually(
+                counted,
+                timeout=15,
+                what="the waiting Event, posted and counted again with the plugin's rights",
+            )
+            assert event["lastTimestamp"] > event["firstTimestamp"]
             await set_ready(kube, daemon)
             answers = await waiting
             answers.update(await kl.prepare([ref(daemon_claim)]))

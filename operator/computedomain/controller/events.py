@@ -6,7 +6,7 @@ import datetime
 
 from computedomain.api import names
 from computedomain.kube import Kube, Object
-from computedomain.kube.events import Involved, post_event, render_event
+from computedomain.kube.events import Involved, Recorder, render_event
 
 COMPONENT = "computedomain-controller"
 
@@ -45,10 +45,15 @@ def told_by_status(domain: Object, said: set[tuple[str, str]]) -> set[tuple[str,
 
 
 class EventRecorder:
-    """Posts an Event when a domain's (reason, message) changes; remembers what it last said."""
+    """Posts an Event when a domain's (reason, message) changes; remembers what it last said.
 
-    def __init__(self, kube: Kube) -> None:
+    `events` is the process's recorder (a fresh one when None): a problem that comes back after it was
+    gone counts on its earlier Event instead of making another.
+    """
+
+    def __init__(self, kube: Kube, events: Recorder | None = None) -> None:
         self.kube = kube
+        self.events = events or Recorder()
         self._said: dict[str, set[tuple[str, str]]] = {}
 
     async def record(self, domain: Object, problems: list[tuple[str, str]], ready: bool) -> None:
@@ -68,7 +73,7 @@ class EventRecorder:
         for reason, message in sorted(current - said):
             kind = "Normal" if reason == "DomainReady" else "Warning"
             now = datetime.datetime.now(datetime.UTC)
-            await post_event(self.kube, event_manifest(domain, kind, reason, message, now))
+            await self.events.record(self.kube, event_manifest(domain, kind, reason, message, now))
         self._said[uid] = current
 
     def forget(self, uid: str) -> None:

@@ -32,7 +32,7 @@ from computedomain.kube import (
     claims,
     discovery,
 )
-from computedomain.kube.events import post_event
+from computedomain.kube.events import Recorder
 from computedomain.kube.informer import Informer
 from computedomain.kube.retry import RetryPolicy, deadline_in, retry
 from computedomain.objects import Object
@@ -99,6 +99,8 @@ class KubeNodeView:
         )
         self._node: Object | None = None
         self._node_read = 0.0
+        # The process's Event recorder: one view per plugin process.
+        self.events = Recorder()
 
     @property
     def changes(self) -> Notifier:
@@ -187,8 +189,8 @@ class KubeNodeView:
         return str(node.get("metadata", {}).get("labels", {}).get(names.GPU_CLIQUE_LABEL, ""))
 
     async def post_event(self, event: Object) -> None:
-        """Create the Event (failures are logged by `post_event`)."""
-        await post_event(self.kube, event)
+        """Post the Event, or count it on the object of its earlier repeats (failures are logged)."""
+        await self.events.record(self.kube, event)
 
 
 class CliqueChannels:

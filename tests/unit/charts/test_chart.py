@@ -125,7 +125,7 @@ def test_controller_rbac_is_exactly_what_it_needs(default_render: list[Manifest]
             rule("resource.k8s.io", "resourceclaimtemplates", "get list watch create patch delete"),
             rule("resource.k8s.io", "resourceclaims", "get list watch"),
             rule("", "nodes", "get list watch patch"),
-            rule("", "events", "create"),
+            rule("", "events", "create patch"),
             rule(
                 "apiextensions.k8s.io",
                 "customresourcedefinitions",
@@ -155,7 +155,7 @@ def test_node_agent_and_daemon_rbac(default_render: list[Manifest]) -> None:
     # Events only in the agent's own namespace, where the DaemonSet tells it to post them.
     agent_role = only(default_render, "Role", "node-agent")
     assert agent_role["metadata"]["namespace"] == NAMESPACE
-    assert rules_of(agent_role) == [rule("", "events", "create")]
+    assert rules_of(agent_role) == [rule("", "events", "create patch")]
     agent_pod = only(default_render, "DaemonSet", "node-agent")["spec"]["template"]["spec"]["containers"][0]
     assert env_of(agent_pod)["POD_NAMESPACE"]["valueFrom"] == {
         "fieldRef": {"fieldPath": "metadata.namespace"}

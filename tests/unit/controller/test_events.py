@@ -26,6 +26,8 @@ def ready(status: str, reason: str, message: str = "m") -> dict[str, Any]:
 class FakeKube:
     def __init__(self, fail: bool = False) -> None:
         self.posted: list[tuple[str, str]] = []
+        # The counts that repeats patched onto their first Event.
+        self.counted: list[int] = []
         self.fail = fail
 
     async def create(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
@@ -34,6 +36,11 @@ class FakeKube:
             raise KubeError(403, "forbidden")
         self.posted.append((obj["type"], obj["reason"]))
         return obj
+
+    async def patch(self, kind: Kind, name: str, namespace: str, patch: dict[str, Any]) -> dict[str, Any]:
+        assert kind == EVENTS
+        self.counted.append(patch["count"])
+        return patch
 
 
 def recorder(kube: FakeKube) -> EventRecorder:
@@ -48,13 +55,14 @@ async def test_a_problem_is_posted_once_while_it_lasts() -> None:
     assert kube.posted == [("Warning", "NameConflict")]
 
 
-async def test_a_problem_that_comes_back_is_posted_again() -> None:
+async def test_a_problem_that_comes_back_is_said_again_on_its_first_event() -> None:
     kube = FakeKube()
     events = recorder(kube)
     await events.record(domain(), [CONFLICT], ready=False)
     await events.record(domain(), [], ready=False)
     await events.record(domain(), [CONFLICT], ready=False)
-    assert kube.posted == [("Warning", "NameConflict")] * 2
+    assert kube.posted == [("Warning", "NameConflict")]
+    assert kube.counted == [2]
 
 
 async def test_becoming_ready_is_posted_once_as_normal() -> None:

@@ -27,6 +27,7 @@ from computedomain.controller.settings import Settings
 from computedomain.kube import Kube
 from computedomain.kube.backoff import Backoff
 from computedomain.kube.config import Connection
+from computedomain.kube.events import Recorder
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ class Controller:
     def __init__(self, settings: Settings, connection: Connection) -> None:
         self.settings = settings
         self.connection = connection
-        self.crd_check = CrdCheck()
+        # One recorder for every term: an Event said again in a later term counts on the same object.
+        self.events = Recorder()
+        self.crd_check = CrdCheck(self.events)
         self.term: Term | None = None
 
     def client(self, fence: LeaseFence | None) -> Kube:
@@ -81,7 +84,7 @@ class Controller:
         backoff = Backoff(initial=1.0, maximum=30.0)
         delay = 0.0
         while True:
-            term = Term(self.settings, self.client, lease_kube, self.crd_check, delay)
+            term = Term(self.settings, self.client, lease_kube, self.crd_check, delay, events=self.events)
             self.term = term
             began = loop.time()
             failure: Exception | None = None

@@ -24,7 +24,7 @@ from prometheus_client import Gauge
 from computedomain.api.crd import definitions
 from computedomain.controller.events import COMPONENT
 from computedomain.kube import Kind, Kube, KubeError
-from computedomain.kube.events import Involved, post_event, render_event
+from computedomain.kube.events import Involved, Recorder, render_event
 from computedomain.kube.retry import RetryPolicy, retry
 
 log = logging.getLogger(__name__)
@@ -164,9 +164,11 @@ def crd_event(installed: Mapping[str, Any], message: str, now: datetime.datetime
 
 
 class CrdCheck:
-    """Reads and compares both CRDs; posts each outdated CRD's Event once per process."""
+    """Reads and compares both CRDs; posts each outdated CRD's Event once per process (through
+    `events`, the process's recorder; a fresh one when None)."""
 
-    def __init__(self) -> None:
+    def __init__(self, events: Recorder | None = None) -> None:
+        self.events = events or Recorder()
         self._told: set[tuple[str, str]] = set()
 
     async def check(self, kube: Kube) -> list[CrdDrift]:
@@ -186,7 +188,7 @@ class CrdCheck:
             uid = str(((installed or {}).get("metadata") or {}).get("uid", ""))
             if installed is not None and (uid, message) not in self._told:
                 now = datetime.datetime.now(datetime.UTC)
-                if await post_event(kube, crd_event(installed, message, now)):
+                if await self.events.record(kube, crd_event(installed, message, now)):
                     self._told.add((uid, message))
         return drifts
 

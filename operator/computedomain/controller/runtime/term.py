@@ -26,6 +26,7 @@ from computedomain.controller.settings import Settings
 from computedomain.controller.world import World
 from computedomain.kube import Kube, KubeError, Object
 from computedomain.kube.discovery import discover_resource_version
+from computedomain.kube.events import Recorder
 from computedomain.kube.retry import RetryPolicy, always, retry
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class Term:
         lease_kube: Kube | None,
         crd_check: CrdCheck,
         delay: float = 0.0,
+        *,
+        events: Recorder | None = None,
     ) -> None:
         self.settings = settings
         self._client = client
@@ -70,6 +73,8 @@ class Term:
         # that its renewals never wait behind the reconciles'.
         self._lease_kube = lease_kube
         self._crd_check = crd_check
+        # The process's Event recorder (a fresh one when None).
+        self._events = events or Recorder()
         # How long to wait before campaigning (after a run that failed).
         self._delay = delay
         # Kopf's stop flag for this run: raised whenever the term ends (on its own, or in Kopf's
@@ -140,7 +145,7 @@ class Term:
             # Before its informers start: the channel planner reads nodes and claims they add.
             self.world.use_clique_mode()
         metrics.CACHES.figures = self.world.cache_figures
-        reconciler = Reconciler(kube, self.world, self.settings, version, EventRecorder(kube))
+        reconciler = Reconciler(kube, self.world, self.settings, version, EventRecorder(kube, self._events))
         stray = asyncio.Event()
         self.world.on_stray = lambda _: stray.set()
         self._spawn(self.world.run(), "informers")
