@@ -207,3 +207,16 @@ async def serve(app: App, port: int, host: str = "0.0.0.0") -> Runner:
     runner = Runner(app)
     runner.server = await asyncio.start_server(runner.handle, host, port)
     return runner
+
+
+async def serve_optional(app: App, port: int, what: str) -> Runner | None:
+    """`serve` for a program whose endpoints only report on it (no probe reads them): None when `port`
+    is 0, and None with an error logged when the port cannot be bound, as the program's own work
+    (IMEX, the node's clique label) matters more than being scraped. `what` names the program."""
+    if not port:
+        return None
+    try:
+        return await serve(app, port)
+    except OSError as error:
+        log.error("%s serves no metrics: cannot listen on port %d: %s", what, port, error)
+        return None

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from computedomain import endpoints
 from computedomain.agent.loop import (
     EXIT_NVML_REQUIRED,
     EXIT_OK,
@@ -24,6 +25,7 @@ from computedomain.agent.loop import (
     observe,
     run_loop,
 )
+from computedomain.agent.metrics import LAST_CHECK
 from computedomain.agent.report import render_report, render_text
 from computedomain.nvml.clique import CliqueResult
 from computedomain.nvml.gpus import NodeGpus
@@ -95,7 +97,8 @@ PROGRAM = Program(
     name="computedomain-agent",
     description="Find this node's NVLink clique with NVML and keep the nvidia.com/gpu.clique label true. "
     "Configured by environment variables (NODE_NAME, POD_NAMESPACE, CHECK_INTERVAL_SECONDS, "
-    "RETRY_INTERVAL_SECONDS, REQUIRE_NVML, LOG_FORMAT, LOG_LEVEL); the options below override them.",
+    "RETRY_INTERVAL_SECONDS, REQUIRE_NVML, HTTP_PORT, LOG_FORMAT, LOG_LEVEL); the options below override "
+    "them.",
     read=AgentSettings.from_env,
     run=_main,
     options=_options,
@@ -157,11 +160,22 @@ async def _run(options: Options, sink: CliqueSink | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     stop_on_signals(loop, stop)
+    app = endpoints.make_app(_readiness)
+    runner = await endpoints.serve_optional(app, options.settings.http_port, "computedomain-agent")
     try:
         await run_loop(options.settings, source, sink, stop, report if not options.kube else None)
     finally:
         ignore_further_signals(loop)
+        if runner is not None:
+            await runner.cleanup()
     return EXIT_OK
+
+
+def _readiness() -> tuple[bool, str]:
+    # Ready once a check has run: from then on /metrics tells what the node's GPUs report.
+    if LAST_CHECK.last is None:
+        return False, "first check running"
+    return True, "checking"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

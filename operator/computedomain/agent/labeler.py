@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 
+from computedomain.agent import metrics
 from computedomain.agent.nodeplan import (
     EventSpec,
     LabelAction,
@@ -26,7 +27,7 @@ from computedomain.agent.nodeplan import (
 )
 from computedomain.api import names
 from computedomain.kube import NODES, Kube, KubeError, Object
-from computedomain.kube.events import Involved, post_event, render_event
+from computedomain.kube.events import Involved, Recorder, render_event
 from computedomain.nvml.clique import CliqueResult
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ class NodeLabeler:
         self._namespace = namespace
         self._clock = clock
         self._reported: StateKey | None = None
+        # One labeler per agent process: a state the node comes back to counts on its earlier Event.
+        self._events = Recorder()
 
     async def sync(self, result: CliqueResult) -> bool:
         """Apply the label decision for `result` and post an Event when due; False if the API failed."""
@@ -100,7 +103,7 @@ class NodeLabeler:
             event = node_event(
                 self._node_name, str(metadata.get("uid", "")), spec, self._clock(), self._namespace
             )
-            if not await post_event(self._kube, event):
+            if not await self._events.record(self._kube, event):
                 # Left unrecorded, so the next check tries this Event again.
                 return True
         self._reported = state_key(result)
@@ -116,7 +119,9 @@ class NodeLabeler:
             answer = await self._kube.apply(NODES, render_label_apply(self._node_name, plan.value))
         except _API_ERRORS as err:
             log.warning("applying label on node %s failed: %s", self._node_name, _describe(err))
+            metrics.LABEL_WRITES.labels(result="error").inc()
             return False, live
+        metrics.LABEL_WRITES.labels(result="ok").inc()
         after: str | None = ((answer.get("metadata") or {}).get("labels") or {}).get(names.GPU_CLIQUE_LABEL)
         if plan.action is LabelAction.REMOVE and after is not None:
             log.info(

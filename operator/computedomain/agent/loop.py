@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import Field
 
+from computedomain.agent import metrics
 from computedomain.envsettings import EnvBool, EnvSettings, LogFormat, LogLevel
 from computedomain.logs import TEXT
 from computedomain.nvml.clique import CliqueResult, Reason, derive_clique
@@ -55,6 +56,13 @@ class AgentSettings(EnvSettings):
     log_format: LogFormat = Field(default=TEXT, validation_alias="LOG_FORMAT", description="text or json.")
     log_level: LogLevel = Field(
         default="INFO", validation_alias="LOG_LEVEL", description="A level name of the logging module."
+    )
+    http_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        validation_alias="HTTP_PORT",
+        description="Port of the metrics and health endpoints while the agent keeps checking; 0 for none.",
     )
     # No variable: only `--no-kube` turns it off.
     kube: bool = Field(default=True, description="Label the Node; without, only print reports.")
@@ -121,6 +129,7 @@ async def observe(source: GpuSource, settings: AgentSettings) -> tuple[NodeGpus,
     """
     gpus = await asyncio.to_thread(source.read)
     result = derive_clique(gpus)
+    metrics.LAST_CHECK.record(gpus, result)
     if must_exit(result, settings):
         raise NvmlRequiredError(nvml_required_message(result))
     return gpus, result

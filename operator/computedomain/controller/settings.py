@@ -105,6 +105,17 @@ class Settings(EnvSettings):
         le=65535,
         description="Port of the metrics and health endpoints.",
     )
+    daemon_http_port: int = Field(
+        validation_alias="DAEMON_HTTP_PORT",
+        default=0,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of the IMEX daemons' metrics and health endpoints; 0 for none. Each daemon pod has a "
+            "network namespace of its own, so one port serves every domain's daemon on a node; the chart "
+            "sets 8080."
+        ),
+    )
     json_logs: JsonLogs = Field(
         validation_alias="LOG_FORMAT", default=False, description="Log JSON lines instead of text."
     )

@@ -7,6 +7,9 @@ import contextlib
 import logging
 import signal
 from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from computedomain.daemon import metrics
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,7 @@ class ImexSupervisor:
                 proc.send_signal(signal.SIGUSR1)
             except ProcessLookupError:
                 return False
+            metrics.IMEX_RELOADS.inc()
             return True
 
     async def restart(self) -> None:
@@ -110,7 +114,7 @@ class ImexSupervisor:
             if self._closed:
                 raise RuntimeError("the IMEX supervisor was stopped")
             await self._terminate_locked("restart")
-            await self._start_locked()
+            await self._start_locked("reconfigured")
 
     async def stop(self) -> None:
         """Stop IMEX for good: SIGTERM, wait up to the stop timeout, then SIGKILL."""
@@ -146,13 +150,17 @@ class ImexSupervisor:
         assert self._failure is not None
         raise self._failure
 
-    async def _start_locked(self) -> None:
+    async def _start_locked(self, cause: Literal["exited", "reconfigured"] = "exited") -> None:
+        # `cause`: why a start after the first one happens (a restart, as metrics count it).
         try:
             proc = await asyncio.create_subprocess_exec(*self._argv, env=self._env)
         except OSError as err:
             raise ImexFatalError(f"cannot start {self._argv[0]}: {err}") from err
         self._proc = proc
         self._starts += 1
+        metrics.IMEX_RUNNING.set(1)
+        if self._starts > 1:
+            metrics.IMEX_RESTARTS.labels(cause=cause).inc()
         started_at = asyncio.get_running_loop().time()
         log.info("started nvidia-imex (pid %d): %s", proc.pid, " ".join(self._argv))
         self._signal_change()
@@ -181,6 +189,7 @@ class ImexSupervisor:
         log.info("nvidia-imex (pid %d) stopped with exit code %s", proc.pid, proc.returncode)
 
     def _signal_exit(self) -> None:
+        metrics.IMEX_RUNNING.set(0)
         exited, self._exited = self._exited, asyncio.Event()
         exited.set()
         self._signal_change()

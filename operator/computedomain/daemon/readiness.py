@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from computedomain.api import names
+from computedomain.daemon import metrics
 from computedomain.daemon.check import CheckResult, query_imex
 from computedomain.daemon.process import ImexSupervisor
 from computedomain.daemon.settings import DaemonSettings
@@ -44,6 +45,17 @@ READY_INTERVAL = 5.0
 def state_file(settings: DaemonSettings) -> Path:
     """Where the daemon keeps its readiness state."""
     return settings.config_dir / STATE_FILE_NAME
+
+
+def http_readiness(settings: DaemonSettings) -> tuple[bool, str]:
+    """What `/readyz` answers: the state file's word, read as the pod's readiness probe reads it."""
+    try:
+        state = state_file(settings).read_text()
+    except OSError:
+        return False, "IMEX daemon is not ready: no state yet"
+    if '"ready": true' in state:
+        return True, "IMEX daemon is ready"
+    return False, "IMEX daemon is not ready"
 
 
 def render_state(ready: bool, since: float, pid: int | None, checked: float) -> str:
@@ -71,6 +83,7 @@ class ReadinessFile:
             )
         changed = ready != self.ready or pid != self.pid
         self.ready, self.pid = ready, pid
+        metrics.IMEX_READY.set(1 if ready else 0)
         # A ready state is rewritten on every confirmation to keep `checked` fresh; a not-ready one
         # only when it changes, as nobody trusts it either way.
         if changed or ready:
@@ -80,6 +93,7 @@ class ReadinessFile:
         """Remove a state file of an earlier run, so that nobody reads it as this run's."""
         self.path.unlink(missing_ok=True)
         self.ready, self.pid = None, None
+        metrics.IMEX_READY.set(0)
 
 
 Query = Callable[[], Awaitable[CheckResult]]

@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from computedomain.daemon import kube
+from computedomain import endpoints
+from computedomain.daemon import kube, metrics
 from computedomain.daemon.config import render_imex_config, render_nodes_config
 from computedomain.daemon.files import read_text
 from computedomain.daemon.peers import PeerTracker, apply_update
 from computedomain.daemon.process import ImexFatalError, ImexSupervisor, imex_argv
-from computedomain.daemon.readiness import ReadinessFile, report_imex_readiness, state_file
+from computedomain.daemon.readiness import (
+    ReadinessFile,
+    http_readiness,
+    report_imex_readiness,
+    state_file,
+)
 from computedomain.daemon.settings import DaemonSettings, SettingsError
 from computedomain.files import write_atomic
 from computedomain.kube import Kube, KubeError
@@ -65,6 +71,7 @@ async def follow_clique(
     clique_name = settings.peers_object(tracker.clique_id)
     log.info("following ComputeDomainClique %s/%s", settings.pod_namespace, clique_name)
     async for daemons in kube.watch_clique(kube_client, settings.pod_namespace, clique_name):
+        metrics.count_peers(daemons, tracker.clique_id)
         update = tracker.on_clique_change(daemons)
         if update is not None:
             await apply_update(update, supervisor, settings.hosts_file)
@@ -173,6 +180,8 @@ async def run_command(settings: DaemonSettings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     stop_on_signals(loop, stop)
+    app = endpoints.make_app(lambda: http_readiness(settings))
+    runner = await endpoints.serve_optional(app, settings.http_port, "compute-domain-daemon")
     try:
         kube_client = Kube(load_connection(), field_manager=kube.FIELD_MANAGER)
         try:
@@ -193,5 +202,7 @@ async def run_command(settings: DaemonSettings) -> int:
         return 1
     finally:
         ignore_further_signals(loop)
+        if runner is not None:
+            await runner.cleanup()
     log.info("terminated; exiting")
     return 0

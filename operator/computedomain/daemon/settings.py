@@ -54,6 +54,7 @@ def _text(text: str) -> str:
 
 _AT_LEAST_ONE = integer(minimum=1)
 _NOT_NEGATIVE = integer(minimum=0)
+_PORT = integer(0, 65535)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class DaemonSettings:
         "hosts_file": "IMEX_HOSTS_FILE",
         "imex_binary": "IMEX_BINARY",
         "imex_ctl_binary": "IMEX_CTL_BINARY",
+        "http_port": "HTTP_PORT",
     }
 
     # domain: the daemon of one ComputeDomain (its DaemonSet sets the domain); clique: the long-running
@@ -114,6 +116,9 @@ class DaemonSettings:
     hosts_file: Path = Path(DEFAULT_HOSTS_FILE)
     imex_binary: str = DEFAULT_IMEX_BINARY
     imex_ctl_binary: str = DEFAULT_IMEX_CTL_BINARY
+    # Port of `run`'s metrics and health endpoints; 0 for none. Off unless the pod says so: daemons
+    # run outside a pod of their own (test beds) would all ask for one port.
+    http_port: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> DaemonSettings:
@@ -151,6 +156,7 @@ class DaemonSettings:
             hosts_file=read("hosts_file", Path),
             imex_binary=read("imex_binary", _text),
             imex_ctl_binary=read("imex_ctl_binary", _text),
+            http_port=read("http_port", _PORT),
         )
         reader.finish()
         return settings

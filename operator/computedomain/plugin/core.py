@@ -15,7 +15,7 @@ import logging
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from computedomain.api import names
 from computedomain.plugin import cdi, channels, metrics
@@ -50,8 +50,38 @@ log = logging.getLogger(__name__)
 _WARNING_TIME = 0.5
 
 
+# Why a claim's prepare or unprepare failed, as `computedomain_plugin_claim_errors_total` counts it: a
+# short, bounded set, where the message for the kubelet names the claim and its particulars.
+ErrorReason = Literal[
+    "Busy",
+    "Deadline",
+    "ClaimNotFound",
+    "ClaimReplaced",
+    "InvalidClaim",
+    "InvalidConfig",
+    "DomainNotFound",
+    "DomainNamespace",
+    "NoClique",
+    "NoDevice",
+    "DaemonNotReady",
+    "NoChannel",
+    "ChannelReleased",
+    "Taken",
+    "Unprepared",
+    "Internal",
+]
+
+
 class _Refused(Exception):
-    """Ends the prepare of one claim with a message for the kubelet."""
+    """Ends the prepare of one claim with a message for the kubelet, and why (`ErrorReason`)."""
+
+    def __init__(self, message: str, reason: ErrorReason) -> None:
+        super().__init__(message)
+        self.reason: ErrorReason = reason
+
+
+def _count_error(call: Literal["prepare", "unprepare"], reason: ErrorReason) -> None:
+    metrics.CLAIM_ERRORS.labels(call=call, reason=reason).inc()
 
 
 class Core:
@@ -139,6 +169,7 @@ class Core:
                     await lock.acquire()
             except TimeoutError:
                 metrics.PREPARES.labels(result="error").inc()
+                _count_error("prepare", "Busy")
                 return Prepared(
                     error=f"ResourceClaim {claim}: another call for this claim still runs at the "
                     "kubelet's deadline; the kubelet will try again"
@@ -167,10 +198,12 @@ class Core:
         except _Refused as refused:
             log.warning("claim %s (%s) not prepared: %s", ref, ref.uid, refused)
             metrics.PREPARES.labels(result="error").inc()
+            _count_error("prepare", refused.reason)
             return Prepared(error=str(refused))
         except Exception as error:  # one broken claim must not fail the whole call
             log.exception("claim %s (%s): prepare failed", ref, ref.uid)
             metrics.PREPARES.labels(result="error").inc()
+            _count_error("prepare", "Internal")
             return Prepared(error=f"prepare of claim {ref} failed: {error}")
         finally:
             self._aborts.pop(ref.uid, None)
@@ -191,21 +224,24 @@ class Core:
                 raise
             raise _Refused(
                 f"ResourceClaim {ref}: {doing} did not finish before the kubelet's deadline (is the API "
-                "server slow or away?); the kubelet will try again"
+                "server slow or away?); the kubelet will try again",
+                "Deadline",
             ) from None
 
     async def _prepare_claim(self, ref: ClaimRef, deadline: float) -> tuple[ClaimDevice, ...]:
         async with self._before(deadline, ref, "reading the claim and its ComputeDomain"):
             claim = await self.view.read_claim(ref.namespace, ref.name)
             if claim is None:
-                raise _Refused(f"ResourceClaim {ref} does not exist")
+                raise _Refused(f"ResourceClaim {ref} does not exist", "ClaimNotFound")
             uid = str(claim.get("metadata", {}).get("uid", ""))
             if uid != ref.uid:
-                raise _Refused(f"ResourceClaim {ref} has UID {uid}, not {ref.uid}: it was replaced")
+                raise _Refused(
+                    f"ResourceClaim {ref} has UID {uid}, not {ref.uid}: it was replaced", "ClaimReplaced"
+                )
             try:
                 allocated = allocated_devices(claim)
             except ClaimError as error:
-                raise _Refused(f"ResourceClaim {ref}: {error}") from None
+                raise _Refused(f"ResourceClaim {ref}: {error}", "InvalidClaim") from None
             domains = {a.device.domain_id: await self._domain_of(ref, claim, a) for a in allocated}
         devices = tuple(a.device for a in allocated)
         if self.channels is not None and any(d.type == "channel" for d in devices):
@@ -228,7 +264,7 @@ class Core:
                 (a.device.device, self._edits(a, domains[a.device.domain_id], clique)) for a in allocated
             ]
         except DeviceError as error:
-            raise _Refused(f"ResourceClaim {ref}: {error}") from None
+            raise _Refused(f"ResourceClaim {ref}: {error}", "NoDevice") from None
         return await self._complete(ref, devices, edits)
 
     async def _complete(
@@ -264,18 +300,19 @@ class Core:
         # clique's IMEX daemon here is Ready (see `plugin.channels`).
         wanted = [a for a in allocated if a.device.type == "channel"]
         if any(getattr(a.config, "allocation_mode", None) == "All" for a in wanted):
-            raise _Refused(f"ResourceClaim {ref}: {channels.ALL_REFUSED}")
+            raise _Refused(f"ResourceClaim {ref}: {channels.ALL_REFUSED}", "InvalidConfig")
         domain_ids = {a.device.domain_id for a in wanted}
         if len(domain_ids) > 1:
             raise _Refused(
                 f"ResourceClaim {ref} asks for the channels of several ComputeDomains "
-                f"({', '.join(str(domains[d]) for d in sorted(domain_ids))}): a pod's claim has one"
+                f"({', '.join(str(domains[d]) for d in sorted(domain_ids))}): a pod's claim has one",
+                "InvalidConfig",
             )
         domain = domains[next(iter(domain_ids))]
         async with self._before(deadline, ref, "reading the node's NVLink clique"):
             clique = await self.view.clique_id()
         if not clique:
-            raise _Refused(f"ResourceClaim {ref}: {channels.no_clique_message(self.node)}")
+            raise _Refused(f"ResourceClaim {ref}: {channels.no_clique_message(self.node)}", "NoClique")
         devices = tuple(a.device for a in allocated)
         await self._record(ref, "PrepareStarted", devices, exclusive=True)
         found = await self._wait_for_channel(ref, claim, domain, clique, deadline)
@@ -295,7 +332,7 @@ class Core:
                 for a in allocated
             ]
         except DeviceError as error:
-            raise _Refused(f"ResourceClaim {ref}: {error}") from None
+            raise _Refused(f"ResourceClaim {ref}: {error}", "NoDevice") from None
         await self._claim_channel(ref, found, devices, deadline)
         return await self._complete(ref, held, edits)
 
@@ -308,14 +345,16 @@ class Core:
         recorder = self.channels
         name = str(found["metadata"]["name"])
         if not isinstance(recorder, channels.PrepareRecorder):
-            raise _Refused(f"ResourceClaim {ref}: this plugin cannot write ComputeDomainClique {name}")
+            raise _Refused(
+                f"ResourceClaim {ref}: this plugin cannot write ComputeDomainClique {name}", "Internal"
+            )
         async with self._before(deadline, ref, f"writing ComputeDomainClique {name}"):
             why = await recorder.record_prepare(found, self.node, ref.uid)
         if why is not None:
             # The channel may be another domain's by now: this node no longer holds it for the claim.
             await self._record(ref, "PrepareStarted", devices)
             message = channels.released_message(name, int(found["channel"]), why)
-            raise _Refused(f"ResourceClaim {ref}: {message}")
+            raise _Refused(f"ResourceClaim {ref}: {message}", "ChannelReleased")
 
     async def _wait_for_channel(
         self, ref: ClaimRef, claim: dict[str, Any], domain: DomainRef, clique: str, deadline: float
@@ -332,7 +371,8 @@ class Core:
         async def waiting(why: str, elapsed: float) -> None:
             if elapsed == 0:
                 log.info("claim %s waits for %s: %s", ref, what, why)
-            message = f"waiting for an IMEX channel of clique {clique}: {why} ({elapsed:.0f}s so far)"
+            # No time in the message: its repeats are one Event, whose count and times tell how long.
+            message = f"waiting for an IMEX channel of clique {clique}: {why}"
             await self._post(pods, "Normal", REASON_WAITING_CHANNEL, message)
 
         started = time.monotonic()
@@ -340,14 +380,14 @@ class Core:
             found, why = await channels.wait_for_channel(source, name, self.node, wait, waiting, abort=abort)
             metrics.GATE_SECONDS.observe(time.monotonic() - started)
             if found is None and abort is not None and abort.is_set():
-                raise _Refused(f"ResourceClaim {ref}: unprepared while it waited for {what}")
+                raise _Refused(f"ResourceClaim {ref}: unprepared while it waited for {what}", "Unprepared")
             if found is None:
                 message = (
                     f"no IMEX channel of clique {clique} after {max(wait, 0):.0f}s: {why}; the kubelet "
                     "will try again"
                 )
                 await self._post(pods, "Warning", REASON_NO_CHANNEL, message)
-                raise _Refused(f"ResourceClaim {ref}: {message}")
+                raise _Refused(f"ResourceClaim {ref}: {message}", "NoChannel")
         log.info(
             "claim %s: ComputeDomain %s has channel %d in clique %s", ref, domain, found["channel"], clique
         )
@@ -383,14 +423,16 @@ class Core:
         if domain is None:
             raise _Refused(
                 f"ResourceClaim {ref}: {allocated.config.kind} names ComputeDomain UID {device.domain_id}, "
-                "and no ComputeDomain has that UID"
+                "and no ComputeDomain has that UID",
+                "DomainNotFound",
             )
         # A workload's channel must come from a domain of its own namespace; the IMEX daemon's claim
         # lives in the operator's namespace and serves a domain of any namespace.
         if device.type == "channel" and domain.namespace != ref.namespace:
             raise _Refused(
                 f"ResourceClaim {ref}: ComputeDomain {domain} is in namespace {domain.namespace}, not in "
-                f"the claim's namespace {ref.namespace}"
+                f"the claim's namespace {ref.namespace}",
+                "DomainNamespace",
             )
         return domain
 
@@ -425,7 +467,8 @@ class Core:
                     await self.view.post_event(event)
 
         async def waiting(elapsed: float) -> None:
-            await post("Normal", REASON_WAITING, f"Waiting for {what} to be ready ({elapsed:.0f}s so far)")
+            # No time in the message: its repeats are one Event, whose count and times tell how long.
+            await post("Normal", REASON_WAITING, f"Waiting for {what} to be ready")
 
         started = time.monotonic()
         abort = self._aborts.get(ref.uid)
@@ -435,11 +478,11 @@ class Core:
             )
             metrics.GATE_SECONDS.observe(time.monotonic() - started)
             if abort is not None and abort.is_set() and not ready:
-                raise _Refused(f"ResourceClaim {ref}: unprepared while it waited for {what}")
+                raise _Refused(f"ResourceClaim {ref}: unprepared while it waited for {what}", "Unprepared")
             if not ready:
                 message = f"{what} is not ready after {max(wait, 0):.0f}s; the kubelet will try again"
                 await post("Warning", REASON_NOT_READY, message)
-                raise _Refused(f"ResourceClaim {ref}: {message}")
+                raise _Refused(f"ResourceClaim {ref}: {message}", "DaemonNotReady")
         log.info("claim %s: %s is ready", ref, what)
 
     async def _record(
@@ -482,7 +525,8 @@ class Core:
                     f"ResourceClaim {ref}: IMEX channel {device.channel} is already held on this node by "
                     f"ResourceClaim {_holder(holder_record)} of another ComputeDomain (UID "
                     f"{_domain_of_channel(holder_record, device.channel)}); it is free again once that "
-                    "claim is unprepared"
+                    "claim is unprepared",
+                    "Taken",
                 )
         # The shared channel device of clique mode is allocated to many claims at once by design.
         wanted = {(d.pool, d.device) for d in devices if d.device != SHARED_CHANNEL_DEVICE}
@@ -496,17 +540,21 @@ class Core:
                 how = "prepared" if other.state == "PrepareCompleted" else "being prepared"
                 raise _Refused(
                     f"ResourceClaim {ref}: device {device.device} of pool {device.pool} is already {how} "
-                    f"for ResourceClaim {holder}; it is free again once that claim is unprepared"
+                    f"for ResourceClaim {holder}; it is free again once that claim is unprepared",
+                    "Taken",
                 )
 
     # --- unprepare --------------------------------------------------------------------------------
 
     async def _unprepare_one(self, ref: ClaimRef) -> str:
+        started = time.monotonic()
         try:
             await self.release(ref.uid)
         except Exception as error:
             log.exception("claim %s (%s): unprepare failed", ref, ref.uid)
+            _count_error("unprepare", "Internal")
             return f"unprepare of claim {ref} failed: {error}"
+        metrics.UNPREPARE_SECONDS.observe(time.monotonic() - started)
         return ""
 
     async def release(self, uid: str) -> bool:

@@ -15,6 +15,16 @@ PREPARE_SECONDS = Histogram(
     "Seconds from a prepare call's start to the claim's CDI spec on disk.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 45),
 )
+UNPREPARE_SECONDS = Histogram(
+    "computedomain_plugin_unprepare_seconds",
+    "Seconds one claim's unprepare took (its CDI spec and checkpoint entry removed).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
+CLAIM_ERRORS = Counter(
+    "computedomain_plugin_claim_errors_total",
+    "Claims answered with an error, by call (prepare, unprepare) and reason (see plugin.core.ErrorReason).",
+    ["call", "reason"],
+)
 GATE_SECONDS = Histogram(
     "computedomain_plugin_daemon_wait_seconds",
     "Seconds a channel claim waited for this node's IMEX daemon.",

@@ -23,6 +23,7 @@ def test_defaults() -> None:
         "daemon_cpu_request": "10m",
         "daemon_memory_request": "64Mi",
         "daemon_memory_limit": "256Mi",
+        "daemon_http_port": 0,
         "http_port": 8080,
         "json_logs": False,
         "leader_election": True,

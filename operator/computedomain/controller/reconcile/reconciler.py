@@ -72,6 +72,18 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _formation(body: Object, current: Object, status: Object) -> None:
+    """Observe the domain's formation time if the status now written is the first formed one."""
+    meta = body["metadata"]
+    metrics.FORMATION.see(
+        str(meta["uid"]),
+        str(meta.get("creationTimestamp") or ""),
+        metrics.formed(current),
+        metrics.formed(status),
+        time.time(),
+    )
+
+
 def _annotate(meta: Object, key: str, value: str) -> list[Object]:
     """JSON patch operations that set one annotation."""
     if meta.get("annotations"):
@@ -412,6 +424,7 @@ class Reconciler:
                 self.pacer.written(str(meta["uid"]))
         self._count_state(str(body["metadata"]["uid"]), str(status.get("status", "NotReady")))
         ready = status.get("status") == "Ready" and bool(status.get("joinedNodes"))
+        _formation(body, current, status)
         said: list[tuple[str, str]] = [(p.reason, p.message) for p in problems]
         if state.refused:
             said.append((ALL_REFUSED, state.refused))
@@ -445,11 +458,14 @@ class Reconciler:
             logger.warning("could not report %s in the status: %s", error, status_error)
 
     def _count_state(self, uid: str, state: str | None) -> None:
-        """Keep the `computedomain_domains{status}` gauge equal to the domains' current states."""
+        """Keep the `computedomain_domains{status}` gauge equal to the domains' current states (None:
+        the domain is gone, and so is what `metrics.FORMATION` remembers of it)."""
         previous = self._states.pop(uid, None)
         if previous is not None:
             metrics.DOMAINS.labels(status=previous).dec()
-        if state is not None:
+        if state is None:
+            metrics.FORMATION.forget(uid)
+        else:
             self._states[uid] = state
             metrics.DOMAINS.labels(status=state).inc()
 
@@ -534,6 +550,7 @@ class Reconciler:
         self._count_state(str(body["metadata"]["uid"]), str(status.get("status", "NotReady")))
         # An idle domain (no node joined yet) is "Ready" by the reference's rule; that is no news.
         ready = status.get("status") == "Ready" and bool(status.get("joinedNodes"))
+        _formation(body, current, status)
         # A full clique is found while planning rather than while writing, but is as much a problem.
         full = clique_full(plan) if plan is not None else None
         warnings = [*problems, full] if full is not None else problems

@@ -17,6 +17,7 @@ from computedomain.controller.render.daemonset import (
     TOLERATED_EFFECTS,
     daemon_container,
     field_env,
+    pod_metadata,
 )
 from computedomain.controller.settings import Settings
 from computedomain.dra.shapes import device_request, opaque_config
@@ -53,7 +54,7 @@ def daemonset(settings: Settings) -> dict[str, Any]:
         "metadata": {"name": NAME, "namespace": settings.namespace, "labels": labels()},
         "spec": {
             "selector": {"matchLabels": labels()},
-            "template": {"metadata": {"labels": labels()}, "spec": _pod_spec(settings)},
+            "template": {"metadata": pod_metadata(labels(), settings), "spec": _pod_spec(settings)},
         },
     }
 

@@ -55,11 +55,24 @@ def daemonset(domain: ComputeDomain, settings: Settings) -> dict[str, Any]:
         "spec": {
             "selector": {"matchLabels": domain_labels(domain)},
             "template": {
-                "metadata": {"labels": domain_labels(domain)},
+                "metadata": pod_metadata(domain_labels(domain), settings),
                 "spec": _pod_spec(domain, settings),
             },
         },
     }
+
+
+def pod_metadata(labels: dict[str, str], settings: Settings) -> dict[str, Any]:
+    """The daemon pods' labels, and where they serve metrics once they do (`DAEMON_HTTP_PORT`): the
+    annotations that Prometheus' pod discovery reads."""
+    metadata: dict[str, Any] = {"labels": labels}
+    if settings.daemon_http_port:
+        metadata["annotations"] = {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(settings.daemon_http_port),
+            "prometheus.io/path": "/metrics",
+        }
+    return metadata
 
 
 def _pod_spec(domain: ComputeDomain, settings: Settings) -> dict[str, Any]:
@@ -86,7 +99,7 @@ def _container(domain: ComputeDomain, settings: Settings) -> dict[str, Any]:
 
 def daemon_container(settings: Settings, env: list[dict[str, Any]]) -> dict[str, Any]:
     """The IMEX daemon container with `env`: a domain's daemons and the clique daemons alike."""
-    return {
+    container: dict[str, Any] = {
         "name": names.DAEMON_CONTAINER,
         "image": settings.image,
         "command": daemon_command("run"),
@@ -105,6 +118,11 @@ def daemon_container(settings: Settings, env: list[dict[str, Any]]) -> dict[str,
         "readinessProbe": probe(STATE_PROBE, period=10, failures=1),
         "securityContext": dict(SECURITY_CONTEXT),
     }
+    if settings.daemon_http_port:
+        # Named as every program's port of the chart, so that one pod monitor finds them all.
+        container["env"] = [*env, {"name": "HTTP_PORT", "value": str(settings.daemon_http_port)}]
+        container["ports"] = [{"name": "http", "containerPort": settings.daemon_http_port, "protocol": "TCP"}]
+    return container
 
 
 def daemon_command(subcommand: str) -> list[str]:
