@@ -64,7 +64,15 @@ CHART_KINDS = {
     "Deployment",
     "DaemonSet",
     "Service",
+    "PodDisruptionBudget",
 }
+# The chart's default priority class of each component's pods.
+PRIORITY_CLASSES = {
+    "controller": "system-cluster-critical",
+    "kubelet-plugin": "system-node-critical",
+    "node-agent": "system-node-critical",
+}
+COMPONENT_LABEL = "app.kubernetes.io/component"
 
 
 # --- fixtures -----------------------------------------------------------------------------------------
@@ -202,6 +210,65 @@ async def test_install_creates_the_operator(
     await eventually(agents_scheduled, timeout=60, what="a node agent on every GPU node")
 
 
+async def test_critical_pods_are_admitted_and_the_budget_counts_the_controller(
+    admin: client.ApiClient, release: list[Object]
+) -> None:
+    """On an API server with its default admission plugins, the chart's system-node-critical and
+    system-cluster-critical pods are admitted in the release namespace (not kube-system), with the
+    priority of their class; the controller's PodDisruptionBudget selects its two replicas and allows
+    evicting one of them, never both."""
+    assert NAMESPACE != "kube-system"
+    core = client.CoreV1Api(admin)
+    scheduling = client.SchedulingV1Api(admin)
+    priorities = {
+        name: (await scheduling.read_priority_class(name)).value for name in set(PRIORITY_CLASSES.values())
+    }
+    wanted = {"controller": 2, "kubelet-plugin": len(NODES), "node-agent": len(NODES)}
+    seen: list[dict[str, int]] = [{}]
+
+    async def all_created() -> dict[str, list[Any]] | None:
+        pods = await core.list_namespaced_pod(
+            NAMESPACE, label_selector=f"app.kubernetes.io/instance={RELEASE}"
+        )
+        found: dict[str, list[Any]] = {}
+        for pod in pods.items:
+            found.setdefault(pod.metadata.labels.get(COMPONENT_LABEL, ""), []).append(pod)
+        seen[0] = {component: len(items) for component, items in found.items()}
+        return found if all(len(found.get(c, [])) == n for c, n in wanted.items()) else None
+
+    try:
+        found = await eventually(all_created, timeout=90, what="every pod of the chart created")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; pods by component: {seen[0]}") from None
+    for component, class_name in PRIORITY_CLASSES.items():
+        for pod in found[component]:
+            assert pod.spec.priority_class_name == class_name, pod.metadata.name
+            # Resolved by the Priority admission plugin when the pod was admitted.
+            assert pod.spec.priority == priorities[class_name], pod.metadata.name
+
+    budget = only(release, "PodDisruptionBudget")["metadata"]["name"]
+    policy = client.PolicyV1Api(admin)
+    status: list[Any] = [None]
+
+    async def budget_counts_both() -> bool:
+        live = await policy.read_namespaced_pod_disruption_budget(budget, NAMESPACE)
+        state = status[0] = live.status
+        return bool(
+            state
+            and state.expected_pods == 2
+            and state.current_healthy == 2
+            and state.desired_healthy == 1
+            and state.disruptions_allowed == 1
+        )
+
+    try:
+        await eventually(
+            budget_counts_both, timeout=60, what=f"PodDisruptionBudget {budget} counting 2 replicas"
+        )
+    except AssertionError as error:
+        raise AssertionError(f"{error}; its status: {status[0]}") from None
+
+
 async def test_controller_runs_a_domain_under_the_chart_rbac(
     plane: ControlPlane, admin: client.ApiClient, tools: Tooling, release: list[Object]
 ) -> None:
@@ -281,6 +348,51 @@ async def restores_hand_edits(admin: client.ApiClient, daemon: str, image: str) 
     await eventually(restored, timeout=60, what="the hand-edited DaemonSet and template restored")
 
 
+async def ready_again_after_a_daemon_hiccup(
+    admin: client.ApiClient, name: str, namespace: str, uid: str
+) -> None:
+    """One IMEX daemon pod stops being Ready (KWOK leaves a running pod's conditions as written) until
+    the domain is NotReady, then is Ready again; the controller's second DomainReady Event is counted on
+    its first one."""
+    core = client.CoreV1Api(admin)
+    daemons = await core.list_namespaced_pod(NAMESPACE, label_selector=f"{names.DOMAIN_LABEL}={uid}")
+    pod = daemons.items[0].metadata.name
+
+    async def set_ready(status: str) -> None:
+        # A strategic merge patch: the condition of that type changes, the others stay.
+        patcher: Any = core
+        await patcher.patch_namespaced_pod_status(
+            pod,
+            NAMESPACE,
+            {"status": {"conditions": [{"type": "Ready", "status": status}]}},
+            _content_type="application/strategic-merge-patch+json",
+        )
+
+    async def domain_status() -> str:
+        body = await get(admin, names.GROUP, names.VERSION, names.DOMAIN_PLURAL, name, namespace)
+        return str((body.get("status") or {}).get("status", ""))
+
+    async def ready_events() -> list[Object]:
+        listing = await core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.uid={uid},reason=DomainReady"
+        )
+        found: list[Object] = admin.sanitize_for_serialization(listing.items)
+        return found
+
+    async def not_ready() -> bool:
+        return await domain_status() == "NotReady"
+
+    async def ready_twice() -> list[Object] | None:
+        found = await ready_events()
+        return found if await domain_status() == "Ready" and sum(e["count"] for e in found) == 2 else None
+
+    await set_ready("False")
+    await eventually(not_ready, timeout=60, what=f"ComputeDomain {name} NotReady while a daemon is not")
+    await set_ready("True")
+    [event] = await eventually(ready_twice, timeout=60, what=f"ComputeDomain {name} Ready again, said twice")
+    assert event["count"] == 2
+
+
 def release_fullname(release: list[Object]) -> str:
     """The chart's name prefix for this release (the controller Deployment is `<prefix>-controller`)."""
     return str(only(release, "Deployment")["metadata"]["name"]).removesuffix("-controller")
@@ -333,6 +445,8 @@ async def run_example(admin: client.ApiClient, tools: Tooling, image: str) -> No
 
     # Someone edits the children by hand: the controller puts them back (its patch permissions).
     await restores_hand_edits(admin, daemon, image)
+    # Ready again after a daemon's hiccup: said again on the first DomainReady Event (its patch on events).
+    await ready_again_after_a_daemon_hiccup(admin, name, namespace, uid)
 
     # The training finishes: its pods complete, their claims go, the nodes leave the domain.
     pods = await core.list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={name}")
