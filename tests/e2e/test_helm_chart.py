@@ -382,15 +382,17 @@ async def ready_again_after_a_daemon_hiccup(
     async def not_ready() -> bool:
         return await domain_status() == "NotReady"
 
-    async def ready_twice() -> list[Object] | None:
+    async def ready_again() -> list[Object] | None:
+        # At least twice: the DaemonSet controller may replace a pod of the hiccup, and each time
+        # the domain is Ready again it says so once more.
         found = await ready_events()
-        return found if await domain_status() == "Ready" and sum(e["count"] for e in found) == 2 else None
+        return found if await domain_status() == "Ready" and sum(e["count"] for e in found) >= 2 else None
 
     await set_ready("False")
     await eventually(not_ready, timeout=60, what=f"ComputeDomain {name} NotReady while a daemon is not")
     await set_ready("True")
-    [event] = await eventually(ready_twice, timeout=60, what=f"ComputeDomain {name} Ready again, said twice")
-    assert event["count"] == 2
+    [event] = await eventually(ready_again, timeout=60, what=f"ComputeDomain {name} Ready again, said again")
+    assert event["count"] >= 2
 
 
 def release_fullname(release: list[Object]) -> str:
