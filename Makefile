@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed ## Create the virtualenv with runtime, test and lint dependencies
 
 .PHONY: tools
-tools: ## Build etcd, Kubernetes (kubelet too), kwok, helm, containerd, runc, CNI, the pause image and the runtime double
+tools: ## Build etcd, Kubernetes (kubelet too), kwok, helm, promtool, containerd, runc, CNI, the pause image and the runtime double
 	tools/build.sh
 
 .PHONY: image

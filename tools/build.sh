@@ -5,7 +5,7 @@
 # A family is rebuilt only when its pinned inputs change: each build records a digest of the
 # family's go.mod, go.sum, sources and build recipe, and a matching digest skips the build.
 #
-# usage: tools/build.sh [k8s|etcd|kwok|helm|cri-double|containerd|runc|cni|pause|nvidia-ctk ...]
+# usage: tools/build.sh [k8s|etcd|kwok|helm|promtool|cri-double|containerd|runc|cni|pause|nvidia-ctk ...]
 #        (no argument: all families)
 set -euo pipefail
 
@@ -54,6 +54,17 @@ build_helm() {
   (cd "$here/helm" && go build \
     -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$(module_version helm helm.sh/helm/v4)" \
     -o "$bin/helm" helm.sh/helm/v4/cmd/helm)
+}
+
+# promtool checks the chart's alerting rules and runs their unit tests (tests/promtool). The Go module
+# of Prometheus 3.N.P is tagged v0.3NN.P; the binary is stamped with the release it is.
+build_promtool() {
+  local pkg=github.com/prometheus/common/version kv minor
+  kv=$(module_version promtool github.com/prometheus/prometheus)
+  minor=$(echo "$kv" | cut -d. -f2)
+  (cd "$here/promtool" && go build \
+    -ldflags "-s -w -X $pkg.Version=3.$((minor - 300)).${kv##*.} -X $pkg.Revision=$kv -X $pkg.Branch=HEAD" \
+    -o "$bin/promtool" github.com/prometheus/prometheus/cmd/promtool)
 }
 
 # containerd, runc, the CNI plugins and the pause image make a real container runtime for the test
@@ -134,7 +145,7 @@ digest() {
 }
 
 families=("$@")
-[ ${#families[@]} -gt 0 ] || families=(etcd kwok helm k8s cri-double containerd runc cni pause nvidia-ctk)
+[ ${#families[@]} -gt 0 ] || families=(etcd kwok helm promtool k8s cri-double containerd runc cni pause nvidia-ctk)
 for family in "${families[@]}"; do
   stamp=$out/$family.stamp
   want=$(digest "$family")

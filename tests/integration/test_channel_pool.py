@@ -22,12 +22,14 @@ from typing import Any, cast
 import pytest
 import pytest_asyncio
 from kubernetes_asyncio.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 
 from cdtestbed.cluster import ClusterOptions
 from cdtestbed.controller_process import ControllerProcess
 from cdtestbed.install import prepare_operator
 from computedomain.api import names
 from conftest import OPERATOR_NAMESPACE, controller_env
+from support import metricsfixture
 from support.domains import (
     RESOURCE_GROUP,
     RESOURCE_VERSION,
@@ -241,7 +243,9 @@ async def test_domains_of_one_clique_get_channels_of_their_own(cd: Cluster, name
     assert await cd.labelled_nodes(second["metadata"]["uid"]) == []
 
 
-async def test_an_exhausted_clique_is_a_queue_served_in_allocation_order(cd: Cluster, namespace: str) -> None:
+async def test_an_exhausted_clique_is_a_queue_served_in_allocation_order(
+    cd: Cluster, namespace: str, controller: ControllerProcess
+) -> None:
     clique, nodes = await new_clique(cd)
     start = _now() - datetime.timedelta(seconds=60)
     holders = [await new_domain(cd, namespace, "h"), await new_domain(cd, namespace, "i")]
@@ -267,6 +271,25 @@ async def test_an_exhausted_clique_is_a_queue_served_in_allocation_order(cd: Clu
         found = await record(cd, waiter, clique)
         assert found is not None
         assert "channel" not in found
+
+    def pool_reported() -> str | None:
+        text = controller.get("/metrics")[1]
+        pool = {
+            (sample.name, sample.labels.get("state", "")): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if family.name.startswith("computedomain_channel_pool") and sample.labels["clique"] == clique
+        }
+        wanted = {
+            ("computedomain_channel_pool_channels", "held"): 2,
+            ("computedomain_channel_pool_channels", "free"): 0,
+            ("computedomain_channel_pool_waiting_domains", ""): 2,
+        }
+        return text if pool == wanted else None
+
+    # The leader's /metrics says the same: both channels held, both latecomers waiting.
+    text = await eventually(pool_reported, timeout=WAIT, what=f"the pool of {clique} reported full")
+    metricsfixture.record("controller-clique", text, "a clique of 2 channels, both held, 2 domains waiting")
 
     # The first holder's claims go: its object goes, and its channel goes to the first in the queue.
     first = holders[0]["metadata"]["uid"]

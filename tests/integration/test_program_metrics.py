@@ -33,7 +33,7 @@ from computedomain.api import names
 from computedomain.kube import EVENTS, NODES, PODS, Kube
 from fakenvml.build import compiler
 from fakenvml.config import FakeGpuNode
-from support import testbed
+from support import metricsfixture, testbed
 from support.agent import fake_nvml_dir, kubectl, render_chart
 from support.domains import Cluster, condition, domain_manifest, unique
 from support.kubelet import DaemonKubelet, DaemonRun, process_env, spawn
@@ -63,11 +63,14 @@ WAIT = 90.0
 DOMAIN_NODE = "gb200-r1-n16"
 
 
-async def scrape(port: int, path: str = "/metrics") -> Scrape:
-    """Every sample the program on `port` serves, by name and labels."""
+async def scrape(port: int, path: str = "/metrics", keep: tuple[str, str] | None = None) -> Scrape:
+    """Every sample the program on `port` serves, by name and labels; `keep` (program, the work
+    before): the scrape may become that program's fixture of real series (`metricsfixture`)."""
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as answer:
         assert answer.status == 200, await answer.text()
         text = await answer.text()
+    if keep is not None:
+        metricsfixture.record(keep[0], text, keep[1])
     found: Scrape = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -129,7 +132,10 @@ async def test_the_plugin_reports_prepares_waits_errors_and_unprepares(
                 refused = await kl.prepare([ref(lost)])
                 assert "no ComputeDomain has that UID" in refused[lost["metadata"]["uid"]].error
                 assert (await kl.unprepare([ref(claim)]))[claim["metadata"]["uid"]].error == ""
-            after = await scrape(port)
+            after = await scrape(
+                port,
+                keep=("kubelet-plugin", "a claim prepared after waiting for its daemon, one of no domain"),
+            )
         finally:
             await kube.delete(PODS, daemon["metadata"]["name"], operator_ready)
 
@@ -188,7 +194,7 @@ async def test_the_agent_reports_each_gpus_fabric_its_clique_and_its_label_write
         await eventually(labelled, timeout=WAIT, what=f"the agent labelling {name}")
 
         async def written() -> Scrape | None:
-            found = await scrape(port)
+            found = await scrape(port, keep=("node-agent", "a healthy tray of 4 GPUs, its Node labelled"))
             return found if value(found, "computedomain_agent_label_writes_total", result="ok") else None
 
         found = await eventually(written, timeout=15, what="the label write counted")
@@ -254,6 +260,18 @@ async def test_the_daemon_and_the_controller_report_a_forming_domain(
                 return await cluster_api.claim_template(namespace, template)
 
             await eventually(has_template, timeout=WAIT, what=f"ResourceClaimTemplate {template}")
+
+            def waiting_reported() -> str | None:
+                text = controller.get("/metrics")[1]
+                return (
+                    text
+                    if 'computedomain_domain_not_ready_seconds{reason="WaitingForNodes"}' in text
+                    else None
+                )
+
+            # The domain waits for its node: the controller reports how long it has not been Ready.
+            text = await eventually(waiting_reported, timeout=15, what="the domain reported not Ready")
+            metricsfixture.record("controller", text, "a domain waiting for its node")
             workload = await cluster_api.start_workload(namespace, template, [DOMAIN_NODE])
 
             def running() -> DaemonRun | None:
@@ -293,7 +311,9 @@ async def test_the_daemon_and_the_controller_report_a_forming_domain(
 
             async def restarted() -> Scrape | None:
                 assert run.alive, run.log_text()
-                again = await scrape(port)
+                again = await scrape(
+                    port, keep=("imex-daemon", "a one-node domain formed, nvidia-imex killed once")
+                )
                 restarts = value(again, "computedomain_daemon_imex_restarts_total", cause="exited")
                 pid = run.imex_pid()
                 return again if restarts == 1 and pid not in (None, killed) else None

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Metric
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from computedomain.controller.plan.channels import FIRST_CHANNEL, Holding
 
 RECONCILES = Counter("computedomain_reconcile_total", "Reconciles of ComputeDomains, by result.", ["result"])
 RECONCILE_SECONDS = Histogram(
@@ -97,6 +101,65 @@ class Formation:
 FORMATION = Formation(FORMATION_SECONDS)
 
 
+class NotReadyClock(Collector):
+    """`computedomain_domain_not_ready_seconds{reason}`: per reason of the Ready condition, how long
+    the domain not Ready longest has been so, read at scrape time (one series per reason, not per
+    domain: bounded however many domains there are).
+
+    The time comes from the Ready condition's lastTransitionTime, so a controller that restarts or
+    takes over the lease reports the same age as the last one; where the status has none, from the
+    moment this process first saw the domain not Ready. Kept by the leader's reconciler, as the
+    `computedomain_domains` gauge is, and cleared when its term ends.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        # UID -> (reason, since: epoch seconds) of every domain not Ready.
+        self._since: dict[str, tuple[str, float]] = {}
+
+    def see(self, uid: str, status: Mapping[str, Any] | None, now: float) -> None:
+        """The domain's latest status; None: the domain is gone."""
+        ready = next(
+            (
+                c
+                for c in (status or {}).get("conditions") or []
+                if isinstance(c, Mapping) and c.get("type") == "Ready"
+            ),
+            {},
+        )
+        if status is None or (status.get("status") == "Ready" and ready.get("status", "True") == "True"):
+            self._since.pop(uid, None)
+            return
+        known = self._since.get(uid)
+        age = seconds_since(str(ready.get("lastTransitionTime") or ""), now)
+        since = now - age if age is not None else (known[1] if known is not None else now)
+        self._since[uid] = (str(ready.get("reason") or "Unknown"), since)
+
+    def clear(self) -> None:
+        """The term ended: another replica reports the domains now."""
+        self._since.clear()
+
+    def collect(self) -> Iterable[Metric]:
+        """One gauge family: the longest age per reason, no series while every domain is Ready."""
+        family = GaugeMetricFamily(
+            "computedomain_domain_not_ready_seconds",
+            "Seconds the ComputeDomain not Ready longest has been so (since its Ready condition turned "
+            "False), by the condition's reason; no series while every domain is Ready.",
+            labels=["reason"],
+        )
+        oldest: dict[str, float] = {}
+        for reason, since in self._since.values():
+            oldest[reason] = min(since, oldest.get(reason, since))
+        now = self.clock()
+        for reason, since in sorted(oldest.items()):
+            family.add_metric([reason], max(0.0, now - since))
+        yield family
+
+
+NOT_READY = NotReadyClock()
+REGISTRY.register(NOT_READY)
+
+
 # Per cached kind: (objects, encoded bytes). Set while leading (the caches live as long as a term).
 CacheFigures = Callable[[], dict[str, tuple[int, int]]]
 
@@ -129,3 +192,77 @@ class CacheCollector(Collector):
 
 CACHES = CacheCollector()
 REGISTRY.register(CACHES)
+
+
+# Per clique: (channels held, channels free, domains waiting for one).
+PoolFigures = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class PoolSource:
+    """Clique mode, while leading: where the pool collector reads the pool at scrape time."""
+
+    # Every clique object of every domain (channel None: the domain waits there).
+    holdings: Callable[[], Iterable[Holding]]
+    # Node name -> its NVLink clique: a clique that no domain uses yet is reported too, all free.
+    node_cliques: Callable[[], Mapping[str, str]]
+    # IMEX_CHANNELS: channels 1 to channels-1 are given.
+    channels: int
+
+
+def pool_figures(
+    holdings: Iterable[Holding], cliques: Iterable[str], channels: int
+) -> dict[str, PoolFigures]:
+    """Clique -> (held, free, waiting), for `cliques` and every clique an object names.
+
+    A channel counts once however many objects name it (the planner never gives one twice; a stale
+    pair would otherwise show a pool more than full). A domain waits in a clique while its object
+    there holds no channel: what the controller writes for a domain the pool cannot serve yet.
+    """
+    size = max(channels - FIRST_CHANNEL, 0)
+    held: dict[str, set[int]] = {clique: set() for clique in cliques if clique}
+    waiting: dict[str, set[str]] = {clique: set() for clique in held}
+    for holding in holdings:
+        taken = held.setdefault(holding.clique, set())
+        waiters = waiting.setdefault(holding.clique, set())
+        if holding.channel is None:
+            waiters.add(holding.domain)
+        elif FIRST_CHANNEL <= holding.channel < channels:
+            taken.add(holding.channel)
+    return {clique: (len(taken), size - len(taken), len(waiting[clique])) for clique, taken in held.items()}
+
+
+class PoolCollector(Collector):
+    """`computedomain_channel_pool_channels{clique,state}` (held, free) and
+    `computedomain_channel_pool_waiting_domains{clique}`, computed at scrape time from the clique
+    objects the leader caches anyway: one pass over them and the nodes, no request. Nothing is
+    reported in domain mode, nor by a replica that does not lead."""
+
+    def __init__(self) -> None:
+        self.source: PoolSource | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        """The two gauge families, empty without a source."""
+        channels = GaugeMetricFamily(
+            "computedomain_channel_pool_channels",
+            "Clique mode: IMEX channels of each NVLink clique's pool, by state (held by a domain, free).",
+            labels=["clique", "state"],
+        )
+        waiting = GaugeMetricFamily(
+            "computedomain_channel_pool_waiting_domains",
+            "Clique mode: ComputeDomains with claims in the clique that wait for a free channel.",
+            labels=["clique"],
+        )
+        source = self.source
+        if source is not None:
+            figures = pool_figures(source.holdings(), source.node_cliques().values(), source.channels)
+            for clique, (held, free, queued) in sorted(figures.items()):
+                channels.add_metric([clique, "held"], held)
+                channels.add_metric([clique, "free"], free)
+                waiting.add_metric([clique], queued)
+        yield channels
+        yield waiting
+
+
+POOL = PoolCollector()
+REGISTRY.register(POOL)

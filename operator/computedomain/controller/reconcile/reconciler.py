@@ -210,7 +210,7 @@ class Reconciler:
                 k.DOMAINS, meta["name"], meta["namespace"], {"status": status}, subresource="status"
             )
             self.world.record_write(result)
-        self._count_state(str(body["metadata"]["uid"]), str(current.get("status", "NotReady")))
+        self._count_state(str(body["metadata"]["uid"]), status)
         await self.events.record(body, [(MODE_MISMATCH, message)], False)
 
     async def _reconcile_clique(self, uid: str, body: Object, domain: ComputeDomain) -> float | None:
@@ -422,7 +422,7 @@ class Reconciler:
                 )
                 self.world.record_write(result)
                 self.pacer.written(str(meta["uid"]))
-        self._count_state(str(body["metadata"]["uid"]), str(status.get("status", "NotReady")))
+        self._count_state(str(body["metadata"]["uid"]), status)
         ready = status.get("status") == "Ready" and bool(status.get("joinedNodes"))
         _formation(body, current, status)
         said: list[tuple[str, str]] = [(p.reason, p.message) for p in problems]
@@ -457,15 +457,18 @@ class Reconciler:
             # The original refusal is what the retry is about; this one only goes to the log.
             logger.warning("could not report %s in the status: %s", error, status_error)
 
-    def _count_state(self, uid: str, state: str | None) -> None:
-        """Keep the `computedomain_domains{status}` gauge equal to the domains' current states (None:
-        the domain is gone, and so is what `metrics.FORMATION` remembers of it)."""
+    def _count_state(self, uid: str, status: Object | None) -> None:
+        """Keep the `computedomain_domains{status}` gauge equal to the domains' current states, and
+        `metrics.NOT_READY` told (None: the domain is gone, and so is what `metrics.FORMATION`
+        remembers of it)."""
         previous = self._states.pop(uid, None)
         if previous is not None:
             metrics.DOMAINS.labels(status=previous).dec()
-        if state is None:
+        metrics.NOT_READY.see(uid, status, time.time())
+        if status is None:
             metrics.FORMATION.forget(uid)
         else:
+            state = str(status.get("status", "NotReady"))
             self._states[uid] = state
             metrics.DOMAINS.labels(status=state).inc()
 
@@ -547,7 +550,7 @@ class Reconciler:
             )
             self.world.record_write(result)
             self.pacer.written(str(meta["uid"]))
-        self._count_state(str(body["metadata"]["uid"]), str(status.get("status", "NotReady")))
+        self._count_state(str(body["metadata"]["uid"]), status)
         # An idle domain (no node joined yet) is "Ready" by the reference's rule; that is no news.
         ready = status.get("status") == "Ready" and bool(status.get("joinedNodes"))
         _formation(body, current, status)

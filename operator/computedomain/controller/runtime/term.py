@@ -144,6 +144,9 @@ class Term:
         if self.settings.imex_mode == names.IMEX_MODE_CLIQUE:
             # Before its informers start: the channel planner reads nodes and claims they add.
             self.world.use_clique_mode()
+            metrics.POOL.source = metrics.PoolSource(
+                self.world.holdings, self.world.node_cliques, self.settings.imex_channels
+            )
         metrics.CACHES.figures = self.world.cache_figures
         reconciler = Reconciler(kube, self.world, self.settings, version, EventRecorder(kube, self._events))
         stray = asyncio.Event()
@@ -236,6 +239,8 @@ class Term:
         self.clique_daemons = None
         self.queue = None
         metrics.CACHES.figures = None
+        metrics.POOL.source = None
+        metrics.NOT_READY.clear()
         if self.elector is not None:
             await self.elector.release()
         if self.kube is not None:
