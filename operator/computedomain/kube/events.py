@@ -116,22 +116,6 @@ def render_event(
     return event
 
 
-async def post_event(kube: Kube, event: Object) -> bool:
-    """Create `event` once, with no memory of earlier ones (programs post through a `Recorder`);
-    False (logged) when the API server refused it or could not be reached."""
-    try:
-        await kube.create(EVENTS, event)
-    except Exception as error:  # refused, or the connection cut in any of its many shapes
-        logger.warning(
-            "could not post event %s about %s: %s",
-            event.get("reason"),
-            (event.get("involvedObject") or {}).get("name"),
-            error,
-        )
-        return False
-    return True
-
-
 # --- correlation: repeats make one Event with a growing count, as client-go's EventCorrelator does ---
 
 # Kubernetes' own recorder remembers this many Events (and as many groups of similar ones) per process.

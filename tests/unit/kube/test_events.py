@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from computedomain.kube import KubeError
-from computedomain.kube.events import MESSAGE_LIMIT, Involved, post_event, render_event
+from computedomain.kube.events import MESSAGE_LIMIT, Involved, Recorder, render_event
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 NODE = Involved(api_version="v1", kind="Node", name="gb200-0", uid="u-node")
@@ -83,4 +83,4 @@ class _Unreachable:
 )
 async def test_an_event_that_cannot_be_posted_never_fails_the_work(error: BaseException) -> None:
     event = {"reason": "DomainReady", "involvedObject": {"name": "cd"}}
-    assert await post_event(_Unreachable(error), event) is False  # type: ignore[arg-type]
+    assert await Recorder().record(_Unreachable(error), event) is False  # type: ignore[arg-type]
