@@ -77,6 +77,8 @@ class KubeletBed:
     controller: ControllerProcess | None = None
     # `imex.mode` of the install: names.IMEX_MODE_DOMAIN or names.IMEX_MODE_CLIQUE.
     imex_mode: str = names.IMEX_MODE_DOMAIN
+    # The settings the controller was last started with beyond the bed's own (`start_controller`).
+    controller_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def nodes(self) -> list[KubeletNode]:
@@ -91,8 +93,14 @@ class KubeletBed:
         """The node's driver files and plugin state."""
         return NodeHost(self.node(name).home / "host")
 
-    async def install(self) -> None:
-        """The chart's objects (CRDs, RBAC, admission policies, DeviceClasses) but its workloads."""
+    async def install(self, *values: str) -> None:
+        """The chart's objects (CRDs, RBAC, admission policies, DeviceClasses) but its workloads,
+        rendered with `values` (`--set` items) besides the bed's own.
+
+        Called again with other values, it applies the new rendering over the old one, as `helm
+        upgrade` does to these objects (but for deleting what the new rendering no longer has);
+        `manifests` then holds the new rendering, which later plugin pods (`roll_plugin`) follow.
+        """
         # Rendered with the bed's mode, which decides some of the RBAC (clique mode's plugin reads
         # clique objects).
         tools = self.cluster.tools
@@ -103,6 +111,7 @@ class KubeletBed:
             RELEASE,
             "nodeAgent.enabled=false",
             f"imex.mode={self.imex_mode}",
+            *values,
         )
         await apply_crds(self.api)
         await ensure_namespace(self.api, self.namespace)
@@ -118,6 +127,22 @@ class KubeletBed:
         plugin.start()
         await asyncio.to_thread(plugin.wait_ready)
         return plugin
+
+    async def roll_plugin(self, name: str) -> PluginProcess:
+        """Replace the plugin of node `name` as its DaemonSet's rolling update does, and wait until the
+        new one is ready.
+
+        The old process is stopped (SIGTERM) and its pod deleted, which also voids the token bound to
+        it; a new pod of the current rendering then gets a new process with a token of its own, on the
+        same node with the same host folders (kubelet plugin sockets, CDI specs, checkpoint).
+        """
+        old = self.plugins.pop(name)
+        await asyncio.to_thread(old.stop)
+        pod = self.plugin_pods.pop(name)
+        await client.CoreV1Api(self.api).delete_namespaced_pod(
+            pod["metadata"]["name"], self.namespace, grace_period_seconds=0
+        )
+        return await self.start_plugin(name, old.extra_env)
 
     async def _plugin(self, name: str, extra_env: dict[str, str]) -> PluginProcess:
         daemonset = chartparts.component(self.manifests, "DaemonSet", chartparts.PLUGIN_COMPONENT)
@@ -162,9 +187,18 @@ class KubeletBed:
             "IMEX_MODE": self.imex_mode,
             **env,
         }
+        self.controller_env = dict(env)
         self.controller = ControllerProcess(identity, self.cluster.logs / "controller.log", settings)
         await asyncio.to_thread(self.controller.start)
         return self.controller
+
+    async def restart_controller(self, **env: str) -> ControllerProcess:
+        """Replace the controller as its Deployment's rollout does, as far as the cluster can tell: the
+        running process stops (SIGTERM; a leader hands over at once), then a new one starts with the
+        settings of the last start updated by `env`, and is waited for until ready."""
+        if self.controller is not None:
+            await asyncio.to_thread(self.controller.stop)
+        return await self.start_controller(**{**self.controller_env, **env})
 
     async def restart_kubelet(self, name: str, trays: Sequence[FakeNode]) -> None:
         """Restart one node's kubelet and wait until the node is Ready again with its GPUs."""
@@ -188,9 +222,10 @@ async def kubelet_bed(
     options: KubeletOptions | None = None,
     controller_env: Mapping[str, str] | None = None,
     imex_mode: str = names.IMEX_MODE_DOMAIN,
+    values: Sequence[str] = (),
 ) -> AsyncIterator[KubeletBed]:
-    """Real kubelet nodes for `trays`, the chart's objects, a plugin per node and the controller, all
-    in IMEX mode `imex_mode`."""
+    """Real kubelet nodes for `trays`, the chart's objects (rendered with `values` too: `--set`
+    items), a plugin per node and the controller, all in IMEX mode `imex_mode`."""
     options = options or KubeletOptions(commands=pod_commands())
     kubelets = KubeletNodes(cluster, trays, options)
     await asyncio.to_thread(kubelets.start)
@@ -198,7 +233,7 @@ async def kubelet_bed(
     try:
         await wait_nodes_ready(api, [t.name for t in trays], timeout=120)
         await advertise_gpus(api, trays)
-        await bed.install()
+        await bed.install(*values)
         await asyncio.gather(*(bed.start_plugin(t.name) for t in trays))
         await bed.start_controller(**dict(controller_env or {}))
         yield bed
