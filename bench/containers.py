@@ -98,7 +98,7 @@ async def container_round(bed: ContainerBed, size: int, index: int) -> list[floa
     """One fresh domain and N-pod Job on real containers: allocated -> container created, per pod."""
     api = bed.api
     namespace = f"bench-{size}-{index}"
-    await sc.create_namespace(api, namespace)
+    await sc.create_pod_namespace(api, namespace)
     body = await client.CustomObjectsApi(api).create_namespaced_custom_object(
         names.GROUP, names.VERSION, namespace, names.DOMAIN_PLURAL, sc.domain("cd", namespace, size)
     )
@@ -205,7 +205,7 @@ async def bench_containers(size: int, rounds: int, report: Report) -> list[float
         )
         # A domain left running, for the daemon's memory.
         namespace = "bench-memory"
-        await sc.create_namespace(bed.api, namespace)
+        await sc.create_pod_namespace(bed.api, namespace)
         await client.CustomObjectsApi(bed.api).create_namespaced_custom_object(
             names.GROUP, names.VERSION, namespace, names.DOMAIN_PLURAL, sc.domain("cd", namespace, size)
         )

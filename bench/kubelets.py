@@ -162,7 +162,7 @@ async def one_round(bed: KubeletBed, size: int, index: int) -> list[Sample]:
     -> container created, and allocated -> container created."""
     api = bed.api
     namespace = f"bench-{size}-{index}"
-    await sc.create_namespace(api, namespace)
+    await sc.create_pod_namespace(api, namespace)
     body = await client.CustomObjectsApi(api).create_namespaced_custom_object(
         names.GROUP, names.VERSION, namespace, names.DOMAIN_PLURAL, sc.domain("cd", namespace, size)
     )
@@ -237,7 +237,7 @@ async def clique_round(bed: KubeletBed, size: int, index: int) -> list[ChannelSa
     channel recorded, channel recorded -> container created, and allocated -> container created."""
     api = bed.api
     namespace = f"bench-clique-{size}-{index}"
-    await sc.create_namespace(api, namespace)
+    await sc.create_pod_namespace(api, namespace)
     body = await client.CustomObjectsApi(api).create_namespaced_custom_object(
         names.GROUP, names.VERSION, namespace, names.DOMAIN_PLURAL, sc.domain("cd", namespace, size)
     )

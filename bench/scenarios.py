@@ -111,6 +111,25 @@ async def create_namespace(api: client.ApiClient, name: str) -> None:
     await client.CoreV1Api(api).create_namespace(cast(Any, {"metadata": {"name": name}}))
 
 
+async def create_pod_namespace(api: client.ApiClient, name: str, timeout: float = 60.0) -> None:
+    """Create a namespace for pods that real kubelets run, and wait until it is as one in use is.
+
+    A pod's service-account volume holds the namespace's `kube-root-ca.crt`, which
+    kube-controller-manager publishes a moment after the namespace appears; a kubelet given a pod
+    before then retries its mount a second later, and that second would be charged to the figures.
+    """
+    await create_namespace(api, name)
+    core = client.CoreV1Api(api)
+    deadline = time.monotonic() + timeout
+    while True:
+        listing = await core.list_namespaced_config_map(name, field_selector="metadata.name=kube-root-ca.crt")
+        if listing.items:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"namespace {name}: no kube-root-ca.crt after {timeout:.0f}s")
+        await asyncio.sleep(0.1)
+
+
 async def create_domains(
     api: client.ApiClient, namespace: str, count: int, prefix: str, concurrency: int = 64
 ) -> dict[str, float]:
