@@ -85,6 +85,14 @@ class Settings(EnvSettings):
         default="",
         description="PriorityClass of the daemon pods; empty for none.",
     )
+    daemon_pod_annotations: dict[str, str] = Field(
+        validation_alias="DAEMON_POD_ANNOTATIONS",
+        default_factory=dict,
+        description=(
+            "Annotations of the daemon pods, as a JSON object (e.g. a service mesh's opt-out); the "
+            "scrape annotations the controller sets win over them."
+        ),
+    )
     daemon_cpu_request: str = Field(
         validation_alias="DAEMON_CPU_REQUEST", default="10m", description="CPU request of each IMEX daemon."
     )

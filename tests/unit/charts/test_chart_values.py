@@ -641,6 +641,22 @@ def test_priority_classes(default_render: list[Manifest], helm: Path) -> None:
     assert controller_env(none)["DAEMON_PRIORITY_CLASS"] == "imex-critical"
 
 
+def test_the_imex_daemons_pod_annotations_reach_the_controller(
+    default_render: list[Manifest], helm: Path
+) -> None:
+    """The controller renders the IMEX daemons: their pod annotations travel to it as one JSON
+    setting, and none is set by default."""
+    assert "DAEMON_POD_ANNOTATIONS" not in controller_env(default_render)
+    annotated = render(
+        helm, *CLUSTER_V1, "--set-string", "daemon.podAnnotations.sidecar\\.istio\\.io/inject=false"
+    )
+    assert json.loads(controller_env(annotated)["DAEMON_POD_ANNOTATIONS"]) == {
+        "sidecar.istio.io/inject": "false"
+    }
+    refused = run_template(helm, *CLUSTER_V1, "--set", "daemon.podAnnotations.team=7")
+    assert refused.returncode != 0
+
+
 # --- per-component scheduling values -------------------------------------------------------------------
 
 COMPONENTS = [

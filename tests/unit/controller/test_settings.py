@@ -20,6 +20,7 @@ def test_defaults() -> None:
         "max_nodes_per_clique": 18,
         "feature_gates": "ComputeDomainCliques=true,IMEXDaemonsWithDNSNames=true",
         "daemon_priority_class": "",
+        "daemon_pod_annotations": {},
         "daemon_cpu_request": "10m",
         "daemon_memory_request": "64Mi",
         "daemon_memory_limit": "256Mi",

@@ -63,15 +63,19 @@ def daemonset(domain: ComputeDomain, settings: Settings) -> dict[str, Any]:
 
 
 def pod_metadata(labels: dict[str, str], settings: Settings) -> dict[str, Any]:
-    """The daemon pods' labels, and where they serve metrics once they do (`DAEMON_HTTP_PORT`): the
-    annotations that Prometheus' pod discovery reads."""
+    """The daemon pods' labels, the chart's annotations (`DAEMON_POD_ANNOTATIONS`), and where they
+    serve metrics once they do (`DAEMON_HTTP_PORT`): the annotations that Prometheus' pod discovery
+    reads."""
     metadata: dict[str, Any] = {"labels": labels}
+    annotations = dict(settings.daemon_pod_annotations)
     if settings.daemon_http_port:
-        metadata["annotations"] = {
+        annotations |= {
             "prometheus.io/scrape": "true",
             "prometheus.io/port": str(settings.daemon_http_port),
             "prometheus.io/path": "/metrics",
         }
+    if annotations:
+        metadata["annotations"] = annotations
     return metadata
 
 
