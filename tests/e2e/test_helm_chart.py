@@ -355,8 +355,24 @@ async def ready_again_after_a_daemon_hiccup(
     the domain is NotReady, then is Ready again; the controller's second DomainReady Event is counted on
     its first one."""
     core = client.CoreV1Api(admin)
-    daemons = await core.list_namespaced_pod(NAMESPACE, label_selector=f"{names.DOMAIN_LABEL}={uid}")
-    pod = daemons.items[0].metadata.name
+
+    async def settled_daemon() -> str | None:
+        # A hand edit just rolled the DaemonSet twice: take a pod of the finished rollout, not one the
+        # DaemonSet controller is about to replace.
+        daemonset = await get(admin, "apps", "v1", "daemonsets", names.daemon_name(uid), NAMESPACE)
+        state = daemonset.get("status") or {}
+        desired = state.get("desiredNumberScheduled")
+        rolled = (
+            state.get("observedGeneration") == daemonset["metadata"]["generation"]
+            and desired
+            and state.get("updatedNumberScheduled") == desired
+            and state.get("numberReady") == desired
+        )
+        listing = await core.list_namespaced_pod(NAMESPACE, label_selector=f"{names.DOMAIN_LABEL}={uid}")
+        live = [p.metadata.name for p in listing.items if not p.metadata.deletion_timestamp]
+        return live[0] if rolled and len(live) == desired else None
+
+    pod = await eventually(settled_daemon, timeout=60, what=f"the daemons of {name} rolled out")
 
     async def set_ready(status: str) -> None:
         # A strategic merge patch: the condition of that type changes, the others stay.
