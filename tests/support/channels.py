@@ -37,26 +37,40 @@ def stamp(moment: datetime.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def claim_manifest(name: str, namespace: str, domain_uid: str) -> Object:
-    """A workload claim of the domain (its label), asking for the channel device."""
+def channel_opaque(domain_uid: str) -> Object:
+    """The opaque config of the domain's channel request, as its claim template gives it."""
+    parameters = {"apiVersion": names.API_VERSION, "kind": names.CHANNEL_CONFIG_KIND, "domainID": domain_uid}
+    return {"driver": names.DRIVER, "parameters": parameters}
+
+
+def claim_manifest(name: str, namespace: str, domain_uid: str, *, config: bool = False) -> Object:
+    """A workload claim of the domain (its label), asking for the channel device; with `config`, the
+    domain's channel config too (a kubelet plugin needs it to prepare the claim)."""
+    devices: Object = {
+        "requests": [{"name": "channel", "exactly": {"deviceClassName": names.CHANNEL_DEVICE_CLASS}}]
+    }
+    if config:
+        devices["config"] = [{"requests": ["channel"], "opaque": channel_opaque(domain_uid)}]
     return {
         "apiVersion": f"{RESOURCE_GROUP}/{RESOURCE_VERSION}",
         "kind": "ResourceClaim",
         "metadata": {"name": name, "namespace": namespace, "labels": {names.DOMAIN_LABEL: domain_uid}},
-        "spec": {
-            "devices": {
-                "requests": [{"name": "channel", "exactly": {"deviceClassName": names.CHANNEL_DEVICE_CLASS}}]
-            }
-        },
+        "spec": {"devices": devices},
     }
 
 
-def allocation_on(node: str, allocated_at: datetime.datetime) -> Object:
-    """The allocation kube-scheduler writes for the shared `channel` device of `node`."""
+def allocation_on(node: str, allocated_at: datetime.datetime, domain_uid: str | None = None) -> Object:
+    """The allocation kube-scheduler writes for the shared `channel` device of `node` (with
+    `domain_uid`: and the claim's channel config, as the scheduler copies it)."""
+    devices: Object = {
+        "results": [{"request": "channel", "driver": names.DRIVER, "pool": node, "device": "channel"}]
+    }
+    if domain_uid is not None:
+        devices["config"] = [
+            {"source": "FromClaim", "requests": ["channel"], "opaque": channel_opaque(domain_uid)}
+        ]
     return {
-        "devices": {
-            "results": [{"request": "channel", "driver": names.DRIVER, "pool": node, "device": "channel"}]
-        },
+        "devices": devices,
         "nodeSelector": {
             "nodeSelectorTerms": [
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
@@ -79,10 +93,17 @@ async def _retried(call: Callable[[], Any]) -> Any:
 
 
 async def allocate_claim(
-    api: client.ApiClient, namespace: str, domain_uid: str, node: str, allocated_at: datetime.datetime
+    api: client.ApiClient,
+    namespace: str,
+    domain_uid: str,
+    node: str,
+    allocated_at: datetime.datetime,
+    *,
+    config: bool = False,
 ) -> Object:
     """Create a workload claim of the domain and allocate it on `node` at `allocated_at`, as the
-    scheduler would; returns the claim as stored (with its UID and creation time)."""
+    scheduler would; returns the claim as stored (with its UID and creation time). With `config`, the
+    claim carries the domain's channel config, which a kubelet plugin needs to prepare it."""
     custom = client.CustomObjectsApi(api)
     name = f"claim-{uuid.uuid4().hex[:10]}"
     created: Object = await _retried(
@@ -91,10 +112,10 @@ async def allocate_claim(
             RESOURCE_VERSION,
             namespace,
             "resourceclaims",
-            claim_manifest(name, namespace, domain_uid),
+            claim_manifest(name, namespace, domain_uid, config=config),
         )
     )
-    created["status"] = {"allocation": allocation_on(node, allocated_at)}
+    created["status"] = {"allocation": allocation_on(node, allocated_at, domain_uid if config else None)}
     written: Object = await _retried(
         lambda: custom.replace_namespaced_custom_object_status(
             RESOURCE_GROUP, RESOURCE_VERSION, namespace, "resourceclaims", name, created

@@ -364,19 +364,25 @@ async def plugin_process(
         await running.close()
 
 
+def fill_node_root(root: Path) -> None:
+    """Write a node's files under the empty folder `root`: /proc/devices, boot ID, the driver's
+    capability, IMEX tools."""
+    (root / "proc").mkdir()
+    (root / "proc" / "devices").write_text(PROC_DEVICES)
+    (root / "boot_id").write_text("boot-a\n")
+    caps = root / "driver" / "proc" / "driver" / "nvidia" / "capabilities"
+    caps.mkdir(parents=True)
+    (caps / "fabric-imex-mgmt").write_text("DeviceFileMinor: 7\n")
+    # A daemon claim on a node with a clique fails without the driver's IMEX tools.
+    install_imex_tools(root)
+
+
 @pytest_asyncio.fixture
 async def node_root() -> AsyncIterator[Path]:
-    """A node's files (short path: sockets): /proc/devices, boot ID, the driver's capability, IMEX tools."""
+    """A node's files (short path: sockets), as `fill_node_root` writes them."""
     with tempfile.TemporaryDirectory(prefix="cdp-", dir="/tmp") as scratch:
         root = Path(scratch)
-        (root / "proc").mkdir()
-        (root / "proc" / "devices").write_text(PROC_DEVICES)
-        (root / "boot_id").write_text("boot-a\n")
-        caps = root / "driver" / "proc" / "driver" / "nvidia" / "capabilities"
-        caps.mkdir(parents=True)
-        (caps / "fabric-imex-mgmt").write_text("DeviceFileMinor: 7\n")
-        # A daemon claim on a node with a clique fails without the driver's IMEX tools.
-        install_imex_tools(root)
+        fill_node_root(root)
         yield root
 
 
